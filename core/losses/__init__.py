@@ -1,0 +1,1 @@
+"""diffseg3d.core.losses."""
