@@ -1,0 +1,155 @@
+"""Orbax checkpoints of a `TrainState` plus a small JSON of loop metadata.
+
+Layout: `<directory>/<step>/state` (the pytree, one orbax item) and `<directory>/<step>/metadata`
+(JSON: step, seed and whatever the caller's loop needs to resume, e.g. the data stream position).
+Saving is synchronous on purpose: the training loop donates the state's buffers to the next step,
+so an asynchronous save could read freed memory.
+
+Restoring goes into an abstract target (shapes, dtypes and shardings of a freshly created state),
+and the stored tree is checked against it first: a mismatch (different model, optimiser or
+dtype) raises an error naming the directory and the first offending leaf rather than silently
+casting or reshaping.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+_STATE = "state"
+_METADATA = "metadata"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory is missing, empty or incompatible with the restore target."""
+
+
+def _manager(directory: str | os.PathLike, max_to_keep: int | None, create: bool):
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, enable_async_checkpointing=False, create=create
+    )
+    handlers = {_STATE: ocp.StandardCheckpointHandler(), _METADATA: ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(
+        os.path.abspath(os.fspath(directory)), options=options, item_handlers=handlers
+    )
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    state: Any,
+    metadata: dict | None = None,
+    *,
+    max_to_keep: int | None = 3,
+) -> int:
+    """Save `state` (a `TrainState`) under `directory/<state.step>` and return that step.
+
+    `metadata` must be JSON-serialisable; `step` is always added. Older checkpoints beyond
+    `max_to_keep` are deleted (None keeps all).
+    """
+    step = int(jax.device_get(state.step))
+    meta = dict(metadata or {})
+    meta["step"] = step
+    with _manager(directory, max_to_keep, create=True) as manager:
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{_STATE: ocp.args.StandardSave(state), _METADATA: ocp.args.JsonSave(meta)}
+            ),
+            force=True,
+        )
+        manager.wait_until_finished()
+    return step
+
+
+def latest_checkpoint_step(directory: str | os.PathLike) -> int | None:
+    """The newest saved step in `directory`, or None when it holds no checkpoint (or is absent)."""
+    if not os.path.isdir(directory):
+        return None
+    with _manager(directory, None, create=False) as manager:
+        return manager.latest_step()
+
+
+def abstract_like(tree: Any) -> Any:
+    """`jax.ShapeDtypeStruct` leaves (with shardings when the leaves have one) for `tree`."""
+
+    def to_struct(x):
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+        return jax.ShapeDtypeStruct(np.shape(x), dtype, sharding=getattr(x, "sharding", None))
+
+    return jax.tree_util.tree_map(to_struct, tree)
+
+
+def _path_name(path) -> str:
+    """`a/0/w` for a key path, whatever node types it crosses: orbax reports the stored tree as
+    nested dicts/lists while the target has dataclasses and named tuples."""
+    parts = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+def _check_compatible(directory, step, stored: Any, target: Any) -> None:
+    stored_flat = {
+        _path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(stored)[0]
+    }
+    target_flat = jax.tree_util.tree_flatten_with_path(target)[0]
+    target_keys = {_path_name(path) for path, _ in target_flat}
+    missing = sorted(target_keys - set(stored_flat))
+    extra = sorted(set(stored_flat) - target_keys)
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint {directory} (step {step}) does not match the restore target: "
+            f"missing leaves {missing[:5]}, unexpected leaves {extra[:5]}"
+        )
+    for path, want in target_flat:
+        key = _path_name(path)
+        have = stored_flat[key]
+        if tuple(have.shape) != tuple(want.shape) or np.dtype(have.dtype) != np.dtype(want.dtype):
+            raise CheckpointError(
+                f"checkpoint {directory} (step {step}) leaf {key} is {have.dtype}{list(have.shape)}"
+                f" but the restore target expects {want.dtype}{list(want.shape)}"
+            )
+
+
+def restore_checkpoint(
+    directory: str | os.PathLike, target: Any, step: int | None = None
+) -> tuple[Any, dict]:
+    """Restore `(state, metadata)` from `directory` at `step` (default: the latest).
+
+    `target` is a `TrainState` (concrete or of `jax.ShapeDtypeStruct`s) giving the tree structure,
+    shapes, dtypes and shardings to restore into; it is checked against the stored tree first.
+    """
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    abstract = abstract_like(target)
+    with _manager(directory, None, create=False) as manager:
+        steps = manager.all_steps()
+        if not steps:
+            raise CheckpointError(f"checkpoint directory {directory} holds no checkpoint")
+        step = manager.latest_step() if step is None else int(step)
+        if step not in steps:
+            raise CheckpointError(
+                f"checkpoint directory {directory} has no step {step}; it has {sorted(steps)}"
+            )
+        stored = manager.item_metadata(step)[_STATE]
+        if stored is None:
+            raise CheckpointError(f"checkpoint {directory} (step {step}) has no '{_STATE}' item")
+        _check_compatible(directory, step, stored, abstract)
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{_STATE: ocp.args.StandardRestore(abstract), _METADATA: ocp.args.JsonRestore()}
+            ),
+        )
+    return restored[_STATE], dict(restored[_METADATA] or {})

@@ -1,0 +1,55 @@
+"""The training state: one pytree holding everything a step updates (and a checkpoint saves)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+@struct.dataclass
+class TrainState:
+    """`step` () int32 optimiser steps taken; `params` float32 model parameters; `opt_state` the
+    optax state. Everything is a leaf array, so it donates, shards and checkpoints as one tree."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def init_params(
+    model: nn.Module, key: jax.Array, image_shape: tuple[int, ...], diffusion: bool
+) -> Any:
+    """Initialise model parameters from dummy inputs of `image_shape = (batch, *spatial, 1)`.
+
+    A diffusion model also takes a noisy mask `(batch, *spatial, num_classes)` and a time
+    `(batch,)`; a plain U-Net only the image.
+    """
+    if len(image_shape) < 3:
+        raise ValueError(
+            f"image_shape must be (batch, *spatial, channels), got {tuple(image_shape)}"
+        )
+    image = jnp.zeros(image_shape, jnp.float32)
+    if diffusion:
+        x_t = jnp.zeros((*image_shape[:-1], model.num_classes), jnp.float32)
+        t = jnp.zeros((image_shape[0],), jnp.float32)
+        variables = model.init(key, image, x_t, t)
+    else:
+        variables = model.init(key, image)
+    return variables["params"]
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    image_shape: tuple[int, ...],
+    diffusion: bool,
+) -> TrainState:
+    """A fresh `TrainState` at step 0 (params from `key`, optimiser state from `tx.init`)."""
+    params = init_params(model, key, image_shape, diffusion)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
