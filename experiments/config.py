@@ -1,0 +1,465 @@
+"""One validated configuration per trial: data, model, method, diffusion, loss, optimiser,
+training, evaluation and resources.
+
+The defaults are the paper's settings (Fu et al. 2023, section 4: four-level U-Net with
+32/64/128/256 channels, AdamW with warmup + cosine schedule for 12,500 steps, batch 8, bfloat16,
+recycling, mask (x0) prediction, cross-entropy + Dice, 5 diffusion steps). Every section forbids
+unknown keys, so a typo is an error naming the dotted key. The dotted names (`data.batch_size`,
+`diffusion.recycling`, ...) are also the MLflow parameter names (`flatten`), and `cast_params`
+turns MLflow's string parameters back into typed values from this schema.
+
+Layering used by `load_config` and `grid.expand` (later wins):
+    schema defaults  <-  config file / grid base  <-  profile  <-  data set  <-  grid axes, seed
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+#: Folder of the named profiles (`<name>.yaml`, each a partial config).
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+
+#: Keys left out of `config_hash`: they label a trial but do not change what it computes.
+HASH_EXCLUDED_KEYS = ("name", "tables")
+
+
+class ConfigError(ValueError):
+    """A config (file, profile or override) is invalid; the message names source, key and value."""
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which prepared data set to train on, the batch size and on-device augmentation."""
+
+    root: str = Field(
+        "data/phantom",
+        description="Prepared data set folder (imagesTr/, labelsTr/, dataset.json; see "
+        "`diffseg3d data`). Spatial shape, spacing, classes and splits come from its "
+        "dataset.json. Relative paths are resolved against the working directory.",
+    )
+    name: str = Field(
+        "phantom",
+        description="Data set label used in trial names and tables, e.g. prostate-mr, amos-ct, "
+        "phantom.",
+    )
+    batch_size: int = Field(8, ge=1, description="Training batch size (paper: 8).")
+    augment: bool = Field(
+        True,
+        description="Random rotation, translation and scaling on device during training "
+        "(paper section 4).",
+    )
+    max_rotation_deg: float = Field(
+        15.0, ge=0.0, le=180.0, description="Largest rotation angle per axis, degrees."
+    )
+    max_translation: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Largest translation per axis as a fraction of the volume's extent.",
+    )
+    scale_range: tuple[float, float] = Field(
+        (0.9, 1.1),
+        description="[low, high] of the isotropic scaling factor; low <= 1 <= high.",
+    )
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> DataConfig:
+        low, high = self.scale_range
+        if not 0.0 < low <= 1.0 <= high:
+            raise ValueError(
+                f"data.scale_range must satisfy 0 < low <= 1 <= high, got {list(self.scale_range)}"
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    """The 3D U-Net (paper section 4); the diffusion and the plain U-Net share it."""
+
+    channels: list[int] = Field(
+        [32, 64, 128, 256],
+        min_length=1,
+        description="Channels per level; its length is the number of levels (paper: "
+        "32/64/128/256). Every spatial size of the data must be divisible by "
+        "2**(levels - 1). GroupNorm groups (8) are clipped to divide each level's channels.",
+    )
+    num_res_blocks: int = Field(2, ge=1, description="Residual blocks per level (paper code: 2).")
+    norm: Literal["group", "instance"] = Field("group", description="Normalisation layer.")
+    conv_impl: Literal["auto", "slices", "lax3d"] = Field(
+        "auto",
+        description="3x3x3 convolution implementation: lax3d (one 3D conv), slices (three 2D "
+        "convs over depth-shifted slices; faster on XLA:CPU) or auto (slices on CPU).",
+    )
+    remat: bool = Field(
+        False, description="Rematerialise residual blocks in the backward pass (less memory)."
+    )
+    compute_dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16", description="Compute dtype; parameters are float32 always (paper: bf16)."
+    )
+
+    @model_validator(mode="after")
+    def _check_channels(self) -> ModelConfig:
+        if any(c < 1 for c in self.channels):
+            raise ValueError(f"model.channels must all be >= 1, got {self.channels}")
+        return self
+
+
+class DiffusionConfig(_Section):
+    """Gaussian diffusion of the mask (paper section 3). Ignored (but validated) for unet."""
+
+    output: Literal["x0", "eps"] = Field(
+        "x0", description="What the network predicts: the mask x0 (default) or the noise eps."
+    )
+    recycling: bool = Field(
+        True, description="Recycle the model's own x0 prediction during training (eq. 3-5, 8-11)."
+    )
+    num_timesteps: int = Field(1000, ge=1, description="T of the base schedule.")
+    train_steps: int = Field(
+        5,
+        ge=1,
+        description="K for training: resampled steps (paper 3.4); 5 by default, 1000 = T means "
+        "no resampling. Must be <= num_timesteps.",
+    )
+    sample_steps: int = Field(
+        5, ge=1, description="K for inference (the sampler); must be <= num_timesteps."
+    )
+    beta_schedule: Literal["linear", "cosine"] = Field(
+        "linear", description="Base beta schedule (linear 1e-4 -> 0.02, or cosine)."
+    )
+    variance: Literal["fixed_large", "fixed_small"] = Field(
+        "fixed_large", description="Sampler variance: beta_k (fixed_large) or beta_tilde_k."
+    )
+    sampler: Literal["ddpm", "ddim"] = Field("ddpm", description="Inference sampler.")
+
+
+class LossConfig(_Section):
+    """Segmentation loss on x0_hat (cross-entropy + foreground Dice) plus noise L2 for eps."""
+
+    dice: bool = Field(True, description="Add the foreground-only Dice loss to cross-entropy.")
+    noise_weight: float = Field(
+        0.1, ge=0.0, description="Weight of the L2 loss on eps when predicting noise (paper 0.1)."
+    )
+
+
+class OptimConfig(_Section):
+    """AdamW with linear warmup and cosine decay over `train.steps` (paper section 4)."""
+
+    learning_rate: float = Field(1e-4, gt=0.0, description="Peak learning rate after warmup.")
+    warmup_steps: int = Field(
+        100, ge=0, description="Linear warmup steps; must be < train.steps."
+    )
+    weight_decay: float = Field(1e-8, ge=0.0, description="Decoupled AdamW weight decay.")
+    grad_clip_norm: float = Field(
+        1.0, ge=0.0, description="Clip gradients to this global L2 norm; 0 disables clipping."
+    )
+
+
+class TrainConfig(_Section):
+    """Length of training and how often to log, checkpoint and validate."""
+
+    steps: int = Field(12500, ge=1, description="Optimiser steps (paper: 12,500).")
+    log_every: int = Field(
+        50, ge=1, description="Log loss parts, lr and grad_norm every this many steps."
+    )
+    checkpoint_every: int = Field(
+        1000, ge=0, description="Checkpoint (orbax) and report every this many steps; 0: only "
+        "at the end."
+    )
+    eval_every: int = Field(
+        2500, ge=0, description="Validation Dice every this many steps; 0 disables it."
+    )
+
+
+class EvalConfig(_Section):
+    """Evaluation after training."""
+
+    split: Literal["test", "valid", "train"] = Field(
+        "test", description="Split scored per case and class after training."
+    )
+    save_predictions: int = Field(
+        4, ge=0, description="Number of cases of that split saved as NIfTI + PNG montage."
+    )
+
+
+class ResourcesConfig(_Section):
+    """What one Ray Tune trial asks for."""
+
+    gpus_per_trial: float = Field(
+        0.0, ge=0.0, description="GPUs per trial (fractions share a GPU; 0 = CPU only)."
+    )
+    cpus_per_trial: float = Field(1.0, gt=0.0, description="CPUs per trial.")
+
+
+class Config(_Section):
+    """Everything one trial needs. Dotted names (`data.batch_size`) are the MLflow params."""
+
+    name: str = Field("trial", description="Trial name (readable; not part of the config hash).")
+    seed: int = Field(0, ge=0, description="Seed of initialisation, data order and noise.")
+    tables: list[str] = Field(
+        [], description="Paper tables this trial feeds, e.g. ['1', '3a'] (not hashed)."
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="Data set and batches.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The U-Net.")
+    method: Literal["diffusion", "unet"] = Field(
+        "diffusion",
+        description="diffusion (DDPM on the mask) or unet (plain supervised segmentation, "
+        "same network without mask input and time).",
+    )
+    diffusion: DiffusionConfig = Field(
+        default_factory=DiffusionConfig, description="Diffusion settings (unused by unet)."
+    )
+    loss: LossConfig = Field(default_factory=LossConfig, description="Loss terms.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training length.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
+    resources: ResourcesConfig = Field(
+        default_factory=ResourcesConfig, description="Ray Tune resources per trial."
+    )
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Config:
+        d = self.diffusion
+        if d.train_steps > d.num_timesteps:
+            raise ValueError(
+                f"diffusion.train_steps={d.train_steps} must be <= diffusion.num_timesteps="
+                f"{d.num_timesteps}"
+            )
+        if d.sample_steps > d.num_timesteps:
+            raise ValueError(
+                f"diffusion.sample_steps={d.sample_steps} must be <= diffusion.num_timesteps="
+                f"{d.num_timesteps}"
+            )
+        if self.optim.warmup_steps >= self.train.steps:
+            raise ValueError(
+                f"optim.warmup_steps={self.optim.warmup_steps} must be < train.steps="
+                f"{self.train.steps}"
+            )
+        return self
+
+    @classmethod
+    def field_type(cls, dotted: str) -> Any:
+        """The annotation of a dotted key, e.g. `field_type("data.batch_size") is int`."""
+        model: type[BaseModel] = cls
+        parts = dotted.split(".")
+        for i, part in enumerate(parts):
+            if part not in model.model_fields:
+                raise ConfigError(
+                    f"unknown config key {dotted!r} (no {part!r} in {model.__name__})"
+                )
+            annotation = model.model_fields[part].annotation
+            if i == len(parts) - 1:
+                return annotation
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                raise ConfigError(f"config key {dotted!r}: {'.'.join(parts[: i + 1])} is a leaf")
+            model = annotation
+        raise ConfigError(f"empty config key {dotted!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        value = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - {key}: unknown key (value {value!r})")
+        else:
+            shown = value if not isinstance(value, dict) else "{...}"
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {key}: {msg} (got {shown!r})")
+    return f"{source}: invalid config:\n" + "\n".join(lines)
+
+
+def validate_config(raw: dict, source: str = "<config>") -> Config:
+    """A `Config` from a nested dict; errors become one `ConfigError` naming source and keys."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a mapping, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested dicts
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: `override` merged into `base` recursively (override's leaves win)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> dict:
+    """A new nested dict with `tree[a][b] = value` for `dotted = "a.b"`."""
+    out = copy.deepcopy(tree)
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A YAML mapping from `path`; a missing file, bad YAML or a non-mapping names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped in `experiments/profiles/`."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str | None) -> dict:
+    """The partial config of profile `name` (`{}` for None); unknown names list the known ones."""
+    if name is None:
+        return {}
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown profile {name!r}; available profiles: {', '.join(available_profiles())}"
+        )
+    raw = read_yaml(path)
+    # Validate the profile on its own, so a typo is reported against the profile file.
+    validate_config(deep_merge(raw, {}), source=str(path))
+    return raw
+
+
+def load_config(path: str | os.PathLike, profile: str | None = None) -> Config:
+    """Load a YAML config (full or partial; defaults fill the rest) and apply `profile` on top."""
+    raw = read_yaml(path)
+    merged = deep_merge(raw, load_profile(profile))
+    source = str(path) if profile is None else f"{path} (profile {profile})"
+    return validate_config(merged, source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flat string form (MLflow params) and back
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_leaves(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _encode(value: Any) -> str:
+    """Strings stay as they are; everything else is JSON (lists, bools as true/false)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def flatten(config: Config) -> dict[str, str]:
+    """Dotted key -> string value, sorted by key: `{"data.batch_size": "8",
+    "model.channels": "[32, 64, 128, 256]", "diffusion.recycling": "true", ...}`."""
+    leaves = _leaves(config.model_dump(mode="json"))
+    return {key: _encode(leaves[key]) for key in sorted(leaves)}
+
+
+def cast_value(dotted: str, value: str) -> Any:
+    """Turn one string param back into the typed value of `Config.field_type(dotted)`.
+
+    Accepts both this module's encoding and Python's `str()` (e.g. `True`, `(0.9, 1.1)`).
+    """
+    annotation = Config.field_type(dotted)
+    adapter = TypeAdapter(annotation)
+    origin = typing.get_origin(annotation)
+    try:
+        if annotation is str:
+            return value
+        if origin in (list, tuple):
+            text = value.replace("(", "[").replace(")", "]").replace("'", '"')
+            return adapter.validate_python(json.loads(text))
+        return adapter.validate_python(value)
+    except (ValidationError, json.JSONDecodeError) as err:
+        raise ConfigError(f"param {dotted}={value!r} is not a valid {annotation}: {err}") from None
+
+
+def cast_params(params: dict[str, str], strict: bool = False) -> dict[str, Any]:
+    """Typed values for MLflow's string params. Keys that are not config keys are kept as strings
+    unless `strict`, in which case they raise `ConfigError`."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        try:
+            out[key] = cast_value(key, value)
+        except ConfigError:
+            if strict:
+                raise
+            out[key] = value
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+    """Nested dict from dotted keys; string values are cast back through the schema first."""
+    tree: dict = {}
+    for key in sorted(flat):
+        value = flat[key]
+        if isinstance(value, str):
+            value = cast_value(key, value)
+        tree = set_dotted(tree, key, value)
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity
+
+
+def canonical_json(config: Config, exclude: tuple[str, ...] = HASH_EXCLUDED_KEYS) -> str:
+    """Sorted-key, whitespace-free JSON of the config without the `exclude` top-level keys."""
+    data = config.model_dump(mode="json", exclude=set(exclude))
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(config: Config) -> str:
+    """First 16 hex digits of sha256 over `canonical_json`: equal iff two trials compute the same
+    thing (name and tables excluded). Stable across processes and Python versions."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+def to_yaml(config: Config) -> str:
+    """The resolved config as YAML (logged as the `config.yaml` artifact); loads back equal."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

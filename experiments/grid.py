@@ -1,0 +1,276 @@
+"""Ablation grids: a base config, comparisons (axes of dotted keys -> values) feeding paper
+tables, seeds and data sets, expanded deterministically into de-duplicated trials.
+
+Grid YAML (`experiments/grids/*.yaml`):
+
+    name: table1_recycling            # MLflow experiment / parent run label
+    description: ...                  # free text
+    seeds: [0]                        # every trial runs once per seed
+    data_sets:                        # data set label -> default prepared folder
+      prostate-mr: data/prostate-mr
+      amos-ct: data/amos-ct
+    base: {method: diffusion, ...}    # partial config shared by every trial
+    comparisons:
+      - table: "1"                    # the paper table this comparison feeds
+        data_sets: [prostate-mr]      # optional subset of data_sets (default: all)
+        axes: {diffusion.recycling: [false, true]}   # Cartesian product over the axes
+    include: [other.yaml]             # optional: comparisons of other grids (their own base,
+                                      # data sets merged), e.g. paper.yaml = the three tables
+
+Layering of one trial's config (later wins): schema defaults <- base <- profile <- data set
+(`data.name`, `data.root`) <- axes values <- seed. `--data DIR` replaces every data set by DIR
+(labelled with DIR's dataset.json name), so trials that differed only by data set collapse into
+one trial that keeps every table it feeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffseg3d.experiments.config import (
+    Config,
+    ConfigError,
+    config_hash,
+    deep_merge,
+    load_profile,
+    read_yaml,
+    set_dotted,
+    validate_config,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+#: Folder of the shipped grids.
+GRIDS_DIR = Path(__file__).resolve().parent / "grids"
+
+#: Keys every method of one comparison must share: the paper compares at equal compute budget.
+BUDGET_KEYS = ("train.steps", "data.batch_size")
+
+
+class GridError(ValueError):
+    """A grid file is malformed or expands into inconsistent trials; names file and key."""
+
+
+class Comparison(BaseModel):
+    """One comparison of a paper table: the axes varied and the data sets it runs on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(description="Paper table label, e.g. '1', '2', '3a'.")
+    axes: dict[str, list[Any]] = Field(
+        description="Dotted config key -> values; trials are the Cartesian product."
+    )
+    data_sets: list[str] | None = Field(
+        None, description="Subset of the grid's data sets (default: all of them)."
+    )
+    base: dict = Field(
+        {}, description="Partial config merged over the grid's base for this comparison only."
+    )
+
+
+class Grid(BaseModel):
+    """A parsed grid file (includes resolved: every comparison carries its full base)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Grid name: the MLflow experiment and parent run label.")
+    description: str = Field("", description="Free text.")
+    seeds: list[int] = Field([0], min_length=1, description="Seeds; each trial runs per seed.")
+    data_sets: dict[str, str] = Field(
+        {}, description="Data set label -> default prepared folder (relative: to the cwd)."
+    )
+    base: dict = Field({}, description="Partial config shared by every comparison.")
+    comparisons: list[Comparison] = Field([], description="Comparisons feeding paper tables.")
+    include: list[str] = Field(
+        [], description="Other grid files (relative to this one) whose comparisons are added."
+    )
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One unique configuration to run: readable `name`, validated `config`, its `hash` and
+    every paper table it feeds (`tables`, also stored in `config.tables`)."""
+
+    name: str
+    config: Config
+    hash: str
+    tables: tuple[str, ...]
+
+
+def _parse(raw: dict, source: str) -> Grid:
+    try:
+        return Grid.model_validate(raw)
+    except ValidationError as err:
+        lines = [
+            f"  - {'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in err.errors()
+        ]
+        raise GridError(f"{source}: invalid grid:\n" + "\n".join(lines)) from None
+
+
+def load_grid(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> Grid:
+    """Parse a grid file and resolve its `include`s into its own comparisons."""
+    path = Path(path).resolve()
+    if str(path) in _seen:
+        raise GridError(f"{path}: include cycle through {' -> '.join(_seen)}")
+    try:
+        raw = read_yaml(path)
+    except ConfigError as err:
+        raise GridError(str(err)) from None
+    grid = _parse(raw, str(path))
+    comparisons = [
+        c.model_copy(update={"base": deep_merge(grid.base, c.base)}) for c in grid.comparisons
+    ]
+    data_sets = dict(grid.data_sets)
+    for inc in grid.include:
+        child = load_grid(path.parent / inc, (*_seen, str(path)))
+        comparisons.extend(child.comparisons)
+        for name, root in child.data_sets.items():
+            data_sets.setdefault(name, root)
+    for c in comparisons:
+        for name in c.data_sets or []:
+            if name not in data_sets:
+                raise GridError(
+                    f"{path}: comparison for table {c.table} uses data set {name!r}, which is not "
+                    f"in data_sets ({', '.join(data_sets) or 'none'})"
+                )
+        for key, values in c.axes.items():
+            if not values:
+                raise GridError(f"{path}: table {c.table} axis {key!r} has no values")
+    if not data_sets:
+        raise GridError(f"{path}: data_sets is empty (need at least one data set)")
+    return grid.model_copy(
+        update={"comparisons": comparisons, "data_sets": data_sets, "include": []}
+    )
+
+
+def _yn(flag: bool) -> str:
+    return "Y" if flag else "N"
+
+
+def trial_name(config: Config) -> str:
+    """Readable name from the config: `prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0`,
+    `amos-ct_unet_dice-Y_s0`."""
+    if config.method == "unet":
+        parts = [config.data.name, "unet", f"dice-{_yn(config.loss.dice)}"]
+    else:
+        d = config.diffusion
+        parts = [
+            config.data.name,
+            "diffusion",
+            d.output,
+            f"recycle-{_yn(d.recycling)}",
+            f"dice-{_yn(config.loss.dice)}",
+            f"k{d.train_steps}",
+        ]
+    return "_".join([*parts, f"s{config.seed}"])
+
+
+def data_set_label(root: str | os.PathLike) -> str:
+    """Label of a prepared folder: its dataset.json `name`, else the folder's name."""
+    meta = Path(root) / "dataset.json"
+    if meta.is_file():
+        try:
+            name = json.loads(meta.read_text()).get("name")
+        except json.JSONDecodeError as err:
+            raise GridError(f"{meta}: not valid JSON: {err}") from None
+        if isinstance(name, str) and name:
+            return name
+    return Path(root).resolve().name
+
+
+def _check_budget(table: str, configs: list[Config], source: str) -> None:
+    for key in BUDGET_KEYS:
+        section, field = key.split(".")
+        values = {getattr(getattr(c, section), field) for c in configs}
+        if len(values) > 1:
+            raise GridError(
+                f"{source}: table {table} compares methods at different compute budgets: "
+                f"{key} takes values {sorted(values)}"
+            )
+
+
+def expand(
+    grid: Grid | str | os.PathLike,
+    profile: str | None = None,
+    data_override: str | os.PathLike | None = None,
+) -> list[Trial]:
+    """All unique trials of `grid` under `profile`, in a deterministic order (comparisons as
+    written, then data sets, axis values, seeds). A configuration reached by several comparisons
+    appears once, with all their tables."""
+    source = str(grid) if not isinstance(grid, Grid) else grid.name
+    if not isinstance(grid, Grid):
+        grid = load_grid(grid)
+    profile_raw = load_profile(profile)
+    if data_override is not None:
+        data_sets = {name: str(data_override) for name in grid.data_sets}
+        override_label = data_set_label(data_override)
+    else:
+        data_sets = dict(grid.data_sets)
+        override_label = None
+
+    order: list[str] = []
+    by_hash: dict[str, tuple[Config, list[str]]] = {}
+    for comp in grid.comparisons:
+        names = comp.data_sets or list(grid.data_sets)
+        keys = list(comp.axes)
+        configs = []
+        for ds in names:
+            for values in itertools.product(*(comp.axes[k] for k in keys)):
+                for seed in grid.seeds:
+                    raw = deep_merge(comp.base, profile_raw)
+                    raw = set_dotted(raw, "data.name", override_label or ds)
+                    raw = set_dotted(raw, "data.root", data_sets[ds])
+                    for key, value in zip(keys, values, strict=True):
+                        raw = set_dotted(raw, key, value)
+                    raw = set_dotted(raw, "seed", seed)
+                    label = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values, strict=True))
+                    config = validate_config(
+                        raw, source=f"{source} table {comp.table} ({ds}; {label}; seed {seed})"
+                    )
+                    configs.append(config)
+        _check_budget(comp.table, configs, source)
+        for config in configs:
+            h = config_hash(config)
+            if h not in by_hash:
+                order.append(h)
+                by_hash[h] = (config, [])
+            if comp.table not in by_hash[h][1]:
+                by_hash[h][1].append(comp.table)
+
+    trials = []
+    names_seen: dict[str, int] = {}
+    for h in order:
+        config, tables = by_hash[h]
+        name = trial_name(config)
+        names_seen[name] = names_seen.get(name, 0) + 1
+        if names_seen[name] > 1:
+            # Two different configs share a readable name (an axis not in the name): disambiguate.
+            name = f"{name}_{h[:6]}"
+        config = config.model_copy(update={"name": name, "tables": list(tables)})
+        trials.append(Trial(name=name, config=config, hash=h, tables=tuple(tables)))
+    return trials
+
+
+def grid_hash(trials: list[Trial]) -> str:
+    """Stable id of an expanded grid (its set of trial hashes): reruns of the same command map to
+    the same MLflow parent run."""
+    joined = ",".join(sorted(t.hash for t in trials))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def resolve_grid_path(grid: str | os.PathLike) -> Path:
+    """A grid file path; a bare name like `paper` or `paper.yaml` finds the shipped grid."""
+    path = Path(grid)
+    if path.is_file():
+        return path
+    shipped = GRIDS_DIR / (path.name if path.suffix else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.yaml")))
+    raise GridError(f"{grid}: no such grid file (shipped grids: {known})")
