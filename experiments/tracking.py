@@ -1,0 +1,237 @@
+"""MLflow tracking: one experiment per grid, one parent run per grid, one child run per trial.
+
+Everything goes through `MlflowClient` with explicit run ids (never the fluent global "active
+run"), so several trials in one process, Ray workers and resumed trials cannot log into each
+other's runs. The default store is SQLite in the output folder (`sqlite:///<out>/mlflow.db`,
+artifacts under `<out>/mlartifacts`); `MLFLOW_TRACKING_URI` overrides it, e.g. a `mlflow server`
+on a cluster's head node (`http://head:5000`), whose own artifact store is then used.
+
+Tags on a trial's run: `mlflow.parentRunId` (the grid's parent run; MLflow nests on it),
+`mlflow.runName` / `diffseg3d.trial` (readable trial name), `diffseg3d.config_hash`,
+`diffseg3d.tables` (comma-separated paper tables). Parent runs carry `diffseg3d.grid` and
+`diffseg3d.grid_hash`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from diffseg3d.experiments.config import Config, config_hash, flatten
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+TAG_TRIAL = "diffseg3d.trial"
+TAG_CONFIG_HASH = "diffseg3d.config_hash"
+TAG_TABLES = "diffseg3d.tables"
+TAG_GRID = "diffseg3d.grid"
+TAG_GRID_HASH = "diffseg3d.grid_hash"
+TAG_KIND = "diffseg3d.kind"  # "grid" on parent runs, "trial" on trial runs
+TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+
+#: MLflow's per-request limits for `log_batch`.
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+
+
+def default_tracking_uri(out_dir: str | os.PathLike) -> str:
+    """`MLFLOW_TRACKING_URI` when set, else `sqlite:///<abs out_dir>/mlflow.db`."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
+
+
+def default_artifact_location(out_dir: str | os.PathLike, tracking_uri: str) -> str | None:
+    """Artifact root for a new experiment: `<out>/mlartifacts` for a local (SQLite/file) store,
+    None (the server's own artifact store) for a tracking server."""
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (Path(out_dir).resolve() / "mlartifacts").as_uri()
+
+
+def client_for(tracking_uri: str | None) -> MlflowClient:
+    """An `MlflowClient` on `tracking_uri` (None: MLflow's own default resolution)."""
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(
+    name: str, artifact_location: str | None = None, tracking_uri: str | None = None
+) -> str:
+    """Id of experiment `name`, created if absent. Call once on the driver before trials start:
+    concurrent creation races in the store (the loser re-reads the winner's experiment)."""
+    client = client_for(tracking_uri)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        if existing.lifecycle_stage == "deleted":
+            client.restore_experiment(existing.experiment_id)
+        return existing.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
+
+
+def _experiment_id(client: MlflowClient, experiment: str) -> str:
+    """`experiment` is an id or a name; returns the id (the experiment must exist)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.get_experiment(experiment).experiment_id
+    except MlflowException:
+        raise ValueError(
+            f"MLflow experiment {experiment!r} does not exist at {client.tracking_uri}; "
+            "create it with ensure_experiment first"
+        ) from None
+
+
+def start_parent_run(
+    experiment: str,
+    grid_name: str,
+    *,
+    grid_hash: str | None = None,
+    tracking_uri: str | None = None,
+) -> str:
+    """Run id of the grid's parent run. An unfinished parent run of the same grid (same
+    `grid_hash`) is reused, so rerunning an interrupted `diffseg3d ablate` nests its trials under
+    the same parent; otherwise a new one is created."""
+    client = client_for(tracking_uri)
+    exp_id = _experiment_id(client, experiment)
+    if grid_hash is not None:
+        runs = client.search_runs(
+            [exp_id],
+            filter_string=(
+                f"tags.`{TAG_GRID_HASH}` = '{grid_hash}' and tags.`{TAG_KIND}` = 'grid'"
+            ),
+            order_by=["attributes.start_time DESC"],
+        )
+        for run in runs:
+            if run.info.status != RunStatus.to_string(RunStatus.FINISHED):
+                client.update_run(run.info.run_id, status="RUNNING")
+                return run.info.run_id
+    tags = {TAG_GRID: grid_name, TAG_KIND: "grid"}
+    if grid_hash is not None:
+        tags[TAG_GRID_HASH] = grid_hash
+    run = client.create_run(exp_id, tags=tags, run_name=grid_name)
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED", tracking_uri: str | None = None) -> None:
+    """Mark a run (parent or trial) FINISHED / FAILED / KILLED."""
+    client_for(tracking_uri).set_terminated(run_id, status=status)
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class TrialRun:
+    """The MLflow run of one trial; open it with `start` (new run) or `reopen` (resumed trial).
+
+    Exactly one run per trial: a resumed trial stores `run_id` in its checkpoint (`trial.json`)
+    and reopens it instead of starting a new one.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    @classmethod
+    def start(
+        cls,
+        config: Config,
+        *,
+        experiment: str,
+        tracking_uri: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> TrialRun:
+        """A new child run for `config` (named `config.name`) with params = `flatten(config)`."""
+        client = client_for(tracking_uri)
+        exp_id = _experiment_id(client, experiment)
+        tags = {
+            TAG_TRIAL: config.name,
+            TAG_CONFIG_HASH: config_hash(config),
+            TAG_TABLES: ",".join(config.tables),
+            TAG_KIND: "trial",
+        }
+        if parent_run_id:
+            tags[TAG_PARENT] = parent_run_id
+        run = client.create_run(exp_id, tags=tags, run_name=config.name)
+        trial_run = cls(client, run.info.run_id)
+        trial_run.log_params(config)
+        return trial_run
+
+    @classmethod
+    def reopen(cls, run_id: str, *, tracking_uri: str | None = None) -> TrialRun:
+        """Continue an existing run (a resumed trial): it is set back to RUNNING."""
+        client = client_for(tracking_uri)
+        try:
+            client.get_run(run_id)
+        except MlflowException as err:
+            raise ValueError(
+                f"cannot resume: MLflow run {run_id} not found at {client.tracking_uri} ({err})"
+            ) from None
+        client.update_run(run_id, status="RUNNING")
+        return cls(client, run_id)
+
+    def log_params(self, config: Config) -> None:
+        """Params = `flatten(config)`, logged once: keys the run already has are skipped (MLflow
+        rejects changing a param), and a changed value is an error naming the key."""
+        existing = self.client.get_run(self.run_id).data.params
+        new = []
+        for key, value in flatten(config).items():
+            if key in existing:
+                if existing[key] != value:
+                    raise ValueError(
+                        f"run {self.run_id} already has param {key}={existing[key]!r}; "
+                        f"the resumed config has {value!r}"
+                    )
+                continue
+            new.append(Param(key, value))
+        for chunk in _chunks(new, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=chunk)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log a dict of scalars at `step` in one `log_batch` request (NaN is stored as NaN)."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, int(step)) for k, v in sorted(metrics.items())]
+        for chunk in _chunks(batch, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, os.fspath(path), artifact_path)
+
+    def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, os.fspath(directory), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        """`[(step, value), ...]` of a metric, sorted by step (for tests and summaries)."""
+        history = self.client.get_metric_history(self.run_id, key)
+        return sorted((m.step, m.value) for m in history)
+
+
+def finite_or_nan(value: float) -> float:
+    """`float(value)`, with infinities turned into NaN (MLflow rejects +-inf in some stores)."""
+    value = float(value)
+    return value if math.isfinite(value) else math.nan
