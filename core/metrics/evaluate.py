@@ -1,0 +1,153 @@
+"""Per-case evaluation rows, the per-case metrics CSV, and NaN-aware summaries.
+
+One row per (case, foreground class) with keys exactly `ROW_KEYS`:
+    case, class, dice, hd95 (mm), roi_voxels, roi_mm3 (ground truth), pred_empty, label_empty.
+NaN Dice (class absent from both maps) and NaN HD95 (class absent from either) are kept in the
+rows and in the CSV (written as `nan`), skipped by the means of `summarise` and counted there, so
+nothing is dropped silently (design card, Metrics).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from diffseg3d.core.metrics.dice import dice_per_class
+from diffseg3d.core.metrics.hd95 import hd95_per_class
+from diffseg3d.core.metrics.inputs import check_pair, check_spacing
+from diffseg3d.core.metrics.roi import roi_size_per_class
+
+#: Keys of every row, in CSV column order.
+ROW_KEYS = ("case", "class", "dice", "hd95", "roi_voxels", "roi_mm3", "pred_empty", "label_empty")
+
+
+def evaluate_case(
+    case_id: str,
+    pred: np.ndarray,
+    label: np.ndarray,
+    class_names: Sequence[str],
+    spacing: Sequence[float],
+) -> list[dict[str, Any]]:
+    """Dice, HD95 and ROI size of every foreground class of one case.
+
+    Args:
+        case_id: the case identifier written in the `case` column.
+        pred: (*spatial) int predicted label map.
+        label: (*spatial) int ground-truth label map.
+        class_names: foreground class names; name i belongs to label value i + 1.
+        spacing: voxel size in mm per spatial axis (of the space pred and label are in).
+
+    Returns:
+        len(class_names) dicts with keys `ROW_KEYS`.
+    """
+    num_classes = len(class_names) + 1
+    try:
+        pred, label = check_pair(pred, label, num_classes)
+        spacing = check_spacing(spacing, label.ndim)
+    except ValueError as err:
+        raise ValueError(f"case {case_id!r}: {err}") from err
+    dice = dice_per_class(pred, label, num_classes)
+    hd95 = hd95_per_class(pred, label, num_classes, spacing)
+    roi_voxels, roi_mm3 = roi_size_per_class(label, num_classes, spacing)
+    pred_voxels = np.bincount(pred.ravel(), minlength=num_classes)[1:]
+    return [
+        {
+            "case": str(case_id),
+            "class": name,
+            "dice": float(dice[i]),
+            "hd95": float(hd95[i]),
+            "roi_voxels": int(roi_voxels[i]),
+            "roi_mm3": float(roi_mm3[i]),
+            "pred_empty": bool(pred_voxels[i] == 0),
+            "label_empty": bool(roi_voxels[i] == 0),
+        }
+        for i, name in enumerate(class_names)
+    ]
+
+
+def write_per_case_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Writes rows to a CSV with header `ROW_KEYS` (NaN as `nan`); returns the path."""
+    path = Path(path)
+    for index, row in enumerate(rows):
+        if set(row) != set(ROW_KEYS):
+            raise ValueError(
+                f"row {index} for {path.name} has keys {sorted(row)}; expected {list(ROW_KEYS)}."
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ROW_KEYS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_per_case_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Reads a CSV written by `write_per_case_csv` back into typed rows."""
+    path = Path(path)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != ROW_KEYS:
+            raise ValueError(f"{path}: columns {reader.fieldnames}; expected {list(ROW_KEYS)}.")
+        return [
+            {
+                "case": raw["case"],
+                "class": raw["class"],
+                "dice": float(raw["dice"]),
+                "hd95": float(raw["hd95"]),
+                "roi_voxels": int(raw["roi_voxels"]),
+                "roi_mm3": float(raw["roi_mm3"]),
+                "pred_empty": raw["pred_empty"] == "True",
+                "label_empty": raw["label_empty"] == "True",
+            }
+            for raw in reader
+        ]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, population std, number of NaN) of values, skipping NaN; NaN stats if all are NaN."""
+    array = np.asarray(values, dtype=np.float64)
+    valid = array[~np.isnan(array)]
+    n_nan = int(array.size - valid.size)
+    if valid.size == 0:
+        return math.nan, math.nan, n_nan
+    return float(valid.mean()), float(valid.std()), n_nan
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, float | int]:
+    """NaN-skipping means of the per-case rows, with the NaN counts next to them.
+
+    Keys:
+        `n_cases`, `n_rows`;
+        `mean_dice`, `std_dice`, `n_nan_dice` and `mean_hd95`, `std_hd95`, `n_nan_hd95`: over all
+            (case, class) rows that are not NaN;
+        `mean_case_dice`, `mean_case_hd95`: mean over cases of each case's mean over its non-NaN
+            classes (the paper's "averaged over foreground classes"; cases with no valid class are
+            skipped);
+        `dice/<class>`, `hd95/<class>`: per class means over cases, NaN skipped;
+        `n_nan_dice/<class>`, `n_nan_hd95/<class>`: per class NaN counts.
+    Means of an all-NaN column are NaN (never a warning or an error).
+    """
+    summary: dict[str, float | int] = {
+        "n_cases": len({row["case"] for row in rows}),
+        "n_rows": len(rows),
+    }
+    for metric in ("dice", "hd95"):
+        mean, std, n_nan = _mean_std([row[metric] for row in rows])
+        summary[f"mean_{metric}"], summary[f"std_{metric}"] = mean, std
+        summary[f"n_nan_{metric}"] = n_nan
+        by_case: dict[str, list[float]] = {}
+        by_class: dict[str, list[float]] = {}
+        for row in rows:
+            by_case.setdefault(row["case"], []).append(row[metric])
+            by_class.setdefault(row["class"], []).append(row[metric])
+        case_means = [_mean_std(values)[0] for values in by_case.values()]
+        summary[f"mean_case_{metric}"] = _mean_std(case_means)[0]
+        for name, values in by_class.items():
+            mean, _, n_nan = _mean_std(values)
+            summary[f"{metric}/{name}"] = mean
+            summary[f"n_nan_{metric}/{name}"] = n_nan
+    return summary
