@@ -1,0 +1,132 @@
+"""The Ray Tune trainable: a thin adapter from one Tune trial to `trial.run_trial`.
+
+It runs inside a Ray worker process, possibly on another node, with the trial's working
+directory as cwd. It must not import JAX before the trial's environment is set
+(`resources.trial_env`: memory fraction for fractional GPUs, CPU-only platform), so this module
+imports nothing heavy at module level and `run_trial` is imported inside the function.
+
+Checkpoints: `run_trial` calls `report(metrics, checkpoint_dir)` at every checkpoint and at the
+end; that becomes `tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(dir))`, which
+copies the directory (orbax state + trial.json with the MLflow run id) to Tune's storage. After
+a lost worker Tune restarts the trial with `tune.get_checkpoint()` set; it is copied to a local
+folder and handed to `run_trial(resume_from=...)`, which continues the same step, random
+stream and MLflow run.
+
+Fault hook (for the fault-tolerance test and for drills on a real cluster): when the driver's
+environment has `DIFFSEG3D_FAULT_KILL_TRIAL=<trial name>` (or `*` for every trial) and
+`DIFFSEG3D_FAULT_MARKER_DIR=<folder on storage every node sees>`, the trial's worker process
+SIGKILLs itself right after its first checkpoint report has been accepted by Tune, once per trial
+(a marker file `<marker dir>/<trial>.killed` records that it fired). The runner forwards both
+variables to the trial, so they need not be set on the worker nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Environment variables of the fault hook (see the module docstring).
+FAULT_KILL_TRIAL_ENV = "DIFFSEG3D_FAULT_KILL_TRIAL"
+FAULT_MARKER_DIR_ENV = "DIFFSEG3D_FAULT_MARKER_DIR"
+
+
+def apply_env(env: Mapping[str, str]) -> None:
+    """Set the trial's environment; XLA_FLAGS are appended to existing flags, not replaced."""
+    for key, value in env.items():
+        if key == "XLA_FLAGS" and os.environ.get("XLA_FLAGS"):
+            if value not in os.environ["XLA_FLAGS"]:
+                os.environ["XLA_FLAGS"] = f"{os.environ['XLA_FLAGS']} {value}"
+        else:
+            os.environ[key] = value
+
+
+def fault_should_fire(trial: str, fault: Mapping[str, str]) -> Path | None:
+    """The marker file to create if the fault hook must kill `trial` now, else None."""
+    target = fault.get(FAULT_KILL_TRIAL_ENV)
+    marker_dir = fault.get(FAULT_MARKER_DIR_ENV)
+    if not target or not marker_dir or target not in ("*", trial):
+        return None
+    marker = Path(marker_dir) / f"{trial}.killed"
+    return None if marker.exists() else marker
+
+
+def train_trial(
+    param: dict[str, Any],
+    *,
+    configs: Mapping[str, dict],
+    envs: Mapping[str, Mapping[str, str]],
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str | None,
+    fault: Mapping[str, str],
+) -> None:
+    """Tune function trainable for the trial named `param["trial"]`.
+
+    configs: trial name -> resolved config as a JSON-able dict (`Config.model_dump(mode="json")`),
+    envs: trial name -> environment from `resources.trial_env`; both are bound on the driver with
+    `tune.with_parameters`. Metrics go to Tune through `tune.report`; the final report carries
+    the final metrics returned by `run_trial`.
+    """
+    name = param["trial"]
+    apply_env(envs.get(name, {}))
+
+    from diffseg3d.experiments.config import validate_config
+    from diffseg3d.experiments.trial import run_trial
+    from ray import tune
+
+    config = validate_config(configs[name], source=f"trial {name}")
+    workdir = Path.cwd() / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    resume_from = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        # Copied, not `as_directory()`: on s3/NFS storage the context's temp copy would vanish
+        # while run_trial still reads it.
+        resume_from = workdir / "restored_checkpoint"
+        shutil.rmtree(resume_from, ignore_errors=True)
+        checkpoint.to_directory(str(resume_from))
+
+    state = {"reported_checkpoint": False}
+
+    def report(metrics: Mapping[str, Any], checkpoint_dir: str | os.PathLike | None) -> None:
+        ckpt = None
+        if checkpoint_dir is not None:
+            ckpt = tune.Checkpoint.from_directory(str(checkpoint_dir))
+        tune.report({k: _scalar(v) for k, v in metrics.items()}, checkpoint=ckpt)
+        if ckpt is not None and not state["reported_checkpoint"]:
+            state["reported_checkpoint"] = True
+            marker = fault_should_fire(name, fault)
+            if marker is not None:
+                # `tune.report` returns only after the driver took this result and its
+                # checkpoint (synchronous reporting), so the restart will find it.
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(f"killed pid {os.getpid()} after first checkpoint\n")
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    final = run_trial(
+        config,
+        workdir=str(workdir),
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        resume_from=None if resume_from is None else str(resume_from),
+        report=report,
+    )
+    if final:
+        # Tune keeps the last reported metrics as the trial's result; make sure it holds the
+        # final test means even if run_trial's last report came earlier.
+        tune.report({k: _scalar(v) for k, v in final.items() if _is_metric(v)})
+
+
+def _is_metric(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool) or hasattr(value, "item")
+
+
+def _scalar(value: Any) -> Any:
+    """Plain Python numbers (NumPy/JAX scalars are not JSON-serialisable in Tune's logs)."""
+    return value.item() if hasattr(value, "item") else value
