@@ -1,0 +1,225 @@
+"""Runs -> one tidy DataFrame (one row per run, test case and foreground class).
+
+Two sources, one result type (`Collection`):
+
+- MLflow (`collect_mlflow`): the grid's experiment; parent runs (no `mlflow.parentRunId` tag)
+  are skipped, every child run is either collected or listed in `Collection.problems` with the
+  reason (status FAILED/KILLED/RUNNING, no `per_case_metrics.csv`, bad params).
+- A folder of CSVs (`collect_csv_folder`) for users who score elsewhere: each `<stem>.csv` holds
+  per-case metrics (columns `case, class, dice, hd95, roi_voxels, roi_mm3`) and sits next to a
+  sidecar `<stem>.json` with the run's params in the same dotted keys as MLflow, e.g.
+  `{"trial": "unet-s0", "tables": ["table2_diffusion_vs_unet"],
+    "params": {"data.name": "prostate-mr", "method": "unet", "seed": 0}}`.
+  `<stem>` becomes the run id. Axes a sidecar omits take the paper defaults
+  (`schema.AXIS_DEFAULTS`); `data.name` is required.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from diffseg3d.analysis.schema import PER_CASE_COLUMNS, TIDY_COLUMNS, axes_from_params
+
+PER_CASE_ARTIFACT = "per_case_metrics.csv"
+PREDICTIONS_DIR = "predictions"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_TRIAL = "diffseg3d.trial"
+TAG_TABLES = "diffseg3d.tables"
+TAG_HASH = "diffseg3d.config_hash"
+
+# Columns of Collection.runs: one row per child run found, collected or not.
+RUN_COLUMNS: tuple[str, ...] = (
+    "run_id", "trial", "status", "tables", "data_set", "method", "output", "recycling",
+    "dice_loss", "train_steps", "seed", "data_root", "n_rows", "problem",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Collection:
+    """Collected runs.
+
+    frame: tidy rows, columns `TIDY_COLUMNS + ("tables",)` (`tables` is the run's comma-separated
+      paper-table ids); only runs without a problem contribute.
+    runs: one row per child run (`RUN_COLUMNS`); `problem` is None for collected runs.
+    source: where the runs came from (experiment name and tracking URI, or folder).
+    """
+
+    frame: pd.DataFrame
+    runs: pd.DataFrame
+    source: str
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per run that was not collected, naming the run and why."""
+        bad = self.runs[self.runs["problem"].notna()]
+        return [f"{r.run_id} ({r.trial}): {r.problem}" for r in bad.itertuples()]
+
+
+def read_per_case_csv(path: Path | str, *, source: str = "") -> pd.DataFrame:
+    """Read a per-case metrics CSV and check its columns; NaN stays NaN (empty masks)."""
+    frame = pd.read_csv(path, dtype={"case": str, "class": str})
+    missing = [c for c in PER_CASE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{source or path}: per-case CSV lacks columns {missing}")
+    for column in ("dice", "hd95", "roi_voxels", "roi_mm3"):
+        frame[column] = pd.to_numeric(frame[column], errors="raise")
+    return frame
+
+
+def _tidy_rows(per_case: pd.DataFrame, run: dict[str, Any]) -> pd.DataFrame:
+    rows = per_case.loc[:, list(PER_CASE_COLUMNS)].copy()
+    for column in TIDY_COLUMNS + ("tables",):
+        if column not in PER_CASE_COLUMNS:
+            rows[column] = run[column]
+    return rows.loc[:, list(TIDY_COLUMNS) + ["tables"]]
+
+
+def _finish(records: list[dict[str, Any]], frames: list[pd.DataFrame], source: str) -> Collection:
+    runs = pd.DataFrame(records, columns=list(RUN_COLUMNS))
+    runs = runs.astype({"problem": object}).sort_values(["trial", "run_id"], ignore_index=True)
+    columns = list(TIDY_COLUMNS) + ["tables"]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return Collection(frame=frame, runs=runs, source=source)
+
+
+def _tables_list(raw: Any) -> str:
+    """Comma-separated table labels from a tag (`1,3a`), a JSON list param or a list."""
+    if raw is None:
+        return ""
+    if isinstance(raw, str) and raw.strip().startswith("["):
+        raw = json.loads(raw)
+    if isinstance(raw, list | tuple):
+        return ",".join(str(t).strip() for t in raw)
+    return ",".join(t.strip() for t in str(raw).split(",") if t.strip())
+
+
+def _record(run_id: str, trial: str, status: str, tables: str, params: dict[str, Any],
+            source: str) -> dict[str, Any]:
+    record = {c: None for c in RUN_COLUMNS}
+    record.update(run_id=run_id, trial=trial, status=status, tables=tables, n_rows=0,
+                  data_root=params.get("data.root"))
+    try:
+        record.update(axes_from_params(params, source=source))
+    except (ValueError, KeyError) as err:
+        record["problem"] = f"bad params: {err}"
+    return record
+
+
+def _search_child_runs(client, experiment_id: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return [r for r in runs if TAG_PARENT in r.data.tags]
+
+
+def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collection:
+    """Collect every child run of MLflow experiment `experiment` (named after the grid).
+
+    Raises ValueError when the experiment does not exist in the store.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if exp is None:
+        raise ValueError(f"no MLflow experiment named {experiment!r} in {uri}")
+    records, frames = [], []
+    with tempfile.TemporaryDirectory(prefix="diffseg3d-collect-") as tmp:
+        for run in _search_child_runs(client, exp.experiment_id):
+            run_id, tags = run.info.run_id, run.data.tags
+            record = _record(run_id, tags.get(TAG_TRIAL, run.info.run_name or run_id),
+                             run.info.status,
+                             _tables_list(tags.get(TAG_TABLES, run.data.params.get("tables"))),
+                             run.data.params, f"run {run_id}")
+            records.append(record)
+            if record["problem"]:
+                continue
+            if run.info.status != "FINISHED":
+                record["problem"] = f"status {run.info.status}"
+                continue
+            try:
+                local = client.download_artifacts(run_id, PER_CASE_ARTIFACT, tmp)
+                per_case = read_per_case_csv(local, source=f"run {run_id} {PER_CASE_ARTIFACT}")
+            except (OSError, ValueError) as err:
+                record["problem"] = f"no usable {PER_CASE_ARTIFACT}: {err}"
+                continue
+            except Exception as err:  # MlflowException when the artifact does not exist
+                record["problem"] = f"no {PER_CASE_ARTIFACT} artifact ({type(err).__name__})"
+                continue
+            record["n_rows"] = len(per_case)
+            frames.append(_tidy_rows(per_case, record))
+    return _finish(records, frames, f"MLflow experiment {experiment!r} at {uri}")
+
+
+def collect_csv_folder(folder: Path | str) -> Collection:
+    """Collect `<stem>.csv` + `<stem>.json` pairs from `folder` (see module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder of per-case CSVs")
+    records, frames = [], []
+    for csv_path in sorted(folder.glob("*.csv")):
+        sidecar = csv_path.with_suffix(".json")
+        if not sidecar.exists():
+            record = {c: None for c in RUN_COLUMNS}
+            record.update(run_id=csv_path.stem, trial=csv_path.stem, status="UNKNOWN", n_rows=0,
+                          tables="", problem=f"no sidecar {sidecar.name} with the run's params")
+            records.append(record)
+            continue
+        meta = json.loads(sidecar.read_text())
+        if not isinstance(meta.get("params"), dict):
+            raise ValueError(f"{sidecar}: key 'params' must be an object of dotted config keys")
+        record = _record(csv_path.stem, meta.get("trial", csv_path.stem),
+                         meta.get("status", "FINISHED"), _tables_list(meta.get("tables")),
+                         meta["params"], str(sidecar))
+        records.append(record)
+        if record["problem"]:
+            continue
+        per_case = read_per_case_csv(csv_path)
+        record["n_rows"] = len(per_case)
+        frames.append(_tidy_rows(per_case, record))
+    return _finish(records, frames, f"CSV folder {folder}")
+
+
+def collect_metric_history(
+    run_ids: list[str], keys: tuple[str, ...] = ("loss", "val_dice"),
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
+    """Training curves: columns `run_id, key, step, value` from MLflow's metric history."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rows = [
+        {"run_id": run_id, "key": key, "step": m.step, "value": m.value}
+        for run_id in run_ids for key in keys
+        for m in client.get_metric_history(run_id, key)
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def download_predictions(run_id: str, dst: Path | str,
+                         tracking_uri: str | None = None) -> dict[str, Path]:
+    """Download a run's `predictions/*.nii.gz` into `dst`; returns {case id: local path}.
+
+    An empty dict when the run logged no predictions.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = {}
+    for info in client.list_artifacts(run_id, PREDICTIONS_DIR):
+        name = Path(info.path).name
+        if not info.is_dir and name.endswith((".nii.gz", ".nii")):
+            local = Path(client.download_artifacts(run_id, info.path, str(dst)))
+            found[name.removesuffix(".gz").removesuffix(".nii")] = local
+    return found

@@ -1,0 +1,114 @@
+"""The paper's tables as comparisons: which axis varies, its levels, and which runs feed each.
+
+A run feeds a table when its `diffseg3d.tables` tag names the table id (the grid decides). Runs
+collected without any table tags (e.g. a CSV folder whose sidecars omit `tables`) fall back to
+the table's `where` filter, so a plain set of runs still yields the tables it can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pandas as pd
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """One paper table.
+
+    table_id: file stem; also accepted as a `diffseg3d.tables` tag value.
+    label: the grid's table label (`experiments/grids/*.yaml` `table:`), the usual tag value.
+    title: caption start (paper wording).
+    axis: tidy column that varies between the rows.
+    levels: (value, row label) in row order; the first level is the reference every other level
+      is compared against (the paper's "N"/baseline row).
+    where: tidy column -> value filter used only when runs carry no table tags.
+    """
+
+    table_id: str
+    label: str
+    title: str
+    axis: str
+    levels: tuple[tuple[Any, str], ...]
+    where: tuple[tuple[str, Any], ...] = ()
+
+
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec("table1_recycling", "1", "DDPM with recycling (Table 1).", "recycling",
+              ((False, "N"), (True, "Y")),
+              (("method", "diffusion"), ("output", "x0"), ("dice_loss", True),
+               ("train_steps", 5))),
+    TableSpec("table2_diffusion_vs_unet", "2",
+              "Comparison between diffusion models and non-diffusion models (Table 2).",
+              "method", (("unet", "N"), ("diffusion", "Y")),
+              (("dice_loss", True), ("output", "x0"), ("recycling", True),
+               ("train_steps", 5))),
+    TableSpec("table3a_output", "3a", "Ablation (a): mask or noise prediction (Table 3a).",
+              "output",
+              (("eps", "Noise"), ("x0", "Mask")),
+              (("method", "diffusion"), ("recycling", True), ("dice_loss", True),
+               ("train_steps", 5))),
+    TableSpec("table3b_dice_loss", "3b", "Ablation (b): Dice loss (Table 3b).", "dice_loss",
+              ((False, "N"), (True, "Y")),
+              (("method", "diffusion"), ("output", "x0"), ("recycling", True),
+               ("train_steps", 5))),
+    TableSpec("table3c_train_steps", "3c", "Ablation (c): number of training steps (Table 3c).",
+              "train_steps", ((1000, "1000"), (5, "5")),
+              (("method", "diffusion"), ("output", "x0"), ("recycling", True),
+               ("dice_loss", True))),
+)
+
+DIFFUSION_ONLY_AXES = frozenset({"output", "recycling", "train_steps"})
+
+TABLES_BY_ID: dict[str, TableSpec] = {t.table_id: t for t in TABLES}
+
+# Row-label column names per axis (the paper's header cell above the row labels).
+AXIS_HEADERS: dict[str, str] = {
+    "recycling": "Recycling", "method": "Diffusion", "output": "Output",
+    "dice_loss": "Dice loss", "train_steps": "Steps (training)",
+}
+
+
+def runs_for_table(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """Tidy rows feeding `spec`: by table tag, or by `spec.where` when no run has tags.
+
+    Diffusion-only axes in `where` do not filter U-Net runs.
+    """
+    tagged = frame["tables"].fillna("").astype(str)
+    if (tagged != "").any():
+        wanted = {spec.table_id, spec.label}
+        mask = tagged.str.split(",").apply(lambda ids: bool(wanted.intersection(ids)))
+        return frame[mask]
+    mask = pd.Series(True, index=frame.index)
+    for column, value in spec.where:
+        matches = frame[column] == value
+        if column in DIFFUSION_ONLY_AXES:
+            # A U-Net run still carries the flattened diffusion defaults; they mean nothing.
+            matches |= frame["method"] != "diffusion"
+        mask &= matches
+    if spec.axis != "method":
+        mask &= frame["method"] == "diffusion"
+    return frame[mask]
+
+
+def setting_label(row: Any) -> str:
+    """Readable name of a method configuration (all axes but data set and seed).
+
+    `row` is anything with the tidy axis attributes (a namedtuple row or a Series).
+    """
+    if row.method == "unet":
+        return "U-Net" + ("" if bool(row.dice_loss) else " (CE only)")
+    parts = ["mask" if row.output == "x0" else "noise"]
+    parts.append("recycling" if bool(row.recycling) else "no recycling")
+    if not bool(row.dice_loss):
+        parts.append("CE only")
+    parts.append(f"{int(row.train_steps)} steps")
+    return "Diffusion (" + ", ".join(parts) + ")"
+
+
+def add_setting_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """Copy of `frame` with a `setting` column (see `setting_label`)."""
+    out = frame.copy()
+    out["setting"] = [setting_label(r) for r in frame.itertuples(index=False)]
+    return out

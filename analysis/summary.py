@@ -1,0 +1,123 @@
+"""`summary.md`: the tables in Markdown, one sentence per comparison with its p-value, the run ids
+behind every number, and everything that is missing (failed runs, empty levels, skipped figures).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from diffseg3d.analysis.comparisons import AXIS_HEADERS
+from diffseg3d.analysis.stats import format_pvalue
+from diffseg3d.analysis.table_data import Comparison, TableData
+from diffseg3d.analysis.tables import EMPTY, data_set_name, display_frame, format_cell
+
+
+def markdown_table(text: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
+    """A GitHub pipe table of a string frame; MultiIndex columns are joined with a space."""
+    def header(col) -> str:
+        parts = col if isinstance(col, tuple) else (col,)
+        return " ".join(str(p) for p in parts if p not in (None, ""))
+
+    index_name = text.columns.names[-1] or text.index.name or ""
+    lines = ["| " + " | ".join([str(index_name)] + [header(c) for c in text.columns]) + " |",
+             "|" + "---|" * (text.shape[1] + 1)]
+    for i, (label, row) in enumerate(text.iterrows()):
+        cells = [f"**{v}**" if bold is not None and bool(bold.iat[i, j]) else str(v)
+                 for j, v in enumerate(row)]
+        lines.append("| " + " | ".join([str(label)] + cells) + " |")
+    return "\n".join(lines)
+
+
+def _p_markdown(p: float, significant: bool) -> str:
+    return format_pvalue(p) + ("*" if significant else "")
+
+
+def comparison_sentence(data: TableData, comp: Comparison) -> str:
+    """One sentence stating the finding of a comparison with its p-values and run ids."""
+    axis = AXIS_HEADERS.get(data.spec.axis, data.spec.axis)
+    t = comp.test
+    if t.n < 2:
+        return (f"- {data_set_name(comp.data_set)}: {axis} {comp.compared} vs {comp.reference}: "
+                f"only {t.n} paired case(s), no test.")
+    direction = "higher" if t.mean_diff > 0 else "lower" if t.mean_diff < 0 else "equal"
+    verdict = ("significant" if comp.significant else "not significant")
+    p_t = format_pvalue(comp.t_pvalue_holm)
+    p_w = format_pvalue(comp.wilcoxon_pvalue_holm)
+    return (
+        f"- {data_set_name(comp.data_set)}: {axis} = {comp.compared} gave a {direction} Dice "
+        f"than {comp.reference} ({t.mean_b:.3f} vs {t.mean_a:.3f}; difference "
+        f"{t.mean_diff:+.3f}, {100 * t.confidence:.0f} % CI [{t.ci_low:+.3f}, {t.ci_high:+.3f}], "
+        f"n = {t.n} paired cases); paired t-test p {'' if p_t.startswith('<') else '= '}{p_t}, "
+        f"Wilcoxon p {'' if p_w.startswith('<') else '= '}{p_w} (Holm-adjusted): {verdict} at "
+        f"alpha = {comp.alpha:g}. Runs: {comp.reference}: {', '.join(comp.run_ids_reference)}; "
+        f"{comp.compared}: {', '.join(comp.run_ids_compared)}."
+    )
+
+
+def table_section(data: TableData) -> str:
+    """Markdown section of one main table."""
+    lines = [f"## {data.spec.table_id}: {data.spec.title}", ""]
+    if not data.data_sets:
+        lines += ["No finished runs feed this table.", ""]
+        return "\n".join(lines)
+    text, bold = display_frame(data, pm="±", p_format=_p_markdown)
+    lines += [markdown_table(text, bold), "",
+              "Cells: mean ± std over test cases of the per-case mean over foreground classes; "
+              "p: paired t-test (t) and Wilcoxon (W) on per-case Dice vs the first row, "
+              f"Holm-adjusted; * significant. HD95 empty (excluded) values: "
+              f"{data.n_empty('hd95')}; Dice both-empty values: {data.n_empty('dice')}.", ""]
+    lines += [comparison_sentence(data, c) for c in data.comparisons]
+    lines += ["", "Runs behind each cell:"]
+    lines += [f"- {label} / {data_set_name(ds)}: {', '.join(ids)}"
+              for (label, ds), ids in data.run_ids.items()]
+    if data.notes:
+        lines += ["", "Missing or excluded:"] + [f"- {n}" for n in data.notes]
+    return "\n".join(lines) + "\n"
+
+
+def per_class_section(stats: pd.DataFrame, data_set: str, metric: str) -> str:
+    """Markdown per-class table (rows classes, columns settings) of one data set and metric."""
+    settings = list(dict.fromkeys(stats.columns.get_level_values(0)))
+    text = pd.DataFrame({s: [format_cell(m, sd, pm="±") for m, sd in
+                             zip(stats[(s, "mean")], stats[(s, "std")], strict=True)]
+                         for s in settings}, index=stats.index)
+    text.columns.name = "Class"
+    return (f"### Per-class {metric.upper() if metric == 'hd95' else 'Dice'}: "
+            f"{data_set_name(data_set)}\n\n{markdown_table(text)}\n")
+
+
+def spearman_section(table: pd.DataFrame) -> str:
+    """Markdown of the ROI size vs Dice Spearman correlations."""
+    if table.empty:
+        return "## ROI size vs Dice (Spearman)\n\nNo runs.\n"
+    text = pd.DataFrame({
+        "Data set": [data_set_name(d) for d in table["data_set"]],
+        "Setting": table["setting"],
+        "classes": table["n_classes"].astype(str),
+        "r": [f"{r:.3f}" if np.isfinite(r) else EMPTY for r in table["r"]],
+        "p (asymptotic)": [format_pvalue(p) for p in table["p"]],
+        "p (permutation)": [format_pvalue(p) + (" (exact)" if e else "")
+                            for p, e in zip(table["p_perm"], table["exact"], strict=True)],
+    })
+    text = text.set_index("Data set")
+    return ("## ROI size vs Dice (Spearman)\n\nPer class: mean ground-truth volume (mm³) vs "
+            "mean Dice; permutation p from all pairings when classes <= 8, else 9,999 random "
+            "pairings.\n\n" + markdown_table(text) + "\n")
+
+
+def collection_section(source: str, runs: pd.DataFrame, problems: list[str]) -> str:
+    """Header: where the runs came from, how many were collected, and every problem."""
+    ok = int(runs["problem"].isna().sum())
+    lines = [f"Source: {source}", "",
+             f"Runs collected: {ok} of {len(runs)} child runs."]
+    if problems:
+        lines += ["", "Runs not collected (listed, not silently skipped):"]
+        lines += [f"- {p}" for p in problems]
+    return "\n".join(lines) + "\n"
+
+
+def figures_section(written: list[str], skipped: list[str]) -> str:
+    lines = ["## Figures", ""] + [f"- {w}" for w in written]
+    if skipped:
+        lines += ["", "Skipped figures:"] + [f"- {s}" for s in skipped]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,176 @@
+"""The numbers behind each paper table: cell statistics, comparisons and what is missing.
+
+Rendering (LaTeX in `tables.py`, Markdown in `summary.py`) only formats what is computed here,
+so both show identical numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from diffseg3d.analysis.comparisons import TableSpec, runs_for_table
+from diffseg3d.analysis.pairing import count_empty, pair_settings, per_case_scores
+from diffseg3d.analysis.stats import ALPHA, PairedTest, holm, paired_test
+
+# The paper's column order; other data sets follow alphabetically.
+PAPER_DATA_SETS: tuple[str, ...] = ("prostate-mr", "amos-ct")
+
+
+def data_set_order(name: str) -> tuple[int, str]:
+    """Sort key: prostate MR, abdominal CT, then the rest by name."""
+    return (PAPER_DATA_SETS.index(name) if name in PAPER_DATA_SETS else len(PAPER_DATA_SETS),
+            name)
+
+
+METRICS: tuple[str, ...] = ("dice", "hd95")
+HIGHER_IS_BETTER: dict[str, bool] = {"dice": True, "hd95": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One (setting, data set) cell: mean and std (ddof 1) over per-case scores.
+
+    n_cases: cases with a finite score; n_empty: (run, case, class) NaN entries excluded.
+    """
+
+    mean: float
+    std: float
+    n_cases: int
+    n_empty: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Compared level vs the table's reference level on one data set (per-case Dice).
+
+    t_pvalue_holm / wilcoxon_pvalue_holm: Holm-adjusted across the table's comparisons.
+    """
+
+    data_set: str
+    reference: str
+    compared: str
+    test: PairedTest
+    t_pvalue_holm: float
+    wilcoxon_pvalue_holm: float
+    only_reference: tuple[str, ...]
+    only_compared: tuple[str, ...]
+    run_ids_reference: tuple[str, ...]
+    run_ids_compared: tuple[str, ...]
+    alpha: float
+
+    @property
+    def significant(self) -> bool:
+        return bool(np.isfinite(self.t_pvalue_holm) and self.t_pvalue_holm < self.alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableData:
+    """Everything one table shows.
+
+    levels: (value, label) rows in order (spec levels, then any extra values found in runs).
+    data_sets: data set names with at least one run in this table, sorted.
+    cells: (label, data set, metric) -> Cell, only where runs exist.
+    run_ids: (label, data set) -> run ids behind that cell.
+    notes: human-readable gaps (levels without runs, unpaired cases), for caption and summary.
+    """
+
+    spec: TableSpec
+    levels: tuple[tuple[Any, str], ...]
+    data_sets: tuple[str, ...]
+    cells: dict[tuple[str, str, str], Cell]
+    run_ids: dict[tuple[str, str], tuple[str, ...]]
+    comparisons: tuple[Comparison, ...]
+    n_seeds: int
+    notes: tuple[str, ...]
+
+    def best(self, data_set: str, metric: str) -> set[str]:
+        """Labels of the best mean in a column (ties all best); empty when < 2 cells."""
+        means = {label: self.cells[(label, data_set, metric)].mean for _, label in self.levels
+                 if (label, data_set, metric) in self.cells
+                 and np.isfinite(self.cells[(label, data_set, metric)].mean)}
+        if len(means) < 2:
+            return set()
+        target = max(means.values()) if HIGHER_IS_BETTER[metric] else min(means.values())
+        return {label for label, m in means.items() if np.isclose(m, target, rtol=0, atol=1e-12)}
+
+    def comparison(self, data_set: str, label: str) -> Comparison | None:
+        for comp in self.comparisons:
+            if comp.data_set == data_set and comp.compared == label:
+                return comp
+        return None
+
+    def n_empty(self, metric: str) -> int:
+        return sum(c.n_empty for (_, _, m), c in self.cells.items() if m == metric)
+
+
+def _cell(rows: pd.DataFrame, metric: str) -> Cell:
+    scores = per_case_scores(rows, metric)
+    std = float(scores.std(ddof=1)) if len(scores) > 1 else float("nan")
+    mean = float(scores.mean()) if len(scores) else float("nan")
+    return Cell(mean, std, len(scores), count_empty(rows, metric))
+
+
+def _levels(spec: TableSpec, rows: pd.DataFrame) -> tuple[tuple[Any, str], ...]:
+    known = [value for value, _ in spec.levels]
+    extra = sorted(v for v in rows[spec.axis].dropna().unique() if v not in known)
+    return spec.levels + tuple((v, str(v)) for v in extra)
+
+
+def compute_table(frame: pd.DataFrame, spec: TableSpec, alpha: float = ALPHA) -> TableData:
+    """Cells, comparisons (each level vs the first, per data set, Holm across all) and notes.
+
+    frame: tidy rows (all runs); the rows feeding `spec` are selected by `runs_for_table`.
+    """
+    rows = runs_for_table(frame, spec)
+    levels = _levels(spec, rows)
+    data_sets = tuple(sorted(rows["data_set"].unique(), key=data_set_order))
+    cells, run_ids, notes, raw = {}, {}, [], []
+    for value, label in levels:
+        for data_set in data_sets:
+            sub = rows[(rows[spec.axis] == value) & (rows["data_set"] == data_set)]
+            if sub.empty:
+                notes.append(f"no finished runs for {label} on {data_set}")
+                continue
+            run_ids[(label, data_set)] = tuple(sorted(sub["run_id"].unique()))
+            for metric in METRICS:
+                cells[(label, data_set, metric)] = _cell(sub, metric)
+    ref_value, ref_label = levels[0]
+    for value, label in levels[1:]:
+        for data_set in data_sets:
+            if (label, data_set) not in run_ids or (ref_label, data_set) not in run_ids:
+                continue
+            in_ds = rows["data_set"] == data_set
+            pairing = pair_settings(rows[in_ds & (rows[spec.axis] == ref_value)],
+                                    rows[in_ds & (rows[spec.axis] == value)], "dice")
+            for side, cases in ((ref_label, pairing.only_a), (label, pairing.only_b)):
+                if cases:
+                    notes.append(f"{data_set}: {len(cases)} case(s) only in {side}, excluded "
+                                 f"from the pair: {', '.join(cases)}")
+            raw.append((data_set, label, pairing, paired_test(pairing.a, pairing.b, alpha)))
+    t_holm = holm([r[3].t_pvalue for r in raw])
+    w_holm = holm([r[3].wilcoxon_pvalue for r in raw])
+    comparisons = tuple(
+        Comparison(data_set, ref_label, label, test, float(t_holm[i]), float(w_holm[i]),
+                   pairing.only_a, pairing.only_b, run_ids[(ref_label, data_set)],
+                   run_ids[(label, data_set)], alpha)
+        for i, (data_set, label, pairing, test) in enumerate(raw)
+    )
+    n_seeds = int(rows.groupby(["data_set", spec.axis])["seed"].nunique().max()) if len(rows) else 0
+    return TableData(spec, levels, data_sets, cells, run_ids, comparisons, n_seeds, tuple(notes))
+
+
+def per_class_stats(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per-class statistics of one data set: index class, columns MultiIndex (setting, stat).
+
+    rows: tidy rows of one data set with a `setting` column. Per (setting, case, class) the
+    mean over runs (seeds) first, then mean / std (ddof 1) / count over cases; stat in
+    {mean, std, n}.
+    """
+    per_case = rows.groupby(["setting", "class", "case"])[metric].mean()
+    grouped = per_case.groupby(level=["setting", "class"])
+    table = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1),
+                          "n": grouped.count()})
+    return table.unstack("setting").swaplevel(axis=1).sort_index(axis=1)

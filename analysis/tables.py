@@ -1,0 +1,185 @@
+"""LaTeX tables shaped like the paper's, built with pandas `Styler.to_latex` (booktabs).
+
+Main tables: rows = settings (the table's axis), columns = data set x {Dice, HD95 (mm), p (t),
+p (W)}; cells `mean $\\pm$ std`; best mean per column in bold; p-values (Holm-adjusted) on each
+compared row, `$^{*}$` when significant at alpha. Each file is a complete `table` float that
+compiles in a minimal document needing only `booktabs`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from diffseg3d.analysis.comparisons import AXIS_HEADERS
+from diffseg3d.analysis.stats import format_pvalue
+from diffseg3d.analysis.table_data import HIGHER_IS_BETTER, TableData
+
+# Display names of known data sets (others are shown as they are, LaTeX-escaped).
+DATA_SET_NAMES: dict[str, str] = {
+    "prostate-mr": "Prostate MR", "amos-ct": "Abdominal CT", "phantom": "Phantom",
+}
+METRIC_HEADERS: dict[str, str] = {"dice": "Dice", "hd95": "HD95 (mm)"}
+BOLD = "textbf: --rwrap;"  # Styler LaTeX css: wraps the cell as \textbf{...}
+EMPTY = "--"
+HD95_DEFINITION = (
+    "HD95: 95th-percentile Hausdorff distance in mm (MONAI definition: surface voxels are the "
+    "mask XOR its erosion, distances with the voxel spacing, maximum of the two directed 95th "
+    "percentiles)"
+)
+LATEX_SPECIALS = str.maketrans({c: "\\" + c for c in "&%$#_{}"})
+
+
+def escape_latex(text: str) -> str:
+    """Escape LaTeX specials in free text (names from data, not our own markup)."""
+    return str(text).translate(LATEX_SPECIALS)
+
+
+def data_set_name(name: str) -> str:
+    return DATA_SET_NAMES.get(name, name)
+
+
+def format_cell(mean: float, std: float, *, pm: str = "$\\pm$") -> str:
+    """`0.830 $\\pm$ 0.094`; three decimals like the paper; std `n/a` for a single case."""
+    if not np.isfinite(mean):
+        return EMPTY
+    std_text = f"{std:.3f}" if np.isfinite(std) else "n/a"
+    return f"{mean:.3f} {pm} {std_text}"
+
+
+def format_p_latex(p: float, significant: bool) -> str:
+    text = format_pvalue(p).replace("<", "$<$")
+    return text + ("$^{*}$" if significant else "")
+
+
+def display_frame(data: TableData, *, pm: str = "$\\pm$", p_format=format_p_latex
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(strings, bold mask) of one main table; both indexed by row label, columns
+    MultiIndex (data set display name, column header)."""
+    columns, strings, bold = [], {}, {}
+    for data_set in data.data_sets:
+        name = data_set_name(data_set)
+        for metric in ("dice", "hd95"):
+            col = (name, METRIC_HEADERS[metric])
+            columns.append(col)
+            best = data.best(data_set, metric)
+            for _, label in data.levels:
+                cell = data.cells.get((label, data_set, metric))
+                strings[(label, col)] = format_cell(cell.mean, cell.std, pm=pm) if cell else EMPTY
+                bold[(label, col)] = label in best
+        for header, attr in (("p (t)", "t_pvalue_holm"), ("p (W)", "wilcoxon_pvalue_holm")):
+            col = (name, header)
+            columns.append(col)
+            for _, label in data.levels:
+                comp = data.comparison(data_set, label)
+                strings[(label, col)] = (p_format(getattr(comp, attr), comp.significant
+                                                  and attr == "t_pvalue_holm")
+                                         if comp else EMPTY)
+                bold[(label, col)] = False
+    labels = [label for _, label in data.levels]
+    index = pd.Index(labels)
+    # The axis header sits in the top-left cell of the second header row, as in the paper.
+    cols = pd.MultiIndex.from_tuples(
+        columns, names=[None, AXIS_HEADERS.get(data.spec.axis, data.spec.axis)])
+    text = pd.DataFrame([[strings[(r, c)] for c in columns] for r in labels], index=index,
+                        columns=cols)
+    mask = pd.DataFrame([[bold[(r, c)] for c in columns] for r in labels], index=index,
+                        columns=cols)
+    return text, mask
+
+
+def caption(data: TableData) -> str:
+    """Caption (LaTeX): title, what cells are, tests, HD95 definition, empty counts, gaps."""
+    seeds = f", mean over {data.n_seeds} seeds" if data.n_seeds > 1 else ""
+    reference = data.levels[0][1]
+    parts = [
+        escape_latex(data.spec.title),
+        f"Cells: mean $\\pm$ std over test cases of the per-case mean over foreground "
+        f"classes{seeds}; best in bold (Dice higher, HD95 lower is better).",
+        f"p: paired Student's t-test (t) and Wilcoxon signed-rank test (W) on per-case Dice "
+        f"against row {escape_latex(reference)}, Holm-corrected over the "
+        f"{len(data.comparisons)} comparison(s) of this table; $^{{*}}$: significant at "
+        f"$\\alpha = {data.comparisons[0].alpha if data.comparisons else 0.01:g}$.",
+        f"{HD95_DEFINITION}; {data.n_empty('hd95')} (case, class) values with an empty "
+        f"prediction or ground truth are excluded from HD95 and {data.n_empty('dice')} with "
+        f"both empty from Dice.",
+    ]
+    if len(data.data_sets) == 0:
+        parts.append("No finished runs feed this table.")
+    else:
+        shown = ", ".join(escape_latex(data_set_name(d)) for d in data.data_sets)
+        parts.append(f"Data sets with runs: {shown}.")
+    if data.notes:
+        parts.append("Missing: " + "; ".join(escape_latex(n) for n in data.notes) + ".")
+    return " ".join(parts)
+
+
+def main_table_latex(data: TableData) -> str:
+    """The complete `table` float of one paper table (booktabs, via Styler.to_latex)."""
+    if not data.data_sets:
+        text = pd.DataFrame({"Result": ["no runs"]},
+                            index=pd.Index([label for _, label in data.levels[:1]],
+                                           name=AXIS_HEADERS.get(data.spec.axis)))
+        mask = pd.DataFrame(False, index=text.index, columns=text.columns)
+    else:
+        text, mask = display_frame(data)
+    styler = text.style.apply(lambda _: np.where(mask, BOLD, ""), axis=None)
+    styler = styler.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
+    return styler.to_latex(
+        caption=caption(data), label=f"tab:{data.spec.table_id}", hrules=True,
+        position_float="centering", multicol_align="c", environment="table",
+        column_format="l" + "c" * text.shape[1],
+    )
+
+
+def setting_header(label: str) -> str:
+    """Stacked header for a long setting label: `Diffusion (mask, recycling)` -> 3 lines."""
+    if "(" not in label:
+        return escape_latex(label)
+    head, rest = label.split("(", 1)
+    parts = [head.strip()] + [p.strip() for p in rest.rstrip(")").split(",")]
+    return "\\shortstack{" + "\\\\".join(escape_latex(p) for p in parts) + "}"
+
+
+def per_class_latex(stats: pd.DataFrame, data_set: str, metric: str) -> str:
+    """Supplement table: rows = classes, columns = settings; cells mean $\\pm$ std over cases.
+
+    stats: output of `table_data.per_class_stats` for one data set and metric.
+    """
+    settings = list(dict.fromkeys(stats.columns.get_level_values(0)))
+    text = pd.DataFrame({setting_header(s): [format_cell(m, sd) for m, sd in
+                                            zip(stats[(s, "mean")], stats[(s, "std")],
+                                                strict=True)]
+                         for s in settings}, index=pd.Index(stats.index, name="Class"))
+    means = stats.xs("mean", axis=1, level=1)[settings].to_numpy(dtype=float)
+    with np.errstate(all="ignore"):
+        best = (np.nanmax(means, axis=1, keepdims=True) if HIGHER_IS_BETTER[metric]
+                else np.nanmin(means, axis=1, keepdims=True))
+    mask = np.isclose(means, best, rtol=0, atol=1e-12) & (len(settings) > 1)
+    styler = text.style.apply(lambda _: np.where(mask, BOLD, ""), axis=None)
+    styler = styler.format_index(escape="latex", axis=0)
+    n_empty = int(stats.xs("n", axis=1, level=1).isna().sum().sum())
+    cap = (f"Per-class {METRIC_HEADERS[metric]} on {escape_latex(data_set_name(data_set))}: "
+           f"mean $\\pm$ std over test cases (mean over seeds first); best per class in bold."
+           + (f" {HD95_DEFINITION}; values with an empty mask are excluded." if metric == "hd95"
+              else " Cases where both masks are empty are excluded.")
+           + (f" {n_empty} empty cells." if n_empty else ""))
+    safe_id = "".join(c if c.isalnum() else "-" for c in data_set)
+    return styler.to_latex(
+        caption=cap, label=f"tab:per-class-{metric}-{safe_id}", hrules=True,
+        position_float="centering", environment="table",
+        column_format="l" + "c" * text.shape[1],
+    )
+
+
+MINIMAL_DOCUMENT = (
+    "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=1.5cm]{geometry}\n"
+    "\\begin{document}\n\\input{%s}\n\\end{document}\n"
+)
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
