@@ -1,0 +1,204 @@
+"""Writing a prepared data set folder atomically.
+
+Layout (docs/ARCHITECTURE.md, diffseg3d.core.data): `imagesTr/<case>.nii.gz`,
+`labelsTr/<case>.nii.gz` (NIfTI with the prepared affine), `cache/<split>_images.npy` float32
+(N, X, Y, Z) and `cache/<split>_labels.npy` uint8 (N, X, Y, Z) in split order (memory-mappable),
+and `dataset.json`. Everything is written into a hidden temporary sibling folder that is renamed
+onto the output at the end, so an interrupted or failed preparation leaves no partial data set.
+
+An output folder that already holds a preparation with the same fingerprint (name, classes,
+spacing, shape, splits, source, preprocessing) is left alone; a different preparation is an error
+unless `overwrite=True`. A non-empty folder without dataset.json is never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from diffseg3d.core.data.nifti_io import DataError, check_label_values, write_volume
+from diffseg3d.core.data.preprocess import Intensity, PreparedCase, preprocess_case
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+DATASET_JSON = "dataset.json"
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def fingerprint(spec: dict) -> str:
+    """sha256 of the canonical JSON of a preparation spec (what makes two preparations equal)."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_case_id(case_id: str) -> None:
+    """Case ids become file names: letters, digits, `_ . -`, no path separators."""
+    if not _CASE_ID.match(case_id) or ".." in case_id:
+        raise DataError(f"case id {case_id!r} is not a safe file name")
+
+
+def _existing_fingerprint(out: Path) -> str | None:
+    meta = out / DATASET_JSON
+    if not out.exists():
+        return None
+    if not meta.exists():
+        if any(out.iterdir()):
+            raise DataError(f"{out}: exists, is not empty and has no {DATASET_JSON}; "
+                            "refusing to write a prepared data set there")
+        return None
+    try:
+        return json.loads(meta.read_text()).get("fingerprint", "")
+    except (json.JSONDecodeError, OSError) as err:
+        raise DataError(f"{meta}: unreadable ({err}); remove the folder or choose another") from err
+
+
+def write_prepared(
+    out: Path | str,
+    *,
+    name: str,
+    class_names: list[str],
+    spacing,
+    shape,
+    splits: dict[str, list[str]],
+    source: dict,
+    preprocessing: dict,
+    cases: Callable[[str], PreparedCase] | dict[str, Callable[[], PreparedCase]],
+    overwrite: bool = False,
+) -> Path:
+    """Prepare `out` from per-case producers; returns the output path.
+
+    `cases` maps a case id to a function returning its `PreparedCase` (called once, in split
+    order train, valid, test), or is one function `case_id -> PreparedCase`.
+    Raises `DataError` for a different existing preparation (without `overwrite`), bad case ids,
+    split problems, or a prepared case of the wrong shape/labels (naming the case).
+    """
+    out = Path(out)
+    spacing = [float(s) for s in spacing]
+    shape = [int(s) for s in shape]
+    splits = {k: [str(c) for c in splits.get(k, [])] for k in SPLITS}
+    all_ids = [c for k in SPLITS for c in splits[k]]
+    if len(set(all_ids)) != len(all_ids):
+        dup = sorted({c for c in all_ids if all_ids.count(c) > 1})
+        raise DataError(f"cases in more than one split (or twice): {dup[:10]}")
+    if not all_ids:
+        raise DataError(f"{name}: no cases to prepare")
+    for case_id in all_ids:
+        check_case_id(case_id)
+    spec = {
+        "name": name, "class_names": list(class_names), "spacing": spacing, "shape": shape,
+        "splits": splits, "source": source, "preprocessing": preprocessing,
+        "format_version": FORMAT_VERSION,
+    }
+    fp = fingerprint(spec)
+    existing = _existing_fingerprint(out)
+    if existing is not None and not overwrite:
+        if existing == fp:
+            logger.info("%s already holds this preparation; nothing to do", out)
+            return out
+        raise DataError(f"{out}: already holds a different preparation (fingerprint "
+                        f"{existing[:12]} != {fp[:12]}); pass --overwrite or choose another folder")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        records = _write_cases(tmp, spec, cases)
+        meta = dict(spec, fingerprint=fp, cases=records,
+                    cache={k: {"images": f"cache/{k}_images.npy",
+                               "labels": f"cache/{k}_labels.npy"} for k in SPLITS})
+        (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=1))
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_cases(tmp: Path, spec: dict, cases) -> dict:
+    shape = tuple(spec["shape"])
+    num_classes = len(spec["class_names"]) + 1
+    label_dtype = np.uint8 if num_classes <= 256 else np.int16
+    produce = cases if callable(cases) else (lambda c: cases[c]())
+    (tmp / "cache").mkdir()
+    records = {}
+    for split in SPLITS:
+        ids = spec["splits"][split]
+        images = np.lib.format.open_memmap(tmp / "cache" / f"{split}_images.npy", mode="w+",
+                                           dtype=np.float32, shape=(len(ids), *shape))
+        labels = np.lib.format.open_memmap(tmp / "cache" / f"{split}_labels.npy", mode="w+",
+                                           dtype=label_dtype, shape=(len(ids), *shape))
+        for i, case_id in enumerate(ids):
+            case = produce(case_id)
+            where = f"case {case_id}"
+            if case.image.shape != shape or case.label.shape != shape:
+                raise DataError(f"{where}: prepared shapes {case.image.shape}/{case.label.shape} "
+                                f"differ from the target shape {shape}")
+            check_label_values(case.label, num_classes, where)
+            if not np.all(np.isfinite(case.image)):
+                raise DataError(f"{where}: prepared image has NaN/inf voxels")
+            rel_img, rel_lbl = f"imagesTr/{case_id}.nii.gz", f"labelsTr/{case_id}.nii.gz"
+            write_volume(tmp / rel_img, case.image, case.affine, is_label=False)
+            write_volume(tmp / rel_lbl, case.label, case.affine, is_label=True)
+            images[i] = case.image
+            labels[i] = case.label
+            records[case_id] = {"image": rel_img, "label": rel_lbl,
+                                "affine": np.asarray(case.affine).tolist(),
+                                "original": case.original}
+            logger.debug("prepared %s (%s)", case_id, split)
+        images.flush()
+        labels.flush()
+        del images, labels
+    return records
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename `tmp` onto `out`; an existing `out` is moved aside first and removed after."""
+    trash = None
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, trash)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if trash is not None:
+            os.replace(trash, out)
+        raise
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def prepare_pairs(out, *, name: str, class_names: list[str], pairs: dict, splits: dict,
+                  spacing, shape, intensity: Intensity, crop_centre: str, source: dict,
+                  overwrite: bool = False) -> Path:
+    """Prepare image/label file pairs `{case_id: (image FileRef, label FileRef)}` with the
+    chain of `preprocess.preprocess_case` into `out` (atomically, see `write_prepared`)."""
+    missing = [c for k in SPLITS for c in splits.get(k, []) if c not in pairs]
+    if missing:
+        raise DataError(f"{source.get('path', name)}: split cases without files: {missing[:10]}")
+    num_classes = len(class_names) + 1
+
+    def produce(case_id: str) -> PreparedCase:
+        image_ref, label_ref = pairs[case_id]
+        return preprocess_case(image_ref, label_ref, num_classes=num_classes, spacing=spacing,
+                               shape=shape, intensity=intensity, crop_centre=crop_centre)
+
+    preprocessing = {
+        "orientation": "RAS (nibabel.as_closest_canonical)",
+        "intensity": intensity.to_dict(), "normalise": "clip window -> [0, 1]",
+        "spacing": [float(s) for s in spacing], "shape": [int(s) for s in shape],
+        "resample": {"image": "linear", "label": "nearest", "library": "scipy.ndimage"},
+        "crop_centre": crop_centre, "pad_value": 0.0,
+    }
+    return write_prepared(out, name=name, class_names=class_names, spacing=spacing, shape=shape,
+                          splits=splits, source=source, preprocessing=preprocessing,
+                          cases=produce, overwrite=overwrite)
