@@ -40,7 +40,7 @@ class Schedule:
     Every array has shape (K,), row k for step index k (0-based) and original time t_k (1-based).
 
     Attributes:
-        timesteps: (K,) int32, original times t_k ascending; t_1 = 1 and t_K = T.
+        timesteps: (K,) int32, original times t_k ascending; t_1 = 1 and t_K = T (K = 1: [T]).
         betas: (K,) float32, beta_k = 1 - abar_k / abar_{k-1}.
         alphas: (K,) float32, alpha_k = 1 - beta_k.
         alphas_cumprod: (K,) float32, abar_k = abar_{t_k} of the base schedule.
@@ -113,7 +113,8 @@ def resampled_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
 
     Args:
         num_timesteps: T.
-        num_steps: K with 1 <= K <= T (K = 1 gives [1]).
+        num_steps: K with 1 <= K <= T. K = 1 gives [T], not linspace's [1]: sampling starts from
+            pure noise at t_K = T, so a single step must be the step at T.
 
     Returns:
         (K,) int64.
@@ -123,7 +124,7 @@ def resampled_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
             f"num_steps (K) must be in [1, num_timesteps={num_timesteps}], got {num_steps}."
         )
     if num_steps == 1:
-        return np.ones((1,), dtype=np.int64)
+        return np.full((1,), num_timesteps, dtype=np.int64)
     timesteps = np.round(np.linspace(1, num_timesteps, num_steps)).astype(np.int64)
     # Spacing (T-1)/(K-1) >= 1 and rounding moves each point by <= 0.5, so this cannot fire;
     # it guards the invariant the rest of the module relies on.

@@ -45,6 +45,13 @@ def test_resampled_timesteps_strictly_increasing_with_fixed_ends(num_steps):
     assert np.all(np.diff(timesteps) > 0)
 
 
+def test_single_step_schedule_is_the_step_at_t():
+    schedule = make_schedule(1000, 1)
+    base = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    np.testing.assert_array_equal(np.asarray(schedule.timesteps), [1000])
+    np.testing.assert_allclose(np.asarray(schedule.betas), [1 - base[-1]], rtol=1e-6)
+
+
 @pytest.mark.parametrize("num_steps", [0, -1, 1001])
 def test_bad_number_of_steps_is_rejected(num_steps):
     with pytest.raises(ValueError, match="num_steps"):
