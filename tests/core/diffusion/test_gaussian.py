@@ -56,21 +56,20 @@ def test_posterior_mean_matches_independent_float64_gaussian_posterior():
     x_t = np.asarray(q_sample(schedule, x0, k, eps), dtype=np.float64)
     got = np.asarray(posterior_mean_x0(schedule, x0, x_t.astype(np.float32), k))
     for row, kk in enumerate(K):
+        if kk == 0:  # s = 0: x_0 given x0 is x0 itself
+            np.testing.assert_allclose(got[row], x0[row], rtol=1e-5, atol=1e-6)
+            continue
         abar_t = base[timesteps[kk] - 1]
-        abar_s = base[timesteps[kk - 1] - 1] if kk > 0 else 1.0
-        a = abar_t / abar_s  # x_t | x_s ~ N(sqrt(a) x_s, 1 - a)
-        # Prior x_s | x0 ~ N(sqrt(abar_s) x0, 1 - abar_s); combine precisions.
-        precision = 1 / max(1 - abar_s, 1e-300) + a / (1 - a)
-        if kk == 0:
-            expected = x0[row].astype(np.float64)  # x_0 given x0 is x0
-        else:
-            expected = (
-                np.sqrt(abar_s) * x0[row] / (1 - abar_s) + np.sqrt(a) * x_t[row] / (1 - a)
-            ) / precision
-            np.testing.assert_allclose(
-                float(posterior_variance(schedule, k, "fixed_small")[row]), 1 / precision, rtol=1e-5
-            )
+        abar_s = base[timesteps[kk - 1] - 1]
+        a = abar_t / abar_s  # likelihood x_t | x_s ~ N(sqrt(a) x_s, 1 - a)
+        # Prior x_s | x0 ~ N(sqrt(abar_s) x0, 1 - abar_s); the posterior adds the precisions.
+        precision = 1 / (1 - abar_s) + a / (1 - a)
+        expected = (
+            np.sqrt(abar_s) * x0[row] / (1 - abar_s) + np.sqrt(a) * x_t[row] / (1 - a)
+        ) / precision
         np.testing.assert_allclose(got[row], expected, rtol=1e-4, atol=1e-5)
+        variance = posterior_variance(schedule, k, "fixed_small")[row]
+        np.testing.assert_allclose(float(variance), 1 / precision, rtol=1e-5)
 
 
 def test_x0_eps_round_trips():
