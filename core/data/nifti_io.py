@@ -63,7 +63,9 @@ def _parse_nifti(raw: bytes, name: str) -> nib.Nifti1Image:
     errors = []
     for klass in (nib.Nifti1Image, nib.Nifti2Image):
         try:
-            return klass.from_bytes(raw)
+            # nibabel logs header fix-ups of junk files; the DataError below says it once.
+            with nib.imageglobals.LoggingOutputSuppressor():
+                return klass.from_bytes(raw)
         except Exception as err:  # nibabel raises several types for a bad header
             errors.append(f"{klass.__name__}: {err}")
     raise DataError(f"{name}: not a readable NIfTI file ({'; '.join(errors)})")
