@@ -32,6 +32,13 @@ def _p_markdown(p: float, significant: bool) -> str:
     return format_pvalue(p) + ("*" if significant else "")
 
 
+def _p_phrase(p: float) -> str:
+    """`p < 0.001` / `p = 0.042` / `p n/a`."""
+    text = format_pvalue(p)
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}" if text != "n/a" else \
+        "p n/a"
+
+
 def comparison_sentence(data: TableData, comp: Comparison) -> str:
     """One sentence stating the finding of a comparison with its p-values and run ids."""
     axis = AXIS_HEADERS.get(data.spec.axis, data.spec.axis)
@@ -41,16 +48,16 @@ def comparison_sentence(data: TableData, comp: Comparison) -> str:
                 f"only {t.n} paired case(s), no test.")
     direction = "higher" if t.mean_diff > 0 else "lower" if t.mean_diff < 0 else "equal"
     verdict = ("significant" if comp.significant else "not significant")
-    p_t = format_pvalue(comp.t_pvalue_holm)
-    p_w = format_pvalue(comp.wilcoxon_pvalue_holm)
+    p_t = _p_phrase(comp.t_pvalue_holm)
+    p_w = _p_phrase(comp.wilcoxon_pvalue_holm)
     return (
         f"- {data_set_name(comp.data_set)}: {axis} = {comp.compared} gave a {direction} Dice "
         f"than {comp.reference} ({t.mean_b:.3f} vs {t.mean_a:.3f}; difference "
         f"{t.mean_diff:+.3f}, {100 * t.confidence:.0f} % CI [{t.ci_low:+.3f}, {t.ci_high:+.3f}], "
-        f"n = {t.n} paired cases); paired t-test p {'' if p_t.startswith('<') else '= '}{p_t}, "
-        f"Wilcoxon p {'' if p_w.startswith('<') else '= '}{p_w} (Holm-adjusted): {verdict} at "
-        f"alpha = {comp.alpha:g}. Runs: {comp.reference}: {', '.join(comp.run_ids_reference)}; "
-        f"{comp.compared}: {', '.join(comp.run_ids_compared)}."
+        f"n = {t.n} paired cases); paired t-test {p_t}, Wilcoxon {p_w} (Holm-adjusted): "
+        f"{verdict} at alpha = {comp.alpha:g}. Runs: {comp.reference}: "
+        f"{', '.join(comp.run_ids_reference)}; {comp.compared}: "
+        f"{', '.join(comp.run_ids_compared)}."
     )
 
 
@@ -63,7 +70,7 @@ def table_section(data: TableData) -> str:
     text, bold = display_frame(data, pm="±", p_format=_p_markdown)
     lines += [markdown_table(text, bold), "",
               "Cells: mean ± std over test cases of the per-case mean over foreground classes; "
-              "p: paired t-test (t) and Wilcoxon (W) on per-case Dice vs the first row, "
+              "p: paired t-test and Wilcoxon on per-case Dice vs the first row, "
               f"Holm-adjusted; * significant. HD95 empty (excluded) values: "
               f"{data.n_empty('hd95')}; Dice both-empty values: {data.n_empty('dice')}.", ""]
     lines += [comparison_sentence(data, c) for c in data.comparisons]

@@ -1,8 +1,8 @@
 """LaTeX tables shaped like the paper's, built with pandas `Styler.to_latex` (booktabs).
 
-Main tables: rows = settings (the table's axis), columns = data set x {Dice, HD95 (mm), p (t),
-p (W)}; cells `mean $\\pm$ std`; best mean per column in bold; p-values (Holm-adjusted) on each
-compared row, `$^{*}$` when significant at alpha. Each file is a complete `table` float that
+Main tables: rows = settings (the table's axis), then p rows (t-test, Wilcoxon; Holm-adjusted,
+`$^{*}$` when significant at alpha); columns = data set x {Dice, HD95 (mm)}; cells
+`mean $\\pm$ std`; best mean per column in bold. Each file is a complete `table` float that
 compiles in a minimal document needing only `booktabs`.
 """
 
@@ -22,6 +22,11 @@ DATA_SET_NAMES: dict[str, str] = {
 }
 METRIC_HEADERS: dict[str, str] = {"dice": "Dice", "hd95": "HD95 (mm)"}
 BOLD = "textbf: --rwrap;"  # Styler LaTeX css: wraps the cell as \textbf{...}
+# Styler table style that emits `\small` after `\begin{table}`, so two data sets fit a page.
+SMALL = [{"selector": "small", "props": ":;"}]
+# Supplements have one column per setting (up to 6): smaller type and column gaps.
+FOOTNOTESIZE = [{"selector": "footnotesize", "props": ":;"},
+                {"selector": "setlength", "props": ":{\\tabcolsep}{3pt};"}]
 EMPTY = "--"
 HD95_DEFINITION = (
     "HD95: 95th-percentile Hausdorff distance in mm (MONAI definition: surface voxels are the "
@@ -53,10 +58,25 @@ def format_p_latex(p: float, significant: bool) -> str:
     return text + ("$^{*}$" if significant else "")
 
 
+def p_row_labels(data: TableData, label: str) -> tuple[str, str]:
+    """Row labels of the t-test and Wilcoxon p rows of a compared level."""
+    if len(data.levels) == 2:
+        return "p (t-test)", "p (Wilcoxon)"
+    ref = data.levels[0][1]
+    return f"p (t-test), {label} vs {ref}", f"p (Wilcoxon), {label} vs {ref}"
+
+
 def display_frame(data: TableData, *, pm: str = "$\\pm$", p_format=format_p_latex
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(strings, bold mask) of one main table; both indexed by row label, columns
-    MultiIndex (data set display name, column header)."""
+    """(strings, bold mask) of one main table, shaped like the paper's.
+
+    Rows: one per level, then per compared level a t-test and a Wilcoxon p row (Holm-adjusted;
+    the tests are on Dice, so the p sits in the Dice column). Columns: MultiIndex (data set
+    display name, Dice | HD95 (mm)).
+    """
+    labels = [label for _, label in data.levels]
+    p_rows = {label: p_row_labels(data, label) for label in labels[1:]}
+    row_names = labels + [name for pair in p_rows.values() for name in pair]
     columns, strings, bold = [], {}, {}
     for data_set in data.data_sets:
         name = data_set_name(data_set)
@@ -64,27 +84,27 @@ def display_frame(data: TableData, *, pm: str = "$\\pm$", p_format=format_p_late
             col = (name, METRIC_HEADERS[metric])
             columns.append(col)
             best = data.best(data_set, metric)
-            for _, label in data.levels:
+            for label in labels:
                 cell = data.cells.get((label, data_set, metric))
                 strings[(label, col)] = format_cell(cell.mean, cell.std, pm=pm) if cell else EMPTY
                 bold[(label, col)] = label in best
-        for header, attr in (("p (t)", "t_pvalue_holm"), ("p (W)", "wilcoxon_pvalue_holm")):
-            col = (name, header)
-            columns.append(col)
-            for _, label in data.levels:
+            for label, (t_row, w_row) in p_rows.items():
                 comp = data.comparison(data_set, label)
-                strings[(label, col)] = (p_format(getattr(comp, attr), comp.significant
-                                                  and attr == "t_pvalue_holm")
-                                         if comp else EMPTY)
-                bold[(label, col)] = False
-    labels = [label for _, label in data.levels]
-    index = pd.Index(labels)
+                for row, attr in ((t_row, "t_pvalue_holm"), (w_row, "wilcoxon_pvalue_holm")):
+                    text = ""
+                    if metric == "dice":
+                        text = (p_format(getattr(comp, attr),
+                                         comp.significant and attr == "t_pvalue_holm")
+                                if comp else EMPTY)
+                    strings[(row, col)] = text
+                    bold[(row, col)] = False
     # The axis header sits in the top-left cell of the second header row, as in the paper.
     cols = pd.MultiIndex.from_tuples(
         columns, names=[None, AXIS_HEADERS.get(data.spec.axis, data.spec.axis)])
-    text = pd.DataFrame([[strings[(r, c)] for c in columns] for r in labels], index=index,
+    index = pd.Index(row_names)
+    text = pd.DataFrame([[strings[(r, c)] for c in columns] for r in row_names], index=index,
                         columns=cols)
-    mask = pd.DataFrame([[bold[(r, c)] for c in columns] for r in labels], index=index,
+    mask = pd.DataFrame([[bold[(r, c)] for c in columns] for r in row_names], index=index,
                         columns=cols)
     return text, mask
 
@@ -97,7 +117,7 @@ def caption(data: TableData) -> str:
         escape_latex(data.spec.title),
         f"Cells: mean $\\pm$ std over test cases of the per-case mean over foreground "
         f"classes{seeds}; best in bold (Dice higher, HD95 lower is better).",
-        f"p: paired Student's t-test (t) and Wilcoxon signed-rank test (W) on per-case Dice "
+        f"p: paired Student's t-test and Wilcoxon signed-rank test on per-case Dice "
         f"against row {escape_latex(reference)}, Holm-corrected over the "
         f"{len(data.comparisons)} comparison(s) of this table; $^{{*}}$: significant at "
         f"$\\alpha = {data.comparisons[0].alpha if data.comparisons else 0.01:g}$.",
@@ -126,6 +146,7 @@ def main_table_latex(data: TableData) -> str:
         text, mask = display_frame(data)
     styler = text.style.apply(lambda _: np.where(mask, BOLD, ""), axis=None)
     styler = styler.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
+    styler = styler.set_table_styles(SMALL, overwrite=False)
     return styler.to_latex(
         caption=caption(data), label=f"tab:{data.spec.table_id}", hrules=True,
         position_float="centering", multicol_align="c", environment="table",
@@ -159,6 +180,7 @@ def per_class_latex(stats: pd.DataFrame, data_set: str, metric: str) -> str:
     mask = np.isclose(means, best, rtol=0, atol=1e-12) & (len(settings) > 1)
     styler = text.style.apply(lambda _: np.where(mask, BOLD, ""), axis=None)
     styler = styler.format_index(escape="latex", axis=0)
+    styler = styler.set_table_styles(FOOTNOTESIZE, overwrite=False)
     n_empty = int(stats.xs("n", axis=1, level=1).isna().sum().sum())
     cap = (f"Per-class {METRIC_HEADERS[metric]} on {escape_latex(data_set_name(data_set))}: "
            f"mean $\\pm$ std over test cases (mean over seeds first); best per class in bold."

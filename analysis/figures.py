@@ -1,0 +1,169 @@
+"""Figures (seaborn / matplotlib), each saved as PNG (fixed pixel size) and PDF.
+
+- `per_class_dice_boxplot`: Dice per class per setting (one data set).
+- `roi_dice_scatter`: mean ROI volume vs mean Dice per class, Spearman r in the legend.
+- `training_curves`: `loss` and `val_dice` from MLflow metric history, mean over seeds.
+- `prediction_montage`: the paper's Fig. 2: image, ground truth and predictions of one slice.
+
+Figure sizes are fixed in inches and saved at `DPI` without tight cropping, so a PNG is exactly
+`figsize * DPI` pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window (CI, Ray workers)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from diffseg3d.analysis.tables import data_set_name  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+DPI = 100
+
+
+def save(fig: plt.Figure, stem: Path) -> list[Path]:
+    """Write `stem.png` and `stem.pdf`; close the figure; return both paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return paths
+
+
+def _class_order(rows: pd.DataFrame) -> list[str]:
+    """Classes from largest to smallest mean ROI volume (size is what Dice depends on)."""
+    return list(rows.groupby("class")["roi_mm3"].mean().sort_values(ascending=False).index)
+
+
+def per_class_dice_boxplot(frame: pd.DataFrame, data_set: str, stem: Path,
+                           figsize=(10.0, 5.0)) -> list[Path]:
+    """Box plot of per-case Dice (mean over seeds) per class, one colour per setting.
+
+    frame: tidy rows with a `setting` column.
+    """
+    rows = frame[frame["data_set"] == data_set]
+    per_case = rows.groupby(["setting", "class", "case"], as_index=False)["dice"].mean()
+    order = _class_order(rows)
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    sns.boxplot(data=per_case, x="class", y="dice", hue="setting", order=order, ax=ax,
+                fliersize=2, linewidth=0.8)
+    ax.set_xlabel("class (largest to smallest mean ground-truth volume)")
+    ax.set_ylabel("Dice per test case")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{data_set_name(data_set)}: per-class Dice on the test cases")
+    ax.tick_params(axis="x", rotation=30 if len(order) > 6 else 0)
+    ax.legend(title="setting", fontsize=8, title_fontsize=8, loc="lower left")
+    return save(fig, stem)
+
+
+def roi_dice_scatter(frame: pd.DataFrame, spearman: pd.DataFrame, data_set: str, stem: Path,
+                     figsize=(8.0, 5.5)) -> list[Path]:
+    """Mean ground-truth volume (mm^3, log axis) vs mean Dice, one point per class and setting.
+
+    spearman: output of `spearman.roi_dice_spearman` (r and permutation p go in the legend).
+    """
+    rows = frame[frame["data_set"] == data_set]
+    per_class = rows.groupby(["setting", "class"], as_index=False)[["roi_mm3", "dice"]].mean()
+    stats = spearman[spearman["data_set"] == data_set].set_index("setting")
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    palette = sns.color_palette(n_colors=per_class["setting"].nunique())
+    for colour, (setting, pts) in zip(palette, per_class.groupby("setting"), strict=True):
+        r = stats.loc[setting, "r"] if setting in stats.index else np.nan
+        p = stats.loc[setting, "p_perm"] if setting in stats.index else np.nan
+        ax.scatter(pts["roi_mm3"], pts["dice"], color=colour, s=28, alpha=0.85,
+                   label=f"{setting}: Spearman r = {r:.2f} (perm. p = {p:.3g})")
+    first = per_class[per_class["setting"] == per_class["setting"].iloc[0]]
+    for row in first.itertuples():
+        ax.annotate(str(row[2]), (row.roi_mm3, row.dice), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7, color="0.3")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean ground-truth volume per class (mm³, log scale)")
+    ax.set_ylabel("mean Dice per class")
+    ax.set_title(f"{data_set_name(data_set)}: ROI size vs Dice (one point per class)")
+    ax.legend(fontsize=7, loc="lower right")
+    return save(fig, stem)
+
+
+def training_curves(history: pd.DataFrame, runs: pd.DataFrame, stem: Path,
+                    keys=("loss", "val_dice"), figsize=(11.0, 4.5)) -> list[Path]:
+    """One panel per metric key; one line per (data set, setting), mean over seeds per step.
+
+    history: `run_id, key, step, value` (collect.collect_metric_history).
+    runs: `run_id, data_set, setting`.
+    """
+    merged = history.merge(runs[["run_id", "data_set", "setting"]], on="run_id")
+    merged["curve"] = [f"{data_set_name(d)}: {s}" for d, s in
+                       zip(merged["data_set"], merged["setting"], strict=True)]
+    fig, axes = plt.subplots(1, len(keys), figsize=figsize, layout="constrained", squeeze=False)
+    titles = {"loss": "training loss", "val_dice": "validation Dice"}
+    for ax, key in zip(axes[0], keys, strict=True):
+        sub = merged[merged["key"] == key]
+        if sub.empty:
+            ax.text(0.5, 0.5, f"no '{key}' history logged", ha="center", va="center",
+                    transform=ax.transAxes)
+        else:
+            mean = sub.groupby(["curve", "step"], as_index=False)["value"].mean()
+            sns.lineplot(data=mean, x="step", y="value", hue="curve", ax=ax, linewidth=1.2,
+                         marker="o" if mean["step"].nunique() < 20 else None)
+            ax.legend(fontsize=7, title=None)
+        if key == "loss":
+            ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(titles.get(key, key) + (" (log)" if key == "loss" else ""))
+        ax.set_title(titles.get(key, key) + " (mean over seeds)")
+    return save(fig, stem)
+
+
+def class_colormap(num_classes: int) -> ListedColormap:
+    """Background transparent, then one distinct colour per foreground class (tab20)."""
+    colours = [(0, 0, 0, 0)] + [plt.get_cmap("tab20")(i % 20) for i in range(num_classes - 1)]
+    return ListedColormap(colours)
+
+
+def best_slice(label: np.ndarray) -> int:
+    """Index along the last axis with the most foreground classes, then most foreground voxels."""
+    spatial = label.reshape(-1, label.shape[-1])
+    n_classes = np.array([len(np.unique(spatial[:, z][spatial[:, z] > 0]))
+                          for z in range(label.shape[-1])])
+    n_voxels = (spatial > 0).sum(0)
+    return int(np.lexsort((n_voxels, n_classes))[-1])
+
+
+def prediction_montage(image: np.ndarray, panels: list[tuple[str, np.ndarray]],
+                       class_names: list[str], stem: Path, title: str = "",
+                       panel_inches: float = 3.0) -> list[Path]:
+    """Fig. 2: the image, then each (title, label map) overlaid in class colours, one slice.
+
+    image: (X, Y) float; panels: [(title, (X, Y) int)], ground truth first by convention;
+    class_names: foreground names (label i + 1). The figure is
+    `(len(panels) + 1) * panel_inches` wide plus a legend row.
+    """
+    cmap = class_colormap(len(class_names) + 1)
+    n = len(panels) + 1
+    fig, axes = plt.subplots(1, n, figsize=(n * panel_inches, panel_inches + 1.0),
+                             layout="constrained")
+    # Rows of an (X, Y) array are X; transpose so X runs left to right like a radiology view.
+    axes[0].imshow(image.T, cmap="gray", origin="lower")
+    axes[0].set_title("image")
+    for ax, (name, label) in zip(axes[1:], panels, strict=True):
+        ax.imshow(image.T, cmap="gray", origin="lower")
+        ax.imshow(np.ma.masked_equal(label.T, 0), cmap=cmap, vmin=0, vmax=len(class_names),
+                  origin="lower", alpha=0.6, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Patch(color=cmap(i + 1), label=c) for i, c in enumerate(class_names)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8),
+               fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return save(fig, stem)

@@ -1,0 +1,117 @@
+"""Everything `diffseg3d tables` writes into one output folder, from one `Collection`.
+
+Files: the five paper tables (`table1_recycling.tex`, ...), per-class supplements
+(`supplement_{dice,hd95}_<data set>.tex`), `summary.md`, `tidy.csv` and `runs.csv` (the numbers
+and runs behind everything), and `figures/` (PNG + PDF).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from diffseg3d.analysis import figures
+from diffseg3d.analysis.collect import Collection
+from diffseg3d.analysis.comparisons import TABLES, add_setting_column
+from diffseg3d.analysis.examples import Example
+from diffseg3d.analysis.spearman import roi_dice_spearman
+from diffseg3d.analysis.stats import ALPHA
+from diffseg3d.analysis.summary import (
+    collection_section,
+    figures_section,
+    per_class_section,
+    spearman_section,
+    table_section,
+)
+from diffseg3d.analysis.table_data import compute_table, data_set_order, per_class_stats
+from diffseg3d.analysis.tables import main_table_latex, per_class_latex, write_text
+
+
+@dataclasses.dataclass
+class Report:
+    """Paths written and figures skipped (with reasons)."""
+
+    written: list[Path] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+
+
+def write_report(
+    collection: Collection,
+    out: Path | str,
+    *,
+    history: pd.DataFrame | None = None,
+    history_skip_reason: str = "no metric history source (CSV folder)",
+    load_example: Callable[[str], Example | str] | None = None,
+    alpha: float = ALPHA,
+    n_resamples: int = 9999,
+) -> Report:
+    """Write tables, supplements, figures and summary.md for `collection` into `out`.
+
+    history: `run_id, key, step, value` training curves (None: skipped with
+      `history_skip_reason`). load_example: data set -> montage arrays or a skip reason (None:
+      montage skipped).
+    """
+    out = Path(out)
+    report = Report()
+    frame = add_setting_column(collection.frame)
+    runs = collection.runs.copy()
+    ok_runs = runs[runs["problem"].isna()]
+    runs["setting"] = None
+    if len(ok_runs):
+        runs.loc[ok_runs.index, "setting"] = add_setting_column(
+            ok_runs.assign(**{"class": None}))["setting"]
+    data_sets = sorted(frame["data_set"].unique(), key=data_set_order)
+
+    sections = ["# diffseg3d results\n", collection_section(collection.source, runs,
+                                                           collection.problems)]
+    for spec in TABLES:
+        data = compute_table(frame, spec, alpha)
+        report.written.append(write_text(out / f"{spec.table_id}.tex", main_table_latex(data)))
+        sections.append(table_section(data))
+
+    sections.append("## Per-class results (supplement)\n")
+    for data_set in data_sets:
+        rows = frame[frame["data_set"] == data_set]
+        for metric in ("dice", "hd95"):
+            stats = per_class_stats(rows, metric)
+            path = out / f"supplement_{metric}_{_safe(data_set)}.tex"
+            report.written.append(write_text(path, per_class_latex(stats, data_set, metric)))
+            sections.append(per_class_section(stats, data_set, metric))
+
+    spearman = roi_dice_spearman(frame, n_resamples=n_resamples)
+    sections.append(spearman_section(spearman))
+
+    fig_dir = out / "figures"
+    for data_set in data_sets:
+        tag = _safe(data_set)
+        report.written += figures.per_class_dice_boxplot(frame, data_set,
+                                                         fig_dir / f"dice_per_class_{tag}")
+        report.written += figures.roi_dice_scatter(frame, spearman, data_set,
+                                                   fig_dir / f"roi_vs_dice_{tag}")
+        example = load_example(data_set) if load_example else "no prediction source"
+        if isinstance(example, str):
+            report.skipped.append(f"montage {data_set}: {example}")
+        else:
+            report.written += figures.prediction_montage(
+                example.image, example.panels, example.class_names,
+                fig_dir / f"examples_{tag}", title=example.title)
+    if history is None or history.empty:
+        reason = history_skip_reason if history is None else "no loss/val_dice history logged"
+        report.skipped.append(f"training curves: {reason}")
+    else:
+        report.written += figures.training_curves(history, runs.dropna(subset=["setting"]),
+                                                  fig_dir / "training_curves")
+
+    frame.to_csv(out / "tidy.csv", index=False)
+    runs.to_csv(out / "runs.csv", index=False)
+    report.written += [out / "tidy.csv", out / "runs.csv"]
+    rel = [str(p.relative_to(out)) for p in report.written if p.parent == fig_dir]
+    sections.append(figures_section(rel, report.skipped))
+    report.written.append(write_text(out / "summary.md", "\n".join(sections)))
+    return report
