@@ -7,6 +7,7 @@ holds only finite voxels; a corrupt or truncated file raises `DataError` with it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import io
@@ -54,6 +55,16 @@ class Volume:
     affine: np.ndarray
 
 
+@contextlib.contextmanager
+def _quiet_nibabel():
+    logger = nib.imageglobals.logger
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
 def _parse_nifti(raw: bytes, name: str) -> nib.Nifti1Image:
     if raw[:2] == b"\x1f\x8b":
         try:
@@ -64,7 +75,7 @@ def _parse_nifti(raw: bytes, name: str) -> nib.Nifti1Image:
     for klass in (nib.Nifti1Image, nib.Nifti2Image):
         try:
             # nibabel logs header fix-ups of junk files; the DataError below says it once.
-            with nib.imageglobals.LoggingOutputSuppressor():
+            with _quiet_nibabel():
                 return klass.from_bytes(raw)
         except Exception as err:  # nibabel raises several types for a bad header
             errors.append(f"{klass.__name__}: {err}")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
 from diffseg3d.core.data.nifti_io import nifti_bytes
 
 
@@ -75,9 +74,10 @@ def make_prostate_zip(path: Path, rows, *, shape=(20, 20, 8), spacing=(0.8, 0.8,
 
 
 def make_amos_folder(root: Path, train_ids, valid_ids, *, shape=(16, 12, 6),
-                     spacing=(1.0, 1.0, 4.0), seed=0):
-    """AMOS-like folder: amos22/{dataset.json, imagesTr, labelsTr, imagesVa, labelsVa}."""
-    rng = np.random.default_rng(seed)
+                     spacing=(1.0, 1.0, 4.0)):
+    """AMOS-like folder: amos22/{dataset.json, imagesTr, labelsTr, imagesVa, labelsVa}.
+
+    Images are piecewise constant in HU (air -1500, organ k 40 + 20 k, one voxel 2000)."""
     base = root / "amos22"
     affine = oblique_affine(spacing, angle_deg=0.0, flips=(1, -1, 1))
     names = {str(k): f"organ{k}" for k in range(1, 16)}

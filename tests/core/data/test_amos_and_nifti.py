@@ -3,13 +3,12 @@
 import json
 
 import numpy as np
-
 from diffseg3d.core.data import PreparedDataset
 from diffseg3d.core.data.amos import split_validation
 from diffseg3d.core.data.cli import main
 from diffseg3d.core.data.nifti import random_split
 
-from .nifti_builders import load, make_amos_folder, octant_label, oblique_affine, write_nii
+from .nifti_builders import load, make_amos_folder, oblique_affine, octant_label, write_nii
 
 
 def test_amos_validation_split_is_10_90_and_seeded():

@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from diffseg3d.core.data import DataError, PreparedDataset
 from diffseg3d.core.data.cli import main
 from diffseg3d.core.data.nifti_io import nifti_bytes, read_volume

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from diffseg3d.core.data import PreparedDataset
 from diffseg3d.core.data.cli import main
 from diffseg3d.core.data.nifti_io import FileRef
