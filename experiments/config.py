@@ -66,10 +66,7 @@ class DataConfig(_Section):
         15.0, ge=0.0, le=180.0, description="Largest rotation angle per axis, degrees."
     )
     max_translation: float = Field(
-        0.1,
-        ge=0.0,
-        le=1.0,
-        description="Largest translation per axis as a fraction of the volume's extent.",
+        3.0, ge=0.0, description="Largest translation per axis, in voxels."
     )
     scale_range: tuple[float, float] = Field(
         (0.9, 1.1),
