@@ -1,0 +1,75 @@
+"""The headline numbers of `latest.json` (issue #6 output contract), from per-config records.
+
+Every value is a ratio or a number measured in the same run; a key whose configurations failed
+or were skipped is None, never a stale number. Targets (issue #6 / #2) ride along so the
+printed summary says pass/fail.
+"""
+
+from __future__ import annotations
+
+from benchmarks.throughput import ratio
+
+#: key -> (comparison, bound): the issue's targets on the 2-core CPU.
+TARGETS = {
+    "recycling_over_plain": ("<=", 1.35),
+    "speedup_vs_reference_64x64x16": (">=", 2.5),
+    "speedup_vs_reference_96x96x32": (">=", 2.5),
+    "fraction_of_peak_96x96x32": (">=", 0.5),
+    "compile_s": ("<=", 30.0),
+    "inference_over_forward": ("<=", 5.5),
+    "peak_rss_gib_256x256x48": ("<=", 8.0),
+}
+
+
+def _ok(records: dict, name: str) -> dict | None:
+    rec = records.get(name)
+    return rec if rec and rec.get("status") == "ok" else None
+
+
+def _field(records: dict, name: str, key: str):
+    rec = _ok(records, name)
+    return None if rec is None else rec.get(key)
+
+
+def summarise(records: dict[str, dict]) -> dict:
+    """Contract keys from records keyed by config name (see `configs.plan` for the names).
+
+    - recycling_over_plain: step time recycling / plain diffusion at 64x64x16;
+    - speedup_vs_reference_{64x64x16,96x96x32}: reference step time / ours (plain diffusion);
+    - fraction_of_peak_96x96x32: our diffusion step's XLA FLOPs / time / fp32 peak;
+    - compile_s: compile time of our diffusion training step at 64x64x16 (compile_s_max: the
+      largest over our training steps in the run);
+    - inference_over_forward: 5-step sampling time / one forward pass at 64x64x16;
+    - peak_rss_gib_256x256x48: peak host RSS of the one remat step at 256x256x48.
+    """
+    step = lambda name: _field(records, name, "step_s")
+    ours_train = [
+        r["compile_s"] for r in records.values()
+        if r.get("status") == "ok" and r["workload"] == "train" and r["model"] == "ours"
+    ]
+    return {
+        "recycling_over_plain": ratio(step("train_recycling_64x64x16"),
+                                      step("train_diffusion_64x64x16")),
+        "speedup_vs_reference_64x64x16": ratio(step("reference_train_diffusion_64x64x16"),
+                                               step("train_diffusion_64x64x16")),
+        "speedup_vs_reference_96x96x32": ratio(step("reference_train_diffusion_96x96x32"),
+                                               step("train_diffusion_96x96x32")),
+        "fraction_of_peak_96x96x32": _field(records, "train_diffusion_96x96x32",
+                                            "fraction_of_peak"),
+        "compile_s": _field(records, "train_diffusion_64x64x16", "compile_s"),
+        "compile_s_max": max(ours_train) if ours_train else None,
+        "inference_over_forward": ratio(step("sample5_64x64x16"), step("forward_64x64x16")),
+        "peak_rss_gib_256x256x48": _field(records, "memory_remat_256x256x48", "peak_rss_gib"),
+    }
+
+
+def verdicts(summary: dict) -> dict[str, str]:
+    """``key -> "pass" | "FAIL" | "missing"`` against `TARGETS`."""
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        value = summary.get(key)
+        if value is None:
+            out[key] = "missing"
+        else:
+            out[key] = "pass" if (value <= bound if op == "<=" else value >= bound) else "FAIL"
+    return out
