@@ -44,7 +44,7 @@ def _class_order(rows: pd.DataFrame) -> list[str]:
 
 
 def per_class_dice_boxplot(frame: pd.DataFrame, data_set: str, stem: Path,
-                           figsize=(10.0, 5.0)) -> list[Path]:
+                           figsize=(12.0, 5.0)) -> list[Path]:
     """Box plot of per-case Dice (mean over seeds) per class, one colour per setting.
 
     frame: tidy rows with a `setting` column.
@@ -60,7 +60,8 @@ def per_class_dice_boxplot(frame: pd.DataFrame, data_set: str, stem: Path,
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{data_set_name(data_set)}: per-class Dice on the test cases")
     ax.tick_params(axis="x", rotation=30 if len(order) > 6 else 0)
-    ax.legend(title="setting", fontsize=8, title_fontsize=8, loc="lower left")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), title="setting", fontsize=8,
+                    title_fontsize=8, frameon=False)
     return save(fig, stem)
 
 
@@ -123,9 +124,17 @@ def training_curves(history: pd.DataFrame, runs: pd.DataFrame, stem: Path,
 
 
 def class_colormap(num_classes: int) -> ListedColormap:
-    """Background transparent, then one distinct colour per foreground class (tab20)."""
-    colours = [(0, 0, 0, 0)] + [plt.get_cmap("tab20")(i % 20) for i in range(num_classes - 1)]
-    return ListedColormap(colours)
+    """Background transparent, then one distinct colour per foreground class.
+
+    tab10 up to 10 classes; beyond, tab20's dark shades first, then its light ones, so
+    neighbouring labels never get two shades of the same hue.
+    """
+    if num_classes - 1 <= 10:
+        fg = [plt.get_cmap("tab10")(i) for i in range(num_classes - 1)]
+    else:
+        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+        fg = [plt.get_cmap("tab20")(order[i % 20]) for i in range(num_classes - 1)]
+    return ListedColormap([(0, 0, 0, 0)] + fg)
 
 
 def best_slice(label: np.ndarray) -> int:
