@@ -276,10 +276,13 @@ def _format_errors(err: ValidationError, source: str) -> str:
         value = e.get("input")
         if e["type"] == "extra_forbidden":
             lines.append(f"  - {key}: unknown key (value {value!r})")
-        else:
-            shown = value if not isinstance(value, dict) else "{...}"
+        elif isinstance(value, dict):
+            # A section-level (cross-field) check: its message names the keys and values.
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {key}: {msg} (got {shown!r})")
+            lines.append(f"  - {msg}" if not e["loc"] else f"  - {key}: {msg}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {key}: {msg} (got {value!r})")
     return f"{source}: invalid config:\n" + "\n".join(lines)
 
 
@@ -416,17 +419,24 @@ def cast_value(dotted: str, value: str) -> Any:
         raise ConfigError(f"param {dotted}={value!r} is not a valid {annotation}: {err}") from None
 
 
+def is_config_key(dotted: str) -> bool:
+    """True when `dotted` names a leaf or section of `Config`."""
+    try:
+        Config.field_type(dotted)
+    except ConfigError:
+        return False
+    return True
+
+
 def cast_params(params: dict[str, str], strict: bool = False) -> dict[str, Any]:
     """Typed values for MLflow's string params. Keys that are not config keys are kept as strings
-    unless `strict`, in which case they raise `ConfigError`."""
+    unless `strict` (then `ConfigError`); a config key with an invalid value always raises."""
     out: dict[str, Any] = {}
     for key, value in params.items():
-        try:
-            out[key] = cast_value(key, value)
-        except ConfigError:
-            if strict:
-                raise
+        if not is_config_key(key) and not strict:
             out[key] = value
+        else:
+            out[key] = cast_value(key, value)
     return out
 
 

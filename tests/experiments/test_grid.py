@@ -1,0 +1,142 @@
+"""Grid expansion: the paper grids' trials, de-duplication, names, hashes and errors."""
+
+import json
+
+import pytest
+import yaml
+from diffseg3d.experiments.config import config_hash
+from diffseg3d.experiments.grid import (
+    GRIDS_DIR,
+    GridError,
+    expand,
+    grid_hash,
+    resolve_grid_path,
+    trial_name,
+)
+
+PAPER = GRIDS_DIR / "paper.yaml"
+
+# (data set, method-specific name part) -> tables, written out by hand from the paper.
+EXPECTED_PAPER = {
+    "prostate-mr_diffusion_x0_recycle-N_dice-Y_k5_s0": ("1",),
+    "prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0": ("1", "2", "3a", "3b", "3c"),
+    "amos-ct_diffusion_x0_recycle-N_dice-Y_k5_s0": ("1",),
+    "amos-ct_diffusion_x0_recycle-Y_dice-Y_k5_s0": ("1", "2"),
+    "prostate-mr_unet_dice-Y_s0": ("2",),
+    "amos-ct_unet_dice-Y_s0": ("2",),
+    "prostate-mr_diffusion_eps_recycle-Y_dice-Y_k5_s0": ("3a",),
+    "prostate-mr_diffusion_x0_recycle-Y_dice-N_k5_s0": ("3b",),
+    "prostate-mr_diffusion_x0_recycle-Y_dice-Y_k1000_s0": ("3c",),
+}
+
+
+def test_paper_grid_has_every_comparison_once():
+    trials = expand(PAPER, profile="smoke")
+    assert {t.name: t.tables for t in trials} == EXPECTED_PAPER
+    assert len({t.hash for t in trials}) == len(trials) == 9
+    for t in trials:
+        assert t.hash == config_hash(t.config) and t.config.name == t.name
+        assert tuple(t.config.tables) == t.tables
+        assert t.config.train.steps == 20  # the smoke profile reached every trial
+
+
+def test_each_table_compares_exactly_its_axis():
+    trials = {t.name: t.config for t in expand(PAPER, profile="quick")}
+    default = trials["prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0"]
+    pairs = {
+        "diffusion.output": trials["prostate-mr_diffusion_eps_recycle-Y_dice-Y_k5_s0"],
+        "loss.dice": trials["prostate-mr_diffusion_x0_recycle-Y_dice-N_k5_s0"],
+        "diffusion.train_steps": trials["prostate-mr_diffusion_x0_recycle-Y_dice-Y_k1000_s0"],
+        "diffusion.recycling": trials["prostate-mr_diffusion_x0_recycle-N_dice-Y_k5_s0"],
+        "method": trials["prostate-mr_unet_dice-Y_s0"],
+    }
+    base = default.model_dump(exclude={"name", "tables"})
+    for key, other in pairs.items():
+        diff = {k for k, v in other.model_dump(exclude={"name", "tables"}).items()
+                if v != base[k]}
+        section = key.split(".")[0]
+        assert diff == {section}, (key, diff)
+        assert other.train.steps == default.train.steps == 300
+        assert other.data.batch_size == default.data.batch_size
+
+
+def test_single_table_grids_and_paper_union():
+    union = {t.hash for t in expand(PAPER)}
+    parts = set()
+    for name, count in [("table1_recycling", 4), ("table2_diffusion_vs_unet", 4),
+                        ("table3_ablations", 4)]:
+        trials = expand(GRIDS_DIR / f"{name}.yaml")
+        assert len(trials) == count
+        parts |= {t.hash for t in trials}
+    assert parts == union
+
+
+def test_data_override_collapses_data_sets(tmp_path):
+    data = tmp_path / "mydata"
+    data.mkdir()
+    (data / "dataset.json").write_text(json.dumps({"name": "phantom"}))
+    trials = expand(PAPER, profile="smoke", data_override=data)
+    assert len(trials) == 6
+    names = {t.name: t.tables for t in trials}
+    assert names["phantom_diffusion_x0_recycle-Y_dice-Y_k5_s0"] == ("1", "2", "3a", "3b", "3c")
+    assert names["phantom_unet_dice-Y_s0"] == ("2",)
+    assert all(t.config.data.root == str(data) for t in trials)
+
+
+def test_expansion_is_deterministic():
+    a, b = expand(PAPER, profile="quick"), expand(PAPER, profile="quick")
+    assert [(t.name, t.hash) for t in a] == [(t.name, t.hash) for t in b]
+    assert grid_hash(a) == grid_hash(b) != grid_hash(expand(PAPER, profile="smoke"))
+
+
+def test_seeds_multiply_trials(tmp_path):
+    grid = yaml.safe_load((GRIDS_DIR / "table1_recycling.yaml").read_text())
+    grid["seeds"] = [0, 1, 2]
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    trials = expand(path)
+    assert len(trials) == 12
+    assert [t.config.seed for t in trials[:3]] == [0, 1, 2]
+    assert trials[1].name.endswith("_s1")
+
+
+def _grid(tmp_path, **over):
+    grid = {"name": "g", "data_sets": {"d": "data/d"}, "base": {},
+            "comparisons": [{"table": "x", "axes": {"loss.dice": [False, True]}}]}
+    grid.update(over)
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_unequal_budget_is_rejected(tmp_path):
+    path = _grid(tmp_path, comparisons=[{"table": "x", "axes": {"train.steps": [300, 500]}}])
+    with pytest.raises(GridError, match=r"table x .*train.steps takes values \[300, 500\]"):
+        expand(path)
+
+
+def test_grid_errors_name_file_and_key(tmp_path):
+    with pytest.raises(GridError, match="comparisons.0.axis"):
+        expand(_grid(tmp_path, comparisons=[{"table": "x", "axis": {}}]))
+    path = _grid(tmp_path, comparisons=[{"table": "x", "axes": {"loss.dice": ["maybe"]}}])
+    with pytest.raises(ValueError) as err:
+        expand(path)
+    assert "loss.dice" in str(err.value) and "'maybe'" in str(err.value)
+    path = _grid(tmp_path, comparisons=[{"table": "x", "data_sets": ["nope"],
+                                         "axes": {"loss.dice": [True]}}])
+    with pytest.raises(GridError, match="'nope'"):
+        expand(path)
+    path = _grid(tmp_path, comparisons=[{"table": "x", "axes": {"loss.dcie": [True]}}])
+    with pytest.raises(ValueError, match="loss.dcie"):
+        expand(path)
+    with pytest.raises(GridError, match="no such grid"):
+        resolve_grid_path(tmp_path / "absent.yaml")
+    assert resolve_grid_path("paper") == PAPER
+
+
+def test_name_collisions_get_a_hash_suffix(tmp_path):
+    path = _grid(tmp_path, comparisons=[{"table": "x",
+                                         "axes": {"optim.learning_rate": [0.001, 0.002]}}])
+    trials = expand(path)
+    assert trials[0].name == trial_name(trials[0].config) == "d_diffusion_x0_recycle-Y_dice-Y_k5_s0"
+    assert trials[1].name == f"{trials[0].name}_{trials[1].hash[:6]}"
