@@ -1,6 +1,7 @@
 """`diffseg3d tables`: runs -> LaTeX tables, summary.md and figures.
 
     diffseg3d tables --experiment paper --out results/paper [--tracking-uri URI]
+    diffseg3d tables --experiment paper --out results/paper --grid experiments/grids/paper.yaml
     diffseg3d tables --csv-dir scores/ --out results/external
     python -m diffseg3d.analysis.cli --experiment paper --out results/paper   # standalone
 
@@ -27,6 +28,12 @@ def add_tables_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. results/paper")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else MLflow)")
+    parser.add_argument("--grid", default=None,
+                        help="grid YAML (or name) the runs came from: its trials without a usable "
+                        "run are listed in summary.md")
+    parser.add_argument("--data", default=None,
+                        help="the --data folder given to `diffseg3d ablate`, if any (trial names "
+                        "depend on it)")
     parser.add_argument("--alpha", type=float, default=ALPHA,
                         help="significance level of the paired t-test (paper: 0.01)")
     parser.add_argument("--no-figures-from-mlflow", action="store_true",
@@ -41,6 +48,7 @@ def run_tables(args: argparse.Namespace) -> int:
         collect_mlflow,
     )
     from diffseg3d.analysis.examples import load_example
+    from diffseg3d.analysis.expected import expected_trial_names, missing_trials
     from diffseg3d.analysis.report import write_report
 
     try:
@@ -56,6 +64,15 @@ def run_tables(args: argparse.Namespace) -> int:
     if collection.frame.empty:
         print(f"diffseg3d tables: no collected runs in {collection.source}", file=sys.stderr)
         return 1
+    missing = None
+    if args.grid is not None:
+        try:
+            missing = missing_trials(expected_trial_names(args.grid, args.data), collection.runs)
+        except (ValueError, FileNotFoundError) as err:  # GridError / ConfigError are ValueErrors
+            print(f"diffseg3d tables: --grid {args.grid}: {err}", file=sys.stderr)
+            return 1
+        for line in missing:
+            print(f"diffseg3d tables: missing trial {line}", file=sys.stderr)
     history, examples = None, None
     if args.experiment is not None and not args.no_figures_from_mlflow:
         ok_ids = list(collection.runs.loc[collection.runs["problem"].isna(), "run_id"])
@@ -66,7 +83,7 @@ def run_tables(args: argparse.Namespace) -> int:
             return load_example(runs, data_set, args.tracking_uri)
 
     report = write_report(collection, args.out, history=history, load_example=examples,
-                          alpha=args.alpha)
+                          missing=missing, alpha=args.alpha)
     for reason in report.skipped:
         print(f"diffseg3d tables: skipped {reason}", file=sys.stderr)
     print(f"diffseg3d tables: wrote {len(report.written)} files to {args.out}")

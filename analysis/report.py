@@ -48,6 +48,7 @@ def write_report(
     history: pd.DataFrame | None = None,
     history_skip_reason: str = "no metric history source (CSV folder)",
     load_example: Callable[[str], Example | str] | None = None,
+    missing: list[str] | None = None,
     alpha: float = ALPHA,
     n_resamples: int = 9999,
 ) -> Report:
@@ -55,7 +56,8 @@ def write_report(
 
     history: `run_id, key, step, value` training curves (None: skipped with
       `history_skip_reason`). load_example: data set -> montage arrays or a skip reason (None:
-      montage skipped).
+      montage skipped). missing: expected trials without a usable run (`expected`), None when
+      no grid was given.
     """
     out = Path(out)
     report = Report()
@@ -69,7 +71,7 @@ def write_report(
     data_sets = sorted(frame["data_set"].unique(), key=data_set_order)
 
     sections = ["# diffseg3d results\n", collection_section(collection.source, runs,
-                                                           collection.problems)]
+                                                           collection.problems, missing)]
     for spec in TABLES:
         data = compute_table(frame, spec, alpha)
         report.written.append(write_text(out / f"{spec.table_id}.tex", main_table_latex(data)))

@@ -112,14 +112,22 @@ def spearman_section(table: pd.DataFrame) -> str:
             "pairings.\n\n" + markdown_table(text) + "\n")
 
 
-def collection_section(source: str, runs: pd.DataFrame, problems: list[str]) -> str:
-    """Header: where the runs came from, how many were collected, and every problem."""
+def collection_section(source: str, runs: pd.DataFrame, problems: list[str],
+                       missing: list[str] | None = None) -> str:
+    """Header: where the runs came from, how many were collected, every problem and (when the
+    grid was given) every expected trial without a usable run."""
     ok = int(runs["problem"].isna().sum())
     lines = [f"Source: {source}", "",
              f"Runs collected: {ok} of {len(runs)} child runs."]
     if problems:
         lines += ["", "Runs not collected (listed, not silently skipped):"]
         lines += [f"- {p}" for p in problems]
+    if missing is None:
+        lines += ["", "Grid not given (--grid): trials that never logged a run cannot be listed."]
+    elif missing:
+        lines += ["", "Trials of the grid without a usable run:"] + [f"- {m}" for m in missing]
+    else:
+        lines += ["", "Every trial of the grid has a collected run."]
     return "\n".join(lines) + "\n"
 
 

@@ -127,7 +127,11 @@ def test_missing_experiment_is_a_clear_error(store):
 def test_tables_command_end_to_end(store, tmp_path, capsys):
     uri, ids, _ = store
     out = tmp_path / "results"
-    assert main(["--experiment", "grid", "--out", str(out), "--tracking-uri", uri]) == 0
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: grid\nseeds: [0]\ndata_sets: {phantom: data/phantom}\n"
+                    "comparisons:\n  - table: '2'\n    axes: {method: [unet, diffusion]}\n")
+    assert main(["--experiment", "grid", "--out", str(out), "--tracking-uri", uri,
+                 "--grid", str(grid)]) == 0
     for name in ("table1_recycling", "table2_diffusion_vs_unet", "table3a_output",
                  "table3b_dice_loss", "table3c_train_steps", "supplement_dice_phantom",
                  "supplement_hd95_phantom"):
@@ -135,6 +139,8 @@ def test_tables_command_end_to_end(store, tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert ids["rec-s1-failed"] in summary and ids["norec-s0"] in summary
     assert "No finished runs feed this table." in summary  # table 3a has no runs here
+    # The test's trial names are not the grid's: every grid trial is reported missing.
+    assert "phantom_unet_dice-Y_s0: no run in the experiment" in summary
     for fig in ("examples_phantom", "training_curves", "dice_per_class_phantom",
                 "roi_vs_dice_phantom"):
         assert (out / "figures" / f"{fig}.png").is_file(), fig

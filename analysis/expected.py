@@ -1,0 +1,36 @@
+"""Trials a grid expects but the collected runs lack (runs that never started or never finished).
+
+Failed runs are already listed by `collect`; a trial that has no run at all is invisible there,
+so the grid definition is expanded (`diffseg3d.experiments.grid.expand`, the one import of the
+experiments package the analysis allows) and its trial names are compared with the runs'
+`diffseg3d.trial` tags. Trial names do not depend on the profile, only on the data override.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+
+def expected_trial_names(grid: str | os.PathLike, data_override: str | None = None) -> list[str]:
+    """Names of every trial of `grid` (a YAML path or a grid name under experiments/grids)."""
+    from diffseg3d.experiments.grid import expand, resolve_grid_path
+
+    return [t.name for t in expand(resolve_grid_path(grid), None, data_override)]
+
+
+def missing_trials(expected: list[str], runs: pd.DataFrame) -> list[str]:
+    """One line per expected trial without a collected run, saying whether any run exists.
+
+    runs: `Collection.runs` (columns `trial`, `run_id`, `status`, `problem`).
+    """
+    lines = []
+    for name in expected:
+        mine = runs[runs["trial"] == name]
+        if mine.empty:
+            lines.append(f"{name}: no run in the experiment")
+        elif mine["problem"].notna().all():
+            states = ", ".join(f"{r.run_id} {r.status}" for r in mine.itertuples())
+            lines.append(f"{name}: no usable run ({states})")
+    return lines
