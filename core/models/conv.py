@@ -1,0 +1,183 @@
+"""Convolutions of the U-Net in two numerically equivalent forms, selected by ``conv_impl``.
+
+Shapes are channels last: inputs ``(batch, *spatial, in_channels)``, kernels
+``(*kernel_size, in_channels, out_channels)``. Both forms take the *same* kernel array, so a
+checkpoint trained with one form runs with the other.
+
+Forms (``conv_impl``):
+
+- ``"lax3d"``: ``lax.conv_general_dilated`` over all spatial dims (cuDNN on GPU), strided conv
+  for down-sampling and ``lax.conv_transpose`` for up-sampling.
+- ``"slices"``: a 3D ``k x k x k`` conv computed as ONE 2D ``k x k`` conv over the last two
+  spatial dims, with the first spatial dim folded into the batch and its ``k`` shifted slices
+  stacked on channels (``k * in_channels`` inputs). Folding the *first* spatial dim needs no
+  transpose (it sits next to the batch axis). XLA:CPU runs 2D convs much faster than 3D ones
+  (``benchmarks/conv_probe.py``). The 2x2x2 stride-2 down-/up-sampling convs are exact
+  space-to-depth / depth-to-space reshapes around one matmul.
+- ``"auto"``: ``"slices"`` on the CPU backend (measured faster, see the probe), ``"lax3d"`` on
+  GPU/TPU (cuDNN/TPU convs are fast natively and the slice form costs ~3x activation memory).
+
+2D inputs (two spatial dims) always use the native 2D conv; the forms only differ for 3D.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "slices", "lax3d")
+
+
+def resolve_conv_impl(conv_impl: str, backend: str | None = None) -> str:
+    """Map ``conv_impl`` to a concrete form: ``"slices"`` or ``"lax3d"``.
+
+    ``"auto"`` picks ``"slices"`` on CPU and ``"lax3d"`` elsewhere (GPU/TPU). ``backend``
+    defaults to ``jax.default_backend()``.
+    """
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
+    if conv_impl != "auto":
+        return conv_impl
+    backend = backend or jax.default_backend()
+    return "slices" if backend == "cpu" else "lax3d"
+
+
+def _dimension_numbers(rank: int) -> tuple[str, str, str]:
+    spatial = "HWD"[:rank]
+    return (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+
+
+def conv_lax(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: str = "SAME") -> jax.Array:
+    """N-D cross-correlation ``(batch, *S, cin)`` x ``(*k, cin, cout)`` -> ``(batch, *S', cout)``.
+
+    ``S' = S`` for "SAME" stride 1, ``S // stride`` for "VALID" with ``k == stride``.
+    """
+    rank = x.ndim - 2
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride,) * rank,
+        padding=padding,
+        dimension_numbers=_dimension_numbers(rank),
+    )
+
+
+def conv3d_slices(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """3D "SAME" stride-1 conv as one 2D conv over stacked shifted slices of the first spatial dim.
+
+    ``x`` ``(batch, X, Y, Z, cin)``, ``kernel`` ``(kx, ky, kz, cin, cout)`` with odd ``kx``.
+    ``y[b, x] = sum_d conv2d(x_pad[b, x + d], kernel[d])``; the sum over ``d`` is done by the 2D
+    conv itself by putting slice ``d`` on input channels ``d * cin : (d + 1) * cin``.
+    Returns ``(batch, X, Y, Z, cout)``; equal to ``conv_lax(x, kernel)`` up to float rounding.
+    """
+    b, nx, ny, nz, cin = x.shape
+    kx, ky, kz, kcin, cout = kernel.shape
+    if kcin != cin:
+        raise ValueError(f"kernel in_channels {kcin} != input channels {cin} (x {x.shape})")
+    if kx % 2 != 1:
+        raise ValueError(f"conv3d_slices needs an odd kernel size, got kernel {kernel.shape}")
+    pad = kx // 2
+    if kx == 1:
+        stacked = x
+    else:
+        xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
+        stacked = jnp.concatenate([xp[:, d : d + nx] for d in range(kx)], axis=-1)
+    # (kx, ky, kz, cin, cout) -> (ky, kz, kx * cin, cout), channel index d * cin + c as stacked.
+    kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(ky, kz, kx * cin, cout)
+    y = conv_lax(stacked.reshape(b * nx, ny, nz, kx * cin), kernel2d)
+    return y.reshape(b, nx, ny, nz, cout)
+
+
+def conv3d_slices_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Same result as :func:`conv3d_slices`, as a sum of ``kx`` separate 2D convs (less memory).
+
+    Kept for the probe (``benchmarks/conv_probe.py``), which compares it to the stacked form.
+    """
+    b, nx, ny, nz, cin = x.shape
+    kx = kernel.shape[0]
+    pad = kx // 2
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
+    y = None
+    for d in range(kx):
+        yd = conv_lax(xp[:, d : d + nx].reshape(b * nx, ny, nz, cin), kernel[d])
+        y = yd if y is None else y + yd
+    return y.reshape(b, nx, ny, nz, kernel.shape[-1])
+
+
+def conv_same(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
+    """Stride-1 "SAME" conv in the concrete form ``impl`` (``"slices"`` or ``"lax3d"``)."""
+    if impl == "slices" and x.ndim == 5:
+        return conv3d_slices(x, kernel)
+    return conv_lax(x, kernel)
+
+
+def downsample_space_to_depth(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """2x...x2 stride-2 conv as space-to-depth + one matmul.
+
+    ``x`` ``(batch, *spatial, cin)`` with every spatial size even, ``kernel`` ``(2, ..., 2, cin,
+    cout)``. ``y[p] = sum_o x[2p + o] @ kernel[o]`` over offsets ``o`` in ``{0, 1}^rank``.
+    Returns ``(batch, *spatial // 2, cout)``.
+    """
+    b, *spatial, cin = x.shape
+    rank = len(spatial)
+    cout = kernel.shape[-1]
+    split = [b]
+    for n in spatial:
+        split += [n // 2, 2]
+    x = x.reshape(*split, cin)
+    perm = (
+        [0] + [1 + 2 * i for i in range(rank)] + [2 + 2 * i for i in range(rank)] + [1 + 2 * rank]
+    )
+    x = x.transpose(perm).reshape(b, *[n // 2 for n in spatial], (2**rank) * cin)
+    return x @ kernel.reshape((2**rank) * cin, cout)
+
+
+def upsample_depth_to_space(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """2x...x2 stride-2 transposed conv as one matmul + depth-to-space.
+
+    ``x`` ``(batch, *spatial, cin)``, ``kernel`` ``(2, ..., 2, cin, cout)``;
+    ``y[2p + o] = x[p] @ kernel[o]``. Returns ``(batch, *spatial * 2, cout)``.
+    """
+    b, *spatial, cin = x.shape
+    rank = len(spatial)
+    cout = kernel.shape[-1]
+    k = kernel.reshape(2**rank, cin, cout).transpose(1, 0, 2).reshape(cin, (2**rank) * cout)
+    y = (x @ k).reshape(b, *spatial, *([2] * rank), cout)
+    perm = [0]
+    for i in range(rank):
+        perm += [1 + i, 1 + rank + i]
+    perm += [1 + 2 * rank]
+    return y.transpose(perm).reshape(b, *[2 * n for n in spatial], cout)
+
+
+def upsample_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Same as :func:`upsample_depth_to_space` with ``lax.conv_transpose``.
+
+    ``lax.conv_transpose`` (``transpose_kernel=False``) correlates the dilated input with the
+    kernel, which places ``kernel[1 - o]`` at offset ``o``; flipping the kernel gives
+    ``y[2p + o] = x[p] @ kernel[o]``.
+    """
+    rank = x.ndim - 2
+    flipped = kernel[(slice(None, None, -1),) * rank]
+    return lax.conv_transpose(
+        x,
+        flipped,
+        strides=(2,) * rank,
+        padding="VALID",
+        dimension_numbers=_dimension_numbers(rank),
+    )
+
+
+def downsample(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
+    """Stride-2 2x..x2 conv in the form ``impl``; ``(batch, *S, cin) -> (batch, *S // 2, cout)``."""
+    if impl == "slices":
+        return downsample_space_to_depth(x, kernel)
+    return conv_lax(x, kernel, stride=2, padding="VALID")
+
+
+def upsample(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
+    """Stride-2 2x..x2 transposed conv; ``(batch, *S, cin) -> (batch, *S * 2, cout)``."""
+    if impl == "slices":
+        return upsample_depth_to_space(x, kernel)
+    return upsample_lax(x, kernel)

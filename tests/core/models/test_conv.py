@@ -1,0 +1,87 @@
+"""The two conv forms (``slices`` / ``lax3d``) agree with each other and with hand computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from diffseg3d.core.models.conv import (
+    conv3d_slices,
+    conv3d_slices_sum,
+    conv_lax,
+    downsample,
+    resolve_conv_impl,
+    upsample,
+)
+from diffseg3d.core.models.norm import group_count
+
+
+def _random(key, x_shape, k_shape):
+    kx, kk = jax.random.split(jax.random.PRNGKey(key))
+    # Small kernel values keep sums of 3*3*3*cin products O(1), so atol 1e-5 is meaningful.
+    return jax.random.normal(kx, x_shape), 0.2 * jax.random.normal(kk, k_shape)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 1])
+def test_slices_conv_matches_lax_3d_conv_values_and_gradients(kernel_size):
+    x, k = _random(0, (2, 5, 6, 4, 3), (kernel_size,) * 3 + (3, 4))
+    np.testing.assert_allclose(conv3d_slices(x, k), conv_lax(x, k), atol=1e-5)
+    np.testing.assert_allclose(conv3d_slices_sum(x, k), conv_lax(x, k), atol=1e-5)
+
+    # A non-trivial cotangent (not all ones) so every output position weighs differently.
+    w = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 6, 4, 4))
+    loss = lambda f: lambda x, k: jnp.sum(f(x, k) * w)
+    gx_s, gk_s = jax.grad(loss(conv3d_slices), argnums=(0, 1))(x, k)
+    gx_l, gk_l = jax.grad(loss(conv_lax), argnums=(0, 1))(x, k)
+    np.testing.assert_allclose(gx_s, gx_l, atol=1e-5)
+    np.testing.assert_allclose(gk_s, gk_l, atol=1e-4, rtol=1e-5)
+
+
+def test_lax_conv_equals_direct_sum_at_one_voxel():
+    # Independent check of the conv convention (cross-correlation, SAME zero padding).
+    x, k = _random(2, (1, 4, 4, 4, 2), (3, 3, 3, 2, 1))
+    xp = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
+    kn = np.asarray(k)
+    for p in [(0, 0, 0), (1, 2, 3), (3, 3, 3)]:
+        patch = xp[0, p[0] : p[0] + 3, p[1] : p[1] + 3, p[2] : p[2] + 3, :]
+        expected = np.sum(patch * kn[..., 0])
+        np.testing.assert_allclose(conv3d_slices(x, k)[0, p[0], p[1], p[2], 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("spatial", [(4, 6, 2), (4, 6)])
+def test_down_and_up_sampling_forms_agree_with_definition(spatial):
+    rank = len(spatial)
+    x, kd = _random(3, (2, *spatial, 3), (2,) * rank + (3, 5))
+    _, ku = _random(4, (1,), (2,) * rank + (3, 5))
+    down_s, down_l = downsample(x, kd, "slices"), downsample(x, kd, "lax3d")
+    up_s, up_l = upsample(x, ku, "slices"), upsample(x, ku, "lax3d")
+    assert down_s.shape == (2, *[n // 2 for n in spatial], 5)
+    assert up_s.shape == (2, *[2 * n for n in spatial], 5)
+    np.testing.assert_allclose(down_s, down_l, atol=1e-5)
+    np.testing.assert_allclose(up_s, up_l, atol=1e-5)
+
+    # Definitions: down y[p] = sum_o x[2p + o] @ k[o]; up y[2p + o] = x[p] @ k[o].
+    xn, kdn, kun = np.asarray(x), np.asarray(kd), np.asarray(ku)
+    offset = (1,) * rank
+    sl = tuple(slice(o, None, 2) for o in offset)
+    np.testing.assert_allclose(up_s[(slice(None), *sl)], xn @ kun[offset], atol=1e-5)
+    expected_down = sum(
+        xn[(slice(None), *(slice(o, None, 2) for o in off))] @ kdn[off]
+        for off in np.ndindex(*(2,) * rank)
+    )
+    np.testing.assert_allclose(down_s, expected_down, atol=1e-5)
+
+
+def test_resolve_conv_impl():
+    assert resolve_conv_impl("auto", backend="cpu") == "slices"
+    assert resolve_conv_impl("auto", backend="gpu") == "lax3d"
+    assert resolve_conv_impl("lax3d", backend="cpu") == "lax3d"
+    with pytest.raises(ValueError, match="'conv2d'"):
+        resolve_conv_impl("conv2d")
+
+
+def test_group_count_clips_to_a_divisor():
+    assert group_count(32, 8) == 8
+    assert group_count(12, 8) == 6
+    assert group_count(4, 8) == 4
+    assert group_count(7, 8) == 7
+    assert group_count(10, 4) == 2
