@@ -26,7 +26,7 @@ from diffseg3d.core.data.nifti_io import (
     check_same_grid,
     read_volume,
 )
-from diffseg3d.core.data.preparation import DATASET_JSON, SPLITS
+from diffseg3d.core.data.preparation import DATASET_JSON, FORMAT_VERSION, SPLITS
 
 VERIFY_LEVELS = ("none", "headers", "full")
 _REQUIRED = {"name": str, "class_names": list, "spacing": list, "shape": list, "splits": dict}
@@ -243,6 +243,10 @@ def _check_meta(meta: dict, meta_path: Path) -> None:
         raise DataError(f"{meta_path}: `shape` must be 3 positive integers, got {meta['shape']}")
     if not all(isinstance(c, str) for c in meta["class_names"]) or not meta["class_names"]:
         raise DataError(f"{meta_path}: `class_names` must be a non-empty list of strings")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataError(f"{meta_path}: format_version {version!r} is newer than this diffseg3d "
+                        f"reads ({FORMAT_VERSION}); re-prepare or upgrade")
     unknown = set(meta["splits"]) - set(SPLITS)
     if unknown:
         raise DataError(f"{meta_path}: unknown splits {sorted(unknown)}; expected {SPLITS}")

@@ -53,9 +53,9 @@ _ELLIPSOIDS = {
     "kidney": {"centre": (0.25, 0.12, -0.05), "radii": (0.2, 0.24, 0.3), "intensity": 0.8},
     "capsule": {"centre": (0.3, -0.4, -0.15), "radii": (0.28, 0.22, 0.32), "intensity": 0.45},
 }
-_CORE = {"radii_fraction": 0.5, "intensity": 0.56}
+_CORE = {"radii_fraction": 0.5, "intensity": 0.6}
 _VESSEL = {"x": -0.05, "y": -0.35, "radius": 0.09, "z_extent": 0.8, "intensity": 0.95}
-_NODE = {"centre": (-0.45, -0.45, -0.3), "radius": 0.17, "intensity": 0.2}
+_NODE = {"centre": (-0.45, -0.45, -0.3), "radius": 0.17, "intensity": 0.12}
 _NOISE_SIGMA, _BLUR_SIGMA, _BIAS_AMPLITUDE = 0.05, 0.7, 0.2
 
 
