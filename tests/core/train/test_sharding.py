@@ -1,0 +1,72 @@
+"""Data parallel: one step on a 2-device CPU mesh equals the same step on one device."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from diffseg3d.core.train.sharding import make_mesh, shard_batch
+
+SCRIPT = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from diffseg3d.core.diffusion import make_schedule
+    from diffseg3d.core.train import (create_train_state, make_mesh, make_optimizer,
+                                      make_train_step, replicate, shard_batch)
+    from tests.core.train.tiny_model import TinyDenoiser
+
+    assert len(jax.local_devices()) == 2, jax.local_devices()
+    model = TinyDenoiser(num_classes=3)
+    tx, lr = make_optimizer(1e-2, 1, 10, weight_decay=1e-4, grad_clip_norm=1.0)
+    step = make_train_step(model, tx, lr, method="diffusion", schedule=make_schedule(1000, 5),
+                           recycling=True)
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 3, (4, 8, 8, 4)).astype(np.int32)
+    batch = {"image": (label[..., None] + rng.standard_normal((4, 8, 8, 4, 1))).astype("f4"),
+             "label": label}
+    key = jax.random.key(3)
+
+    def run(mesh):
+        state = create_train_state(model, tx, jax.random.key(0), (4, 8, 8, 4, 1), True)
+        jitted = jax.jit(step, donate_argnums=0)
+        b = batch
+        if mesh is not None:
+            state, b = replicate(state, mesh), shard_batch(batch, mesh)
+            n = mesh.devices.size
+            assert len(b["image"].sharding.device_set) == n
+            assert b["image"].addressable_shards[0].data.shape[0] == 4 // n
+        for i in range(2):
+            state, metrics = jitted(state, b, jax.random.fold_in(key, i))
+        return jax.device_get(state.params), jax.device_get(metrics)
+
+    p1, m1 = run(make_mesh(jax.local_devices()[:1]))
+    p2, m2 = run(make_mesh())
+    for name in m1:
+        np.testing.assert_allclose(m1[name], m2[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    try:
+        shard_batch({"image": np.zeros((3, 2))}, make_mesh())
+        raise SystemExit("batch 3 on 2 devices was accepted")
+    except ValueError as err:
+        assert "batch size 3" in str(err) and "number of devices 2" in str(err), err
+    print("OK", float(m1["loss"]), float(m2["loss"]))
+    """
+)
+
+
+def test_two_device_step_matches_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("OK")
+
+
+def test_batch_leaves_must_agree_on_batch_size():
+    with pytest.raises(ValueError, match=r"disagree on the batch size: \[2, 3\]"):
+        shard_batch({"image": np.zeros((2, 2)), "label": np.zeros((3,))}, make_mesh())
