@@ -13,6 +13,7 @@ on stderr; it exits 1 only when there is nothing to analyse (no experiment / no 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def add_tables_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_tables(args: argparse.Namespace) -> int:
     """Collect, analyse and write; returns the process exit code."""
+    # One progress bar per downloaded artifact would bury the list of missing runs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from diffseg3d.analysis.collect import (
         collect_csv_folder,
         collect_metric_history,

@@ -24,6 +24,7 @@ class TableSpec:
     levels: (value, row label) in row order; the first level is the reference every other level
       is compared against (the paper's "N"/baseline row).
     where: tidy column -> value filter used only when runs carry no table tags.
+    paper_data_sets: the data sets of this table in the paper (absent ones are named).
     """
 
     table_id: str
@@ -32,6 +33,7 @@ class TableSpec:
     axis: str
     levels: tuple[tuple[Any, str], ...]
     where: tuple[tuple[str, Any], ...] = ()
+    paper_data_sets: tuple[str, ...] = ("prostate-mr", "amos-ct")
 
 
 TABLES: tuple[TableSpec, ...] = (
@@ -48,15 +50,15 @@ TABLES: tuple[TableSpec, ...] = (
               "output",
               (("eps", "Noise"), ("x0", "Mask")),
               (("method", "diffusion"), ("recycling", True), ("dice_loss", True),
-               ("train_steps", 5))),
+               ("train_steps", 5)), ("prostate-mr",)),
     TableSpec("table3b_dice_loss", "3b", "Ablation (b): Dice loss (Table 3b).", "dice_loss",
               ((False, "N"), (True, "Y")),
               (("method", "diffusion"), ("output", "x0"), ("recycling", True),
-               ("train_steps", 5))),
+               ("train_steps", 5)), ("prostate-mr",)),
     TableSpec("table3c_train_steps", "3c", "Ablation (c): number of training steps (Table 3c).",
               "train_steps", ((1000, "1000"), (5, "5")),
               (("method", "diffusion"), ("output", "x0"), ("recycling", True),
-               ("dice_loss", True))),
+               ("dice_loss", True)), ("prostate-mr",)),
 )
 
 DIFFUSION_ONLY_AXES = frozenset({"output", "recycling", "train_steps"})

@@ -39,17 +39,16 @@ class Example:
     title: str
 
 
-def pick_runs(runs: pd.DataFrame, data_set: str) -> dict[str, pd.Series] | str:
-    """Collected run per role on `data_set` (lowest seed), or the reason there is none."""
+def pick_runs(runs: pd.DataFrame, data_set: str) -> dict[str, pd.Series]:
+    """Collected run per role on `data_set` (lowest seed); roles without a run are absent."""
     ok = runs[(runs["problem"].isna()) & (runs["data_set"] == data_set)]
     picked = {}
     for title, where in ROLES:
         mask = pd.Series(True, index=ok.index)
         for column, value in where.items():
             mask &= ok[column] == value
-        if not mask.any():
-            return f"{data_set}: no collected run for the '{title}' panel"
-        picked[title] = ok[mask].sort_values("seed").iloc[0]
+        if mask.any():
+            picked[title] = ok[mask].sort_values("seed").iloc[0]
     return picked
 
 
@@ -61,12 +60,16 @@ def _load(path: Path) -> np.ndarray:
 
 def load_example(runs: pd.DataFrame, data_set: str, tracking_uri: str | None = None
                  ) -> Example | str:
-    """The montage's arrays for `data_set`, or the reason it cannot be drawn."""
+    """The montage's arrays for `data_set`, or the reason it cannot be drawn.
+
+    Roles without a run are left out of the montage and named in its title.
+    """
     from diffseg3d.analysis.figures import best_slice
 
     picked = pick_runs(runs, data_set)
-    if isinstance(picked, str):
-        return picked
+    if not picked:
+        return f"{data_set}: no collected U-Net or default diffusion run"
+    absent = [title for title, _ in ROLES if title not in picked]
     root = next((r["data_root"] for r in picked.values() if r["data_root"]), None)
     if root is None or not (Path(root) / "dataset.json").is_file():
         return f"{data_set}: prepared data set folder {root!r} (param data.root) not found here"
@@ -91,6 +94,9 @@ def load_example(runs: pd.DataFrame, data_set: str, tracking_uri: str | None = N
     z = best_slice(label)
     class_names = json.loads((Path(root) / "dataset.json").read_text())["class_names"]
     panels = [("ground truth", label[..., z])]
-    panels += [(title, arrays[title][..., z]) for title, _ in ROLES]
+    panels += [(title, arrays[title][..., z]) for title, _ in ROLES if title in arrays]
+    title = f"{data_set}: test case {case}, slice {z}"
+    if absent:
+        title += f" (no run for: {', '.join(absent)})"
     return Example(image=image[..., z], panels=panels, class_names=list(class_names),
-                   title=f"{data_set}: test case {case}, slice {z}")
+                   title=title)

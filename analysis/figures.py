@@ -82,14 +82,16 @@ def roi_dice_scatter(frame: pd.DataFrame, spearman: pd.DataFrame, data_set: str,
         ax.scatter(pts["roi_mm3"], pts["dice"], color=colour, s=28, alpha=0.85,
                    label=f"{setting}: Spearman r = {r:.2f} (perm. p = {p:.3g})")
     first = per_class[per_class["setting"] == per_class["setting"].iloc[0]]
-    for row in first.itertuples():
+    # Alternate labels below / above the points (sorted by size) so neighbours do not collide.
+    for i, row in enumerate(first.sort_values("roi_mm3").itertuples()):
         ax.annotate(str(row[2]), (row.roi_mm3, row.dice), textcoords="offset points",
-                    xytext=(4, -10), fontsize=7, color="0.3")
+                    xytext=(4, -10 if i % 2 == 0 else 6), fontsize=7, color="0.3")
     ax.set_xscale("log")
     ax.set_xlabel("mean ground-truth volume per class (mm³, log scale)")
     ax.set_ylabel("mean Dice per class")
     ax.set_title(f"{data_set_name(data_set)}: ROI size vs Dice (one point per class)")
-    ax.legend(fontsize=7, loc="lower right")
+    # Below the axes: inside, it hides the small classes, which sit at the bottom left.
+    fig.legend(loc="outside lower center", fontsize=7, frameon=False, ncol=1)
     return save(fig, stem)
 
 
@@ -115,10 +117,13 @@ def training_curves(history: pd.DataFrame, runs: pd.DataFrame, stem: Path,
             sns.lineplot(data=mean, x="step", y="value", hue="curve", ax=ax, linewidth=1.2,
                          marker="o" if mean["step"].nunique() < 20 else None)
             ax.legend(fontsize=7, title=None)
-        if key == "loss":
+        # Log scale only when the loss spans orders of magnitude; else it only hides the ticks.
+        values = sub["value"][sub["value"] > 0]
+        log = key == "loss" and len(values) > 0 and values.max() / values.min() > 20
+        if log:
             ax.set_yscale("log")
         ax.set_xlabel("training step")
-        ax.set_ylabel(titles.get(key, key) + (" (log)" if key == "loss" else ""))
+        ax.set_ylabel(titles.get(key, key) + (" (log)" if log else ""))
         ax.set_title(titles.get(key, key) + " (mean over seeds)")
     return save(fig, stem)
 

@@ -68,6 +68,10 @@ def table_section(data: TableData) -> str:
         lines += ["No finished runs feed this table.", ""]
         return "\n".join(lines)
     text, bold = display_frame(data, pm="±", p_format=_p_markdown)
+    if data.absent_paper_data_sets:
+        absent = ", ".join(data_set_name(d) for d in data.absent_paper_data_sets)
+        lines += [f"No runs for the paper's {absent}: the table shows the data sets that have "
+                  "runs.", ""]
     lines += [markdown_table(text, bold), "",
               "Cells: mean ± std over test cases of the per-case mean over foreground classes; "
               "p: paired t-test and Wilcoxon on per-case Dice vs the first row, "

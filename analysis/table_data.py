@@ -102,6 +102,11 @@ class TableData:
                 return comp
         return None
 
+    @property
+    def absent_paper_data_sets(self) -> tuple[str, ...]:
+        """The paper's data sets for this table that have no runs here."""
+        return tuple(d for d in self.spec.paper_data_sets if d not in self.data_sets)
+
     def n_empty(self, metric: str) -> int:
         return sum(c.n_empty for (_, _, m), c in self.cells.items() if m == metric)
 

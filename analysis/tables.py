@@ -129,7 +129,9 @@ def caption(data: TableData) -> str:
         parts.append("No finished runs feed this table.")
     else:
         shown = ", ".join(escape_latex(data_set_name(d)) for d in data.data_sets)
-        parts.append(f"Data sets with runs: {shown}.")
+        absent = ", ".join(data_set_name(d) for d in data.absent_paper_data_sets)
+        parts.append(f"Data sets with runs: {shown}"
+                     + (f" (none for the paper's {absent})." if absent else "."))
     if data.notes:
         parts.append("Missing: " + "; ".join(escape_latex(n) for n in data.notes) + ".")
     return " ".join(parts)

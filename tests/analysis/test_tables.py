@@ -94,7 +94,7 @@ def test_missing_data_sets_and_levels_are_said_in_the_caption():
     assert data.data_sets == ("phantom",)
     assert data.comparisons == ()
     cap = caption(data)
-    assert "Data sets with runs: Phantom." in cap
+    assert "Data sets with runs: Phantom (none for the paper's Prostate MR, Abdominal CT)." in cap
     assert "no finished runs for N on phantom" in cap
 
 
