@@ -35,7 +35,7 @@ TAG_HASH = "diffseg3d.config_hash"
 # Columns of Collection.runs: one row per child run found, collected or not.
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "trial", "status", "tables", "data_set", "method", "output", "recycling",
-    "dice_loss", "train_steps", "seed", "data_root", "n_rows", "problem",
+    "dice_loss", "train_steps", "seed", "data_root", "start_time", "n_rows", "problem",
 )
 
 
@@ -79,11 +79,31 @@ def _tidy_rows(per_case: pd.DataFrame, run: dict[str, Any]) -> pd.DataFrame:
     return rows.loc[:, list(TIDY_COLUMNS) + ["tables"]]
 
 
-def _finish(records: list[dict[str, Any]], frames: list[pd.DataFrame], source: str) -> Collection:
+def _mark_superseded(records: list[dict[str, Any]], frames: dict[str, pd.DataFrame]) -> None:
+    """Keep one collected run per trial, the newest; list the others (a rerun that started a
+    new run instead of resuming would otherwise count as an extra seed)."""
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record["problem"] is None:
+            by_trial.setdefault(record["trial"], []).append(record)
+    for trial, group in by_trial.items():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda r: (r["start_time"] or 0, r["run_id"]))
+        newest = group[-1]["run_id"]
+        for record in group[:-1]:
+            record["problem"] = f"superseded by newer run {newest} of trial {trial}"
+            frames.pop(record["run_id"])
+
+
+def _finish(records: list[dict[str, Any]], frames: dict[str, pd.DataFrame],
+            source: str) -> Collection:
+    _mark_superseded(records, frames)
     runs = pd.DataFrame(records, columns=list(RUN_COLUMNS))
     runs = runs.astype({"problem": object}).sort_values(["trial", "run_id"], ignore_index=True)
     columns = list(TIDY_COLUMNS) + ["tables"]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    frame = (pd.concat(frames.values(), ignore_index=True) if frames
+             else pd.DataFrame(columns=columns))
     return Collection(frame=frame, runs=runs, source=source)
 
 
@@ -134,7 +154,7 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
     uri = tracking_uri or mlflow.get_tracking_uri()
     if exp is None:
         raise ValueError(f"no MLflow experiment named {experiment!r} in {uri}")
-    records, frames = [], []
+    records, frames = [], {}
     with tempfile.TemporaryDirectory(prefix="diffseg3d-collect-") as tmp:
         for run in _search_child_runs(client, exp.experiment_id):
             run_id, tags = run.info.run_id, run.data.tags
@@ -142,6 +162,7 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
                              run.info.status,
                              _tables_list(tags.get(TAG_TABLES, run.data.params.get("tables"))),
                              run.data.params, f"run {run_id}")
+            record["start_time"] = run.info.start_time
             records.append(record)
             if record["problem"]:
                 continue
@@ -158,7 +179,7 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
                 record["problem"] = f"no {PER_CASE_ARTIFACT} artifact ({type(err).__name__})"
                 continue
             record["n_rows"] = len(per_case)
-            frames.append(_tidy_rows(per_case, record))
+            frames[run_id] = _tidy_rows(per_case, record)
     return _finish(records, frames, f"MLflow experiment {experiment!r} at {uri}")
 
 
@@ -167,7 +188,7 @@ def collect_csv_folder(folder: Path | str) -> Collection:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder of per-case CSVs")
-    records, frames = [], []
+    records, frames = [], {}
     for csv_path in sorted(folder.glob("*.csv")):
         sidecar = csv_path.with_suffix(".json")
         if not sidecar.exists():
@@ -187,7 +208,7 @@ def collect_csv_folder(folder: Path | str) -> Collection:
             continue
         per_case = read_per_case_csv(csv_path)
         record["n_rows"] = len(per_case)
-        frames.append(_tidy_rows(per_case, record))
+        frames[csv_path.stem] = _tidy_rows(per_case, record)
     return _finish(records, frames, f"CSV folder {folder}")
 
 

@@ -171,11 +171,12 @@ def per_class_stats(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per-class statistics of one data set: index class, columns MultiIndex (setting, stat).
 
     rows: tidy rows of one data set with a `setting` column. Per (setting, case, class) the
-    mean over runs (seeds) first, then mean / std (ddof 1) / count over cases; stat in
-    {mean, std, n}.
+    mean over runs (seeds) first, then over cases: stat in {mean, std (ddof 1), n (cases with
+    a value), empty ((run, case) entries with NaN, i.e. an empty mask, excluded)}.
     """
     per_case = rows.groupby(["setting", "class", "case"])[metric].mean()
     grouped = per_case.groupby(level=["setting", "class"])
+    empty = rows[metric].isna().groupby([rows["setting"], rows["class"]]).sum()
     table = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1),
-                          "n": grouped.count()})
+                          "n": grouped.count(), "empty": empty})
     return table.unstack("setting").swaplevel(axis=1).sort_index(axis=1)

@@ -183,12 +183,12 @@ def per_class_latex(stats: pd.DataFrame, data_set: str, metric: str) -> str:
     styler = text.style.apply(lambda _: np.where(mask, BOLD, ""), axis=None)
     styler = styler.format_index(escape="latex", axis=0)
     styler = styler.set_table_styles(FOOTNOTESIZE, overwrite=False)
-    n_empty = int(stats.xs("n", axis=1, level=1).isna().sum().sum())
+    n_empty = int(stats.xs("empty", axis=1, level=1).sum().sum())
     cap = (f"Per-class {METRIC_HEADERS[metric]} on {escape_latex(data_set_name(data_set))}: "
            f"mean $\\pm$ std over test cases (mean over seeds first); best per class in bold."
-           + (f" {HD95_DEFINITION}; values with an empty mask are excluded." if metric == "hd95"
-              else " Cases where both masks are empty are excluded.")
-           + (f" {n_empty} empty cells." if n_empty else ""))
+           + (f" {HD95_DEFINITION}; {n_empty} (run, case, class) values with an empty mask "
+              "are excluded." if metric == "hd95" else
+              f" {n_empty} (run, case, class) values where both masks are empty are excluded."))
     safe_id = "".join(c if c.isalnum() else "-" for c in data_set)
     return styler.to_latex(
         caption=cap, label=f"tab:per-class-{metric}-{safe_id}", hrules=True,

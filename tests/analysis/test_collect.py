@@ -179,3 +179,13 @@ def test_csv_missing_columns_name_the_file(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"params": {"data.name": "x"}}))
     with pytest.raises(ValueError, match="bad.csv.*lacks columns"):
         collect_csv_folder(tmp_path)
+
+
+def test_two_runs_of_one_trial_keep_one_and_list_the_other(tmp_path):
+    for stem, offset in (("a-old", 0.0), ("b-new", 0.1)):
+        _per_case(offset).to_csv(tmp_path / f"{stem}.csv", index=False)
+        (tmp_path / f"{stem}.json").write_text(json.dumps(
+            {"trial": "same", "params": {"data.name": "phantom"}}))
+    col = collect_csv_folder(tmp_path)
+    assert set(col.frame["run_id"]) == {"b-new"}  # not averaged as if it were a second seed
+    assert col.problems == ["a-old (same): superseded by newer run b-new of trial same"]

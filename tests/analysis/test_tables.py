@@ -118,3 +118,16 @@ def test_every_table_compiles_alone_with_pdflatex(tmp_path):
             cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, f"{name}: {proc.stdout[-2000:]}"
         assert (tmp_path / f"doc_{name}.pdf").stat().st_size > 1000
+
+
+def test_per_class_supplement_cells_and_empty_count():
+    frame = add_setting_column(_known_frame(hd95_nan_case="c2"))
+    stats_hd = per_class_stats(frame, "hd95")
+    # Class k0 of N: HD95 10 * (1 - [0.6, NaN, 0.7]) -> 4 and 3 over two cases.
+    n_label = "Diffusion (mask, no recycling, 5 steps)"
+    assert stats_hd.loc["k0", (n_label, "mean")] == pytest.approx(3.5)
+    assert stats_hd.loc["k0", (n_label, "n")] == 2
+    latex = per_class_latex(stats_hd, "prostate-mr", "hd95")
+    assert "3.500 $\\pm$ 0.707" in latex
+    assert "1 (run, case, class) values with an empty mask are excluded" in latex
+    assert "\\shortstack{Diffusion\\\\mask\\\\no recycling\\\\5 steps}" in latex
