@@ -1,8 +1,8 @@
 """Everything `diffseg3d tables` writes into one output folder, from one `Collection`.
 
 Files: the five paper tables (`table1_recycling.tex`, ...), per-class supplements
-(`supplement_{dice,hd95}_<data set>.tex`), `summary.md`, `tidy.csv` and `runs.csv` (the numbers
-and runs behind everything), and `figures/` (PNG + PDF).
+(`supplement_{dice,hd95}_<data set>.tex`), `roi_vs_dice_spearman.tex`, `summary.md`, `tidy.csv`
+and `runs.csv` (the numbers and runs behind everything), and `figures/` (PNG + PDF).
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from diffseg3d.analysis.summary import (
     table_section,
 )
 from diffseg3d.analysis.table_data import compute_table, data_set_order, per_class_stats
-from diffseg3d.analysis.tables import main_table_latex, per_class_latex, write_text
+from diffseg3d.analysis.tables import (
+    main_table_latex,
+    per_class_latex,
+    spearman_latex,
+    write_text,
+)
 
 
 @dataclasses.dataclass
@@ -88,6 +93,7 @@ def write_report(
 
     spearman = roi_dice_spearman(frame, n_resamples=n_resamples)
     sections.append(spearman_section(spearman))
+    report.written.append(write_text(out / "roi_vs_dice_spearman.tex", spearman_latex(spearman)))
 
     fig_dir = out / "figures"
     for data_set in data_sets:

@@ -197,6 +197,31 @@ def per_class_latex(stats: pd.DataFrame, data_set: str, metric: str) -> str:
     )
 
 
+def spearman_latex(table: pd.DataFrame) -> str:
+    """ROI size vs Dice table: rows (data set, setting), columns classes, r, p, permutation p.
+
+    table: output of `spearman.roi_dice_spearman`.
+    """
+    text = pd.DataFrame({
+        "Data set": [data_set_name(d) for d in table["data_set"]],
+        "Setting": list(table["setting"]),
+        "Classes": table["n_classes"].astype(int).astype(str).tolist(),
+        "Spearman r": [f"{r:.3f}" if np.isfinite(r) else EMPTY for r in table["r"]],
+        "p": [format_pvalue(p).replace("<", "$<$") for p in table["p"]],
+        "p (perm.)": [format_pvalue(p).replace("<", "$<$") for p in table["p_perm"]],
+    })
+    styler = text.style.hide(axis="index").format(escape="latex", subset=["Data set", "Setting"])
+    styler = styler.set_table_styles(SMALL, overwrite=False)
+    exact = bool(table["exact"].all()) if len(table) else True
+    cap = ("Spearman correlation between ROI size (mean ground-truth volume per class, mm$^3$) "
+           "and mean Dice per class. p: asymptotic (scipy); p (perm.): permutation test "
+           + ("over all pairings (exact)." if exact else
+              "(exact up to 8 classes, else 9,999 random pairings with a fixed seed)."))
+    return styler.to_latex(caption=cap, label="tab:roi-vs-dice", hrules=True,
+                           position_float="centering", environment="table",
+                           column_format="llcccc")
+
+
 MINIMAL_DOCUMENT = (
     "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=1.5cm]{geometry}\n"
     "\\begin{document}\n\\input{%s}\n\\end{document}\n"

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from diffseg3d.analysis.comparisons import TABLES_BY_ID, add_setting_column
+from diffseg3d.analysis.spearman import roi_dice_spearman
 from diffseg3d.analysis.table_data import compute_table, per_class_stats
 from diffseg3d.analysis.tables import (
     MINIMAL_DOCUMENT,
@@ -14,6 +15,7 @@ from diffseg3d.analysis.tables import (
     display_frame,
     main_table_latex,
     per_class_latex,
+    spearman_latex,
 )
 from scipy import stats
 
@@ -108,6 +110,7 @@ def test_every_table_compiles_alone_with_pdflatex(tmp_path):
     frame_under = frame.assign(data_set="my_data&set%")  # LaTeX specials must be escaped
     files["supplement"] = per_class_latex(per_class_stats(frame_under, "hd95"), "my_data&set%",
                                           "hd95")
+    files["spearman"] = spearman_latex(roi_dice_spearman(frame))
     files["empty"] = main_table_latex(
         compute_table(frame.iloc[:0], TABLES_BY_ID["table2_diffusion_vs_unet"]))
     for name, tex in files.items():
