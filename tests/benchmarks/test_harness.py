@@ -9,10 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from diffseg3d.core.models import UNet
+from diffseg3d.core.models.conv import conv_lax
 
 from benchmarks.configs import BenchConfig, plan
 from benchmarks.machine import cpu_peak_flops
 from benchmarks.measure import RESULT_PREFIX
+from benchmarks.profile_step import conv_flops_from_hlo, hlo_opcodes
 from benchmarks.reference_unet import ReferenceUNet, flip_upsample_kernels
 from benchmarks.run import parse_child_output, select
 from benchmarks.summary import summarise, verdicts
@@ -176,3 +178,16 @@ def test_reference_param_count_matches_paper_unet():
     n_ref = count(ReferenceUNet(num_classes=9))
     assert n_ref == count(UNet(num_classes=9))
     assert n_ref > 10_000_000  # four levels 32..256, two blocks each: ~13.4 M parameters
+
+
+def test_conv_flops_from_hlo_counts_forward_and_both_gradients():
+    """fwd, input-grad and kernel-grad convs each cost 2 * voxels * 27 * cin * cout."""
+    x = jnp.ones((1, 8, 8, 4, 3))
+    w = jnp.ones((3, 3, 3, 3, 5))
+    loss = lambda x, w: jnp.sum(conv_lax(x, w) ** 2)
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
+    flops = conv_flops_from_hlo(hlo)
+    assert len(flops) == 3
+    assert sum(flops.values()) == pytest.approx(3 * 2 * (8 * 8 * 4) * 27 * 3 * 5)
+    opcodes = hlo_opcodes(hlo)
+    assert all(opcodes[name] == "convolution" for name in flops)
