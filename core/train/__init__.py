@@ -9,7 +9,7 @@ from diffseg3d.core.train.checkpoint import (
 )
 from diffseg3d.core.train.loop import compile_train_step, fit
 from diffseg3d.core.train.optimizer import make_lr_schedule, make_optimizer
-from diffseg3d.core.train.sharding import make_mesh, replicate, shard_batch
+from diffseg3d.core.train.sharding import make_mesh, replicate, shard_batch, shard_batches
 from diffseg3d.core.train.state import TrainState, create_train_state
 from diffseg3d.core.train.steps import METRIC_NAMES, make_loss_fn, make_train_step
 
@@ -30,4 +30,5 @@ __all__ = [
     "restore_checkpoint",
     "save_checkpoint",
     "shard_batch",
+    "shard_batches",
 ]

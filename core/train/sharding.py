@@ -7,6 +7,7 @@ all-reduce, so the step code stays free of `pmap`/collectives.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -59,3 +60,9 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Replicate a pytree (e.g. the `TrainState`) on every device of the mesh."""
     return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def shard_batches(batches: Iterator[Any], mesh: Mesh) -> Iterator[Any]:
+    """Lazily put each host batch of an iterator on the mesh (for `loop.fit`)."""
+    for batch in batches:
+        yield shard_batch(batch, mesh)

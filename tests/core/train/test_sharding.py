@@ -13,8 +13,8 @@ SCRIPT = textwrap.dedent(
     """
     import jax, numpy as np
     from diffseg3d.core.diffusion import make_schedule
-    from diffseg3d.core.train import (create_train_state, make_mesh, make_optimizer,
-                                      make_train_step, replicate, shard_batch)
+    from diffseg3d.core.train import (create_train_state, fit, make_mesh, make_optimizer,
+                                      make_train_step, replicate, shard_batch, shard_batches)
     from tests.core.train.tiny_model import TinyDenoiser
 
     assert len(jax.local_devices()) == 2, jax.local_devices()
@@ -52,6 +52,13 @@ SCRIPT = textwrap.dedent(
         raise SystemExit("batch 3 on 2 devices was accepted")
     except ValueError as err:
         assert "batch size 3" in str(err) and "number of devices 2" in str(err), err
+    # fit() on the mesh: same two steps from host batches
+    state = replicate(create_train_state(model, tx, jax.random.key(0), (4, 8, 8, 4, 1), True),
+                      make_mesh())
+    state = fit(step, state, shard_batches(iter([batch, batch]), make_mesh()), key, 2)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(jax.device_get(state.params)),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     print("OK", float(m1["loss"]), float(m2["loss"]))
     """
 )
