@@ -126,7 +126,7 @@ def _stem(entry) -> str:
 
 
 def prepare_amos_ct(source, out, *, spacing=SPACING, shape=SHAPE, crop_centre="image",
-                    seed=SPLIT_SEED, overwrite=False) -> Path:
+                    seed=SPLIT_SEED, overwrite=False, workers=1) -> Path:
     """Prepare the AMOS CT data set into `out`; see the module docstring."""
     class_names, train, official_valid, where = find_amos_files(source)
     if not train or not official_valid:
@@ -140,4 +140,4 @@ def prepare_amos_ct(source, out, *, spacing=SPACING, shape=SHAPE, crop_centre="i
         source={"kind": "amos-ct", "path": str(Path(source).resolve()),
                 "ct_ids": f"<= {MAX_CT_ID}", "split_seed": seed,
                 "split": "official train -> train; official validation -> 10% valid / 90% test"},
-        overwrite=overwrite)
+        overwrite=overwrite, workers=workers)

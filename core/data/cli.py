@@ -26,12 +26,19 @@ def _common(parser: argparse.ArgumentParser, spacing, shape) -> None:
                         help="centre of the crop window: image geometry or image body mask")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing, different preparation in --out")
+    _workers(parser)
+
+
+def _workers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1,
+                        help="cases prepared in parallel processes (default 1; output identical)")
 
 
 def _run_phantom(args) -> int:
     spec = phantom.PhantomSpec(cases=args.cases, shape=tuple(args.shape),
                                spacing=tuple(args.spacing), seed=args.seed)
-    out = phantom.make_phantom(args.out, spec, overwrite=args.overwrite)
+    out = phantom.make_phantom(args.out, spec, overwrite=args.overwrite,
+                              workers=args.workers)
     print(f"phantom data set in {out}")
     return 0
 
@@ -39,7 +46,8 @@ def _run_phantom(args) -> int:
 def _run_prostate(args) -> int:
     out = prostate.prepare_prostate_mr(args.source, args.out, spacing=args.spacing,
                                        shape=args.shape, crop_centre=args.crop_centre,
-                                       institutions=args.institutions, overwrite=args.overwrite)
+                                       institutions=args.institutions, overwrite=args.overwrite,
+                                       workers=args.workers)
     print(f"prostate-mr data set in {out}")
     return 0
 
@@ -47,7 +55,7 @@ def _run_prostate(args) -> int:
 def _run_amos(args) -> int:
     out = amos.prepare_amos_ct(args.source, args.out, spacing=args.spacing, shape=args.shape,
                                crop_centre=args.crop_centre, seed=args.split_seed,
-                               overwrite=args.overwrite)
+                               overwrite=args.overwrite, workers=args.workers)
     print(f"amos-ct data set in {out}")
     return 0
 
@@ -57,7 +65,8 @@ def _run_nifti(args) -> int:
                         labels=args.labels, class_names=args.class_names, source=args.source,
                         name=args.name, clip=args.clip, crop_centre=args.crop_centre,
                         seed=args.split_seed, valid_fraction=args.valid_fraction,
-                        test_fraction=args.test_fraction, overwrite=args.overwrite)
+                        test_fraction=args.test_fraction, overwrite=args.overwrite,
+                        workers=args.workers)
     print(f"nifti data set in {out}")
     return 0
 
@@ -88,6 +97,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--overwrite", action="store_true",
                     help="replace an existing, different data set in --out")
+    _workers(ph)
     ph.set_defaults(func=_guarded(_run_phantom))
 
     prepare = data_sub.add_parser("prepare", help="prepare a downloaded data set")

@@ -140,7 +140,7 @@ def find_msd_files(source: Path | str) -> tuple[list[str], dict, str]:
 def prepare_nifti(out, *, spacing, shape, images=None, labels=None, class_names=None,
                   source=None, name="nifti", clip=None, crop_centre="image", seed=SPLIT_SEED,
                   valid_fraction=VALID_FRACTION, test_fraction=TEST_FRACTION,
-                  overwrite=False) -> Path:
+                  overwrite=False, workers=1) -> Path:
     """Prepare a generic NIfTI data set (either layout of the module docstring) into `out`."""
     if source is not None:
         class_names, pairs, _ = find_msd_files(source)
@@ -159,4 +159,5 @@ def prepare_nifti(out, *, spacing, shape, images=None, labels=None, class_names=
     provenance["split_seed"] = seed
     return prepare_pairs(out, name=name, class_names=list(class_names), pairs=pairs,
                          splits=splits, spacing=spacing, shape=shape, intensity=intensity,
-                         crop_centre=crop_centre, source=provenance, overwrite=overwrite)
+                         crop_centre=crop_centre, source=provenance, overwrite=overwrite,
+                         workers=workers)

@@ -28,6 +28,7 @@ the rest (24 cases -> 14 / 2 / 8).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -195,19 +196,13 @@ class PhantomSpec:
 
 
 def make_phantom(out: Path | str, spec: PhantomSpec = PhantomSpec(), *,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, workers: int = 1) -> Path:
     """Generate the phantom data set into the prepared folder `out` (atomic, see preparation)."""
     if len(spec.shape) != 3 or min(spec.shape) < 8:
         raise DataError(f"phantom --shape must be 3 sizes >= 8, got {spec.shape}")
     if len(spec.spacing) != 3 or min(spec.spacing) <= 0:
         raise DataError(f"phantom --spacing must be 3 positive numbers, got {spec.spacing}")
     ids = [f"phantom_{i:03d}" for i in range(spec.cases)]
-    affine = phantom_affine(spec.shape, spec.spacing)
-
-    def produce(case_id: str) -> PreparedCase:
-        image, label = phantom_case(ids.index(case_id), shape=spec.shape, seed=spec.seed)
-        original = {"image": None, "affine": affine.tolist(), "shape": list(spec.shape)}
-        return PreparedCase(image=image, label=label, affine=affine, original=original)
 
     return write_prepared(
         out, name="phantom", class_names=CLASS_NAMES, spacing=spec.spacing, shape=spec.shape,
@@ -218,4 +213,11 @@ def make_phantom(out: Path | str, spec: PhantomSpec = PhantomSpec(), *,
                        "intensity": "synthetic, clipped to [0, 1]",
                        "noise_sigma": _NOISE_SIGMA, "blur_sigma_voxels": _BLUR_SIGMA,
                        "bias_amplitude": _BIAS_AMPLITUDE},
-        cases=produce, overwrite=overwrite)
+        cases=functools.partial(_prepared_case, spec=spec), overwrite=overwrite, workers=workers)
+
+
+def _prepared_case(case_id: str, *, spec: PhantomSpec) -> PreparedCase:
+    image, label = phantom_case(int(case_id.rsplit("_", 1)[1]), shape=spec.shape, seed=spec.seed)
+    affine = phantom_affine(spec.shape, spec.spacing)
+    original = {"image": None, "affine": affine.tolist(), "shape": list(spec.shape)}
+    return PreparedCase(image=image, label=label, affine=affine, original=original)

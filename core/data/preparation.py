@@ -13,14 +13,19 @@ unless `overwrite=True`. A non-empty folder without dataset.json is never touche
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
+import itertools
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,13 +77,16 @@ def write_prepared(
     splits: dict[str, list[str]],
     source: dict,
     preprocessing: dict,
-    cases: Callable[[str], PreparedCase] | dict[str, Callable[[], PreparedCase]],
+    cases: Callable[[str], PreparedCase],
     overwrite: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Prepare `out` from per-case producers; returns the output path.
 
-    `cases` maps a case id to a function returning its `PreparedCase` (called once, in split
-    order train, valid, test), or is one function `case_id -> PreparedCase`.
+    `cases(case_id) -> PreparedCase` is called once per case; with `workers` > 1 it runs in that
+    many spawned processes (so it must be picklable, e.g. a `functools.partial` of a module-level
+    function) while this process writes the results in split order (train, valid, test); the
+    output does not depend on `workers`.
     Raises `DataError` for a different existing preparation (without `overwrite`), bad case ids,
     split problems, or a prepared case of the wrong shape/labels (naming the case).
     """
@@ -112,7 +120,7 @@ def write_prepared(
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        records = _write_cases(tmp, spec, cases)
+        records = _write_cases(tmp, spec, cases, workers)
         meta = dict(spec, fingerprint=fp, cases=records,
                     cache={k: {"images": f"cache/{k}_images.npy",
                                "labels": f"cache/{k}_labels.npy"} for k in SPLITS})
@@ -124,12 +132,45 @@ def write_prepared(
     return out
 
 
-def _write_cases(tmp: Path, spec: dict, cases) -> dict:
-    shape = tuple(spec["shape"])
+def _produced(produce: Callable[[str], PreparedCase], ids: list[str],
+              workers: int) -> Iterator[PreparedCase]:
+    """produce(c) for c in ids, in order; computed up to 2 * workers ahead in worker processes."""
+    if workers <= 1:
+        for case_id in ids:
+            yield produce(case_id)
+        return
+    # spawn, not fork: the caller may hold threads (JAX, a loader) that fork would copy broken.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        pending: collections.deque = collections.deque()
+        queue_ids = iter(ids)
+        for case_id in itertools.islice(queue_ids, 2 * workers):
+            pending.append(pool.submit(produce, case_id))
+        while pending:
+            result = pending.popleft().result()
+            for case_id in itertools.islice(queue_ids, 1):
+                pending.append(pool.submit(produce, case_id))
+            yield result
+    finally:  # on an error or an early close, drop the queued cases instead of computing them
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_cases(tmp: Path, spec: dict, produce, workers: int) -> dict:
     num_classes = len(spec["class_names"]) + 1
     label_dtype = np.uint8 if num_classes <= 256 else np.int16
-    produce = cases if callable(cases) else (lambda c: cases[c]())
     (tmp / "cache").mkdir()
+    all_ids = [c for split in SPLITS for c in spec["splits"][split]]
+    produced = _produced(produce, all_ids, workers)
+    try:
+        return _write_splits(tmp, spec, produced, num_classes, label_dtype)
+    finally:
+        produced.close()
+
+
+def _write_splits(tmp: Path, spec: dict, produced: Iterator[PreparedCase], num_classes: int,
+                  label_dtype) -> dict:
+    shape = tuple(spec["shape"])
     records = {}
     for split in SPLITS:
         ids = spec["splits"][split]
@@ -138,7 +179,7 @@ def _write_cases(tmp: Path, spec: dict, cases) -> dict:
         labels = np.lib.format.open_memmap(tmp / "cache" / f"{split}_labels.npy", mode="w+",
                                            dtype=label_dtype, shape=(len(ids), *shape))
         for i, case_id in enumerate(ids):
-            case = produce(case_id)
+            case = next(produced)
             where = f"case {case_id}"
             if case.image.shape != shape or case.label.shape != shape:
                 raise DataError(f"{where}: prepared shapes {case.image.shape}/{case.label.shape} "
@@ -177,20 +218,22 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _preprocess_pair(case_id: str, *, pairs: dict, **kwargs) -> PreparedCase:
+    image_ref, label_ref = pairs[case_id]
+    return preprocess_case(image_ref, label_ref, **kwargs)
+
+
 def prepare_pairs(out, *, name: str, class_names: list[str], pairs: dict, splits: dict,
                   spacing, shape, intensity: Intensity, crop_centre: str, source: dict,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, workers: int = 1) -> Path:
     """Prepare image/label file pairs `{case_id: (image FileRef, label FileRef)}` with the
     chain of `preprocess.preprocess_case` into `out` (atomically, see `write_prepared`)."""
     missing = [c for k in SPLITS for c in splits.get(k, []) if c not in pairs]
     if missing:
         raise DataError(f"{source.get('path', name)}: split cases without files: {missing[:10]}")
-    num_classes = len(class_names) + 1
-
-    def produce(case_id: str) -> PreparedCase:
-        image_ref, label_ref = pairs[case_id]
-        return preprocess_case(image_ref, label_ref, num_classes=num_classes, spacing=spacing,
-                               shape=shape, intensity=intensity, crop_centre=crop_centre)
+    produce = functools.partial(
+        _preprocess_pair, pairs=pairs, num_classes=len(class_names) + 1, spacing=spacing,
+        shape=shape, intensity=intensity, crop_centre=crop_centre)
 
     preprocessing = {
         "orientation": "RAS (nibabel.as_closest_canonical)",
@@ -201,4 +244,4 @@ def prepare_pairs(out, *, name: str, class_names: list[str], pairs: dict, splits
     }
     return write_prepared(out, name=name, class_names=class_names, spacing=spacing, shape=shape,
                           splits=splits, source=source, preprocessing=preprocessing,
-                          cases=produce, overwrite=overwrite)
+                          cases=produce, overwrite=overwrite, workers=workers)

@@ -99,7 +99,7 @@ def find_prostate_files(source: Path | str, institutions: Path | str | None = No
 
 
 def prepare_prostate_mr(source, out, *, spacing=SPACING, shape=SHAPE, crop_centre="image",
-                        institutions=None, overwrite=False) -> Path:
+                        institutions=None, overwrite=False, workers=1) -> Path:
     """Prepare the prostate MR data set into `out`; see the module docstring."""
     pairs, rows, tree = find_prostate_files(source, institutions)
     return prepare_pairs(
@@ -107,4 +107,4 @@ def prepare_prostate_mr(source, out, *, spacing=SPACING, shape=SHAPE, crop_centr
         spacing=spacing, shape=shape, intensity=INTENSITY, crop_centre=crop_centre,
         source={"kind": "prostate-mr", "path": str(Path(source).resolve()),
                 "record": "zenodo 7013610", "split": "per institution, paper rule"},
-        overwrite=overwrite)
+        overwrite=overwrite, workers=workers)

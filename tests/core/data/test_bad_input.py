@@ -152,3 +152,21 @@ def test_non_prepared_folder_is_never_overwritten(tmp_path):
     with pytest.raises(DataError, match="no dataset.json"):
         make_phantom(tmp_path / "mine", PhantomSpec(cases=3, shape=(16, 16, 8)), overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_parallel_workers_same_output_and_errors_name_the_file(tmp_path):
+    zpath, _ = make_prostate_zip(tmp_path / "data.zip", ROWS)
+    serial = prepare_prostate_mr(zpath, tmp_path / "serial", **KW)
+    parallel = prepare_prostate_mr(zpath, tmp_path / "parallel", workers=2, **KW)
+    for split in ("valid", "test"):
+        for a, b in zip(PreparedDataset.load(serial).arrays(split),
+                        PreparedDataset.load(parallel).arrays(split), strict=True):
+            np.testing.assert_array_equal(a, b)
+    bad = GOOD_MASK.copy()
+    bad[1, 1, 1] = 12
+    (tmp_path / "b").mkdir()
+    zbad, _ = make_prostate_zip(tmp_path / "b" / "data.zip", ROWS,
+                                overrides={"data/002_mask.nii": nifti_bytes(bad, AFFINE)})
+    with pytest.raises(DataError, match=r"data/002_mask\.nii: label values \[12\]"):
+        prepare_prostate_mr(zbad, tmp_path / "b" / "out", workers=2, **KW)
+    _assert_nothing_written(tmp_path / "b", tmp_path / "b" / "out")
