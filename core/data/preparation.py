@@ -3,8 +3,10 @@
 Layout (docs/ARCHITECTURE.md, diffseg3d.core.data): `imagesTr/<case>.nii.gz`,
 `labelsTr/<case>.nii.gz` (NIfTI with the prepared affine), `cache/<split>_images.npy` float32
 (N, X, Y, Z) and `cache/<split>_labels.npy` uint8 (N, X, Y, Z) in split order (memory-mappable),
-and `dataset.json`. Everything is written into a hidden temporary sibling folder that is renamed
-onto the output at the end, so an interrupted or failed preparation leaves no partial data set.
+and `dataset.json`. Everything is written into a hidden temporary sibling folder
+(`.<out>.partial-<pid>-<random>`) that is renamed onto the output at the end, so an interrupted
+or failed preparation leaves no partial data set; a failure removes the temporary folder, and
+one left by a killed process (its pid no longer running) is removed by the next preparation.
 
 An output folder that already holds a preparation with the same fingerprint (name, classes,
 spacing, shape, splits, source, preprocessing) is left alone; a different preparation is an error
@@ -117,7 +119,8 @@ def write_prepared(
                         f"{existing[:12]} != {fp[:12]}); pass --overwrite or choose another folder")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    _remove_stale_partials(out)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         records = _write_cases(tmp, spec, cases, workers)
@@ -200,6 +203,25 @@ def _write_splits(tmp: Path, spec: dict, produced: Iterator[PreparedCase], num_c
         labels.flush()
         del images, labels
     return records
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Delete `.<out>.partial-<pid>-*` folders left by killed preparations (their pid is gone)."""
+    for path in out.parent.glob(f".{out.name}.partial-*"):
+        pid = path.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            logger.info("removing %s left by an interrupted preparation", path)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

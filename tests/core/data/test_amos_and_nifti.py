@@ -1,6 +1,7 @@
 """amos-ct and generic nifti preparation from real folders in their download layouts."""
 
 import json
+import zipfile
 
 import numpy as np
 from diffseg3d.core.data import PreparedDataset
@@ -81,3 +82,22 @@ def test_generic_folders_and_msd_layouts(tmp_path):
     assert ds2.class_names == ["x", "y", "z"] and sorted(ds2.all_case_ids()) == ids
     # Same images, same preprocessing: identical arrays to the folder layout.
     np.testing.assert_array_equal(ds2.arrays("train")[0], ds.arrays("train")[0])
+
+
+def test_amos_zip_equals_folder(tmp_path):
+    root, _ = make_amos_folder(tmp_path / "src", train_ids=[4, 5], valid_ids=[201, 202, 203])
+    zpath = tmp_path / "amos22.zip"
+    with zipfile.ZipFile(zpath, "w") as archive:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(root.parent).as_posix())
+    args = ["--spacing", "2.0", "2.0", "4.0", "--shape", "8", "8", "4"]
+    for name, source in (("from_zip", zpath), ("from_folder", root)):
+        assert main(["data", "prepare", "amos-ct", "--source", str(source), "--out",
+                     str(tmp_path / name), *args]) == 0
+    a, b = (PreparedDataset.load(tmp_path / n, verify="full") for n in ("from_zip", "from_folder"))
+    assert a.meta["splits"] == b.meta["splits"]
+    for split in ("train", "valid", "test"):
+        for x, y in zip(a.arrays(split), b.arrays(split), strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert a.original("amos_0004")["image"].endswith("amos22.zip:amos22/imagesTr/amos_0004.nii.gz")

@@ -1,7 +1,9 @@
 """Each bad input of issue #3 gives a DataError naming the file, and no partial output."""
 
+import functools
 import gzip
 import json
+import os
 import shutil
 
 import numpy as np
@@ -170,3 +172,32 @@ def test_parallel_workers_same_output_and_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match=r"data/002_mask\.nii: label values \[12\]"):
         prepare_prostate_mr(zbad, tmp_path / "b" / "out", workers=2, **KW)
     _assert_nothing_written(tmp_path / "b", tmp_path / "b" / "out")
+
+
+def test_interrupted_preparation_leaves_nothing_and_stale_partials_are_removed(tmp_path):
+    from diffseg3d.core.data.phantom import _prepared_case
+    from diffseg3d.core.data.preparation import write_prepared
+
+    spec = PhantomSpec(cases=3, shape=(16, 16, 8))
+
+    def produce(case_id):
+        if case_id == "phantom_001":
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
+        return _prepared_case(case_id, spec=spec)
+
+    kwargs = {"name": "phantom", "class_names": ["a"] * 8, "spacing": spec.spacing,
+              "shape": spec.shape, "source": {}, "preprocessing": {},
+              "splits": {"train": ["phantom_000"], "valid": ["phantom_001"],
+                         "test": ["phantom_002"]}}
+    with pytest.raises(KeyboardInterrupt):
+        write_prepared(tmp_path / "out", cases=produce, **kwargs)
+    _assert_nothing_written(tmp_path, tmp_path / "out")
+    # A folder left by a SIGKILLed run (pid gone) is cleaned; a live process's one is kept.
+    dead = tmp_path / ".out.partial-999999999-deadbeef"
+    live = tmp_path / f".out.partial-{os.getpid()}-cafe0000"
+    dead.mkdir()
+    live.mkdir()
+    write_prepared(tmp_path / "out", cases=functools.partial(_prepared_case, spec=spec), **kwargs)
+    assert not dead.exists() and live.exists()
+    assert PreparedDataset.load(tmp_path / "out").all_case_ids() == [f"phantom_00{i}"
+                                                                     for i in range(3)]
