@@ -16,12 +16,17 @@ from diffseg3d.core.data.nifti import prepare_nifti
 from diffseg3d.core.data.nifti_io import DataError
 
 
-def _common(parser: argparse.ArgumentParser, spacing, shape) -> None:
+def _common(parser: argparse.ArgumentParser, spacing=None, shape=None) -> None:
+    """--out, --spacing, --shape (required when there is no default), --crop-centre, ..."""
     parser.add_argument("--out", required=True, help="prepared data set folder to write")
     parser.add_argument("--spacing", type=float, nargs=3, default=spacing, metavar=("X", "Y", "Z"),
-                        help=f"target voxel spacing in mm (default {spacing})")
+                        required=spacing is None,
+                        help="target voxel spacing in mm" + (f" (default {spacing})" if spacing
+                                                            else " (required)"))
     parser.add_argument("--shape", type=int, nargs=3, default=shape, metavar=("X", "Y", "Z"),
-                        help=f"target shape in voxels after centre crop/pad (default {shape})")
+                        required=shape is None,
+                        help="target shape in voxels after centre crop/pad"
+                        + (f" (default {shape})" if shape else " (required)"))
     parser.add_argument("--crop-centre", choices=CROP_CENTRES, default="image",
                         help="centre of the crop window: image geometry or image body mask")
     parser.add_argument("--overwrite", action="store_true",
@@ -129,10 +134,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     ni.add_argument("--split-seed", type=int, default=0, help="seed of the random split")
     ni.add_argument("--valid-fraction", type=float, default=0.1, help="fraction for valid")
     ni.add_argument("--test-fraction", type=float, default=0.2, help="fraction for test")
-    _common(ni, None, None)
-    for action in ni._actions:  # spacing and shape have no sensible default for own data
-        if action.dest in ("spacing", "shape"):
-            action.required, action.help = True, f"target {action.dest} (required)"
+    _common(ni)  # no default spacing/shape for a user's own data
     ni.set_defaults(func=_guarded(_run_nifti))
     return data
 

@@ -2,7 +2,8 @@
 
 Each case is an abdomen-like volume on an anisotropic grid (default 32 x 32 x 16 voxels of
 1.5 x 1.5 x 3.0 mm) with 8 foreground classes whose sizes span more than two orders of
-magnitude (at the default shape: body wall ~2000 voxels down to a lymph node of ~15):
+magnitude (at the default shape: body wall ~2600 voxels, liver ~1200, down to ~20 for the
+core and the lymph node):
 
   1 body_wall  a shell around the body, touching the liver      (largest)
   2 liver      large ellipsoid, touching body wall and kidney
