@@ -24,7 +24,24 @@ class Interrupted(RuntimeError):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def compile_cache(tmp_path_factory):
+    """JAX's persistent compilation cache for this module only: the three trials compile the
+    same train step, so the second and third load it instead of compiling again."""
+    import jax
+
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes")
+    before = {k: getattr(jax.config, k) for k in keys}
+    jax.config.update(keys[0], str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update(keys[1], 0.0)
+    jax.config.update(keys[2], 0)
+    yield
+    for k, v in before.items():
+        jax.config.update(k, v)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, compile_cache):
     root = tmp_path_factory.mktemp("trial")
     # 6 cases -> 3 train / 1 valid / 2 test (phantom splits).
     data = make_phantom(root / "phantom", PhantomSpec(cases=6, shape=(16, 16, 8)))
