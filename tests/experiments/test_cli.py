@@ -1,0 +1,134 @@
+"""The `diffseg3d` command line: help texts, `evaluate` on NIfTI files with known Dice, and
+one-line errors for bad input."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from diffseg3d.experiments.cli import main
+
+SUBCOMMANDS = {
+    "train": ["--profile", "--data", "--out", "--resume", "--experiment"],
+    "ablate": ["--profile", "--data", "--out", "--max-concurrent"],
+    "evaluate": ["--pred", "--labels", "--spacing-from-labels", "--classes", "--out"],
+    "data": ["phantom"],
+    "tables": ["--experiment", "--out"],
+}
+
+
+def test_entry_point_help_lists_every_command():
+    exe = Path(sys.executable).with_name("diffseg3d")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for command in SUBCOMMANDS:
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_subcommand_help_mentions_its_options(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in SUBCOMMANDS[command]:
+        assert option in text, (command, option)
+
+
+def save(path, array, zooms=(1.0, 2.0, 3.0)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array.astype(np.uint8), np.diag([*zooms, 1.0])), str(path))
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Two cases, classes a (1) and b (2) on an 8x8x4 grid:
+    case1: a = 8 voxels, prediction a shifted to overlap 4 -> Dice 2*4/(8+8) = 0.5; b exact -> 1.
+    case2: a absent in both -> NaN Dice; b predicted nowhere -> Dice 0, HD95 NaN."""
+    label1 = np.zeros((8, 8, 4), np.uint8)
+    label1[0:2, 0:2, 0:2] = 1
+    label1[5:7, 5:7, 1:3] = 2
+    pred1 = np.zeros_like(label1)
+    pred1[1:3, 0:2, 0:2] = 1
+    pred1[5:7, 5:7, 1:3] = 2
+    label2 = np.zeros_like(label1)
+    label2[3:5, 3:5, 0:2] = 2
+    pred2 = np.zeros_like(label1)
+    root = tmp_path / "dataset"
+    save(root / "labelsTr" / "case1.nii.gz", label1)
+    save(root / "labelsTr" / "case2.nii.gz", label2)
+    save(tmp_path / "pred" / "case1.nii.gz", pred1)
+    save(tmp_path / "pred" / "case2.nii", pred2)
+    (root / "dataset.json").write_text(
+        json.dumps({"name": "toy", "class_names": ["a", "b"], "spacing": [1.0, 2.0, 3.0]})
+    )
+    return tmp_path, root / "labelsTr", tmp_path / "pred"
+
+
+def read(path):
+    with open(path, newline="") as handle:
+        return {(r["case"], r["class"]): r for r in csv.DictReader(handle)}
+
+
+def test_evaluate_known_dice(folders, capsys):
+    tmp, labels, pred = folders
+    out = tmp / "scores.csv"
+    assert main(["evaluate", "--pred", str(pred), "--labels", str(labels), "--out", str(out)]) == 0
+    rows = read(out)
+    assert float(rows["case1", "a"]["dice"]) == pytest.approx(0.5)
+    assert float(rows["case1", "b"]["dice"]) == pytest.approx(1.0)
+    assert float(rows["case1", "b"]["hd95"]) == pytest.approx(0.0)
+    # Shift by one voxel along x (1 mm): every surface voxel is within 1 mm of the other mask.
+    assert float(rows["case1", "a"]["hd95"]) == pytest.approx(1.0)
+    assert math.isnan(float(rows["case2", "a"]["dice"]))
+    assert float(rows["case2", "b"]["dice"]) == 0.0
+    assert math.isnan(float(rows["case2", "b"]["hd95"]))
+    assert int(rows["case1", "a"]["roi_voxels"]) == 8
+    assert float(rows["case1", "a"]["roi_mm3"]) == pytest.approx(8 * 1.0 * 2.0 * 3.0)
+    # case1 mean (0.5 + 1) / 2, case2 mean 0 (a is NaN) -> 0.375
+    assert "mean Dice 0.3750" in capsys.readouterr().out
+
+
+def test_evaluate_spacing_and_classes_options(folders):
+    tmp, labels, pred = folders
+    (labels.parent / "dataset.json").unlink()
+    out = tmp / "s.csv"
+    args = ["evaluate", "--pred", str(pred), "--labels", str(labels), "--out", str(out)]
+    assert main(args) == 2  # no class list, no spacing
+    assert main([*args, "--classes", "a,b"]) == 2  # still no spacing
+    assert main([*args, "--classes", "a,b", "--spacing-from-labels"]) == 0
+    assert float(read(out)["case1", "a"]["roi_mm3"]) == pytest.approx(48.0)
+
+
+def test_evaluate_missing_and_mismatched_cases(folders, capsys):
+    tmp, labels, pred = folders
+    (pred / "case2.nii").unlink()
+    args = ["evaluate", "--pred", str(pred), "--labels", str(labels), "--out", str(tmp / "x.csv")]
+    assert main(args) == 2
+    assert "no prediction for ['case2']" in capsys.readouterr().err
+    save(pred / "case2.nii.gz", np.zeros((8, 8, 2)))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "case2" in err and "(8, 8, 2)" in err and "(8, 8, 4)" in err
+    save(pred / "case2.nii.gz", np.zeros((8, 8, 4)), zooms=(1.0, 1.0, 1.0))
+    assert main(args) == 2
+    assert "voxel size" in capsys.readouterr().err
+    save(pred / "case2.nii.gz", np.full((8, 8, 4), 5))
+    assert main(args) == 2
+    assert "case2" in capsys.readouterr().err
+
+
+def test_train_bad_config_is_one_line_naming_key(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"optim": {"learning_rat": 0.1}}))
+    assert main(["train", str(path), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "optim.learning_rat" in err and str(path) in err
+    assert main(["train", str(path), "--profile", "nope"]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err

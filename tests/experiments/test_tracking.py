@@ -1,0 +1,70 @@
+"""MLflow tracking on a real SQLite store: experiment creation, parent run reuse, one run per
+trial across reopen, params logged once, batched metrics."""
+
+import math
+
+import pytest
+from diffseg3d.experiments import tracking
+from diffseg3d.experiments.config import flatten, validate_config
+from mlflow.tracking import MlflowClient
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    exp = tracking.ensure_experiment("grid", tracking.default_artifact_location(root, uri), uri)
+    return root, uri, exp
+
+
+def test_default_uri_and_env_override(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://head:5000")
+    assert tracking.default_tracking_uri(tmp_path) == "http://head:5000"
+    assert tracking.default_artifact_location(tmp_path, "http://head:5000") is None
+    local = tracking.default_artifact_location(tmp_path, "sqlite:///x.db")
+    assert local == (tmp_path / "mlartifacts").as_uri()
+
+
+def test_ensure_experiment_is_idempotent(store):
+    _, uri, exp = store
+    assert tracking.ensure_experiment("grid", None, uri) == exp
+
+
+def test_parent_run_is_reused_until_finished(store):
+    _, uri, _ = store
+    first = tracking.start_parent_run("grid", "paper", grid_hash="h1", tracking_uri=uri)
+    assert tracking.start_parent_run("grid", "paper", grid_hash="h1", tracking_uri=uri) == first
+    other = tracking.start_parent_run("grid", "paper", grid_hash="h2", tracking_uri=uri)
+    assert other != first
+    tracking.end_run(first, tracking_uri=uri)
+    fresh = tracking.start_parent_run("grid", "paper", grid_hash="h1", tracking_uri=uri)
+    assert fresh not in (first, other)
+
+
+def test_trial_run_reopen_keeps_one_run(store):
+    _, uri, exp = store
+    config = validate_config({"name": "t1", "tables": ["1", "3a"]})
+    run = tracking.TrialRun.start(config, experiment="grid", tracking_uri=uri,
+                                  parent_run_id="p")
+    run.log_metrics({"loss": 2.0, "val_dice": math.nan}, step=5)
+    run.finish("FAILED")
+    again = tracking.TrialRun.reopen(run.run_id, tracking_uri=uri)
+    again.log_params(config)  # same values: nothing new, no error
+    again.log_metrics({"loss": 1.0}, step=10)
+    again.finish()
+    client = MlflowClient(uri)
+    runs = client.search_runs([exp], "tags.`diffseg3d.trial` = 't1'")
+    assert [r.info.run_id for r in runs] == [run.run_id]
+    data = runs[0].data
+    assert data.params == flatten(config)
+    assert data.tags["diffseg3d.tables"] == "1,3a" and data.tags["mlflow.parentRunId"] == "p"
+    assert runs[0].info.status == "FINISHED"
+    assert again.metric_history("loss") == [(5, 2.0), (10, 1.0)]
+    assert math.isnan(again.metric_history("val_dice")[0][1])
+    changed = config.model_copy(update={"seed": 3})
+    with pytest.raises(ValueError, match="seed"):
+        again.log_params(changed)
+    with pytest.raises(ValueError, match="not found"):
+        tracking.TrialRun.reopen("0" * 32, tracking_uri=uri)
