@@ -10,6 +10,8 @@ configuration alone. The record:
 - ``flops``: XLA's cost analysis of the compiled executable; ``gflops`` = flops / step_s;
   ``fraction_of_peak`` = gflops / the CPU's nominal fp32 peak (``machine.py``);
 - ``peak_rss_gib``: ``ru_maxrss`` (KiB on Linux) / 2**20 at the end, compile included;
+- ``xla_memory_gib``: XLA's buffer plan (``compiled.memory_analysis()``), see
+  ``xla_memory_gib``;
 - ``device_peak_gib``: ``device.memory_stats()["peak_bytes_in_use"]`` where the backend has it
   (GPU); None on CPU;
 - ``load_before`` / ``load_after``: ``os.getloadavg()``, to judge how noisy the numbers are.
@@ -46,6 +48,22 @@ def device_peak_gib() -> float | None:
     return stats["peak_bytes_in_use"] / 2**30
 
 
+def xla_memory_gib(compiled) -> dict:
+    """XLA's buffer plan of the executable in GiB: ``temp`` (activations and scratch),
+    ``args``/``outputs`` and ``alias`` (donated buffers reused for outputs); their
+    ``args + outputs - alias + temp`` bounds the step's device memory without running it."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return {}
+    gib = {
+        "temp": stats.temp_size_in_bytes, "args": stats.argument_size_in_bytes,
+        "outputs": stats.output_size_in_bytes, "alias": stats.alias_size_in_bytes,
+    }
+    gib = {k: v / 2**30 for k, v in gib.items()}
+    gib["planned_peak"] = gib["args"] + gib["outputs"] - gib["alias"] + gib["temp"]
+    return gib
+
+
 def measure(cfg: BenchConfig) -> dict:
     load_before = load_average()
     work = build(cfg)
@@ -54,6 +72,7 @@ def measure(cfg: BenchConfig) -> dict:
     compiled = jitted.lower(*work.args).compile()
     compile_s = time.perf_counter() - t0
     flops = xla_flops(compiled.cost_analysis())
+    memory_plan = xla_memory_gib(compiled)
 
     args = work.args
     times = []
@@ -80,6 +99,7 @@ def measure(cfg: BenchConfig) -> dict:
         "fraction_of_peak": fraction_of_peak(gflops, peak) if peak else None,
         "peak_rss_gib": peak_rss_gib(),
         "device_peak_gib": device_peak_gib(),
+        "xla_memory_gib": memory_plan,
         "load_before": load_before,
         "load_after": load_average(),
     }

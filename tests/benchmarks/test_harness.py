@@ -14,6 +14,7 @@ from diffseg3d.core.models.conv import conv_lax
 from benchmarks.configs import BenchConfig, plan
 from benchmarks.machine import cpu_peak_flops
 from benchmarks.measure import RESULT_PREFIX
+from benchmarks.paired import paired_ratios
 from benchmarks.profile_step import conv_flops_from_hlo, hlo_opcodes
 from benchmarks.reference_unet import ReferenceUNet, flip_upsample_kernels
 from benchmarks.run import parse_child_output, select
@@ -191,3 +192,10 @@ def test_conv_flops_from_hlo_counts_forward_and_both_gradients():
     assert sum(flops.values()) == pytest.approx(3 * 2 * (8 * 8 * 4) * 27 * 3 * 5)
     opcodes = hlo_opcodes(hlo)
     assert all(opcodes[name] == "convolution" for name in flops)
+
+
+def test_paired_ratio_is_per_round():
+    # Round 2 ran under a neighbour's burst (both sides 2x slower): the ratio stays 1.5.
+    assert paired_ratios([1.0, 2.0, 1.0], [1.5, 3.0, 1.5]) == pytest.approx([1.5, 1.5, 1.5])
+    with pytest.raises(ValueError, match="equal"):
+        paired_ratios([1.0], [1.0, 2.0])
