@@ -204,7 +204,7 @@ def read_trial_json(directory: str | os.PathLike) -> dict:
 def run_trial(
     config: Config,
     *,
-    workdir: str | os.PathLike,
+    workdir: str | os.PathLike | None = None,
     tracking_uri: str | None = None,
     experiment: str = "default",
     parent_run_id: str | None = None,
@@ -218,7 +218,8 @@ def run_trial(
 
     Args:
       config: the validated trial config.
-      workdir: the trial's folder (checkpoints, per_case_metrics.csv, predictions/).
+      workdir: the trial's folder (checkpoints, per_case_metrics.csv, predictions/); default
+        `runs/trials/<name>_<config hash>`.
       tracking_uri: MLflow store (None: MLflow's default resolution, e.g. the env variable).
       experiment: MLflow experiment name (or id); must exist (`tracking.ensure_experiment`).
       parent_run_id: the grid's parent run; the trial's run is nested under it.
@@ -239,9 +240,11 @@ def run_trial(
     """
     if resume_from is None:
         resume_from = restore_dir
+    chash = config_hash(config)
+    if workdir is None:
+        workdir = Path("runs", "trials", f"{config.name}_{chash}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    chash = config_hash(config)
     meta = read_trial_json(resume_from) if resume_from is not None else None
     if meta is not None and meta["config_hash"] != chash:
         raise TrialError(
