@@ -105,6 +105,26 @@ def conv3d_slices_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.reshape(b, nx, ny, nz, kernel.shape[-1])
 
 
+def conv3d_slices_out(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Same result as :func:`conv3d_slices`: ONE 2D conv with ``kx * cout`` outputs, then shifts.
+
+    ``z = conv2d(x, [kernel[0] | ... | kernel[kx-1]])`` on the unshifted input (first spatial
+    dim folded into the batch, no input copies); ``y[x] = sum_d z_d[x + d - kx // 2]`` with
+    zeros outside. The extra memory is on the output (``kx * cout``) instead of the input.
+    """
+    b, nx, ny, nz, cin = x.shape
+    kx, ky, kz, _, cout = kernel.shape
+    pad = kx // 2
+    # (kx, ky, kz, cin, cout) -> (ky, kz, cin, kx * cout), output channel d * cout + o.
+    kernel2d = jnp.transpose(kernel, (1, 2, 3, 0, 4)).reshape(ky, kz, cin, kx * cout)
+    z = conv_lax(x.reshape(b * nx, ny, nz, cin), kernel2d).reshape(b, nx, ny, nz, kx, cout)
+    z = jnp.pad(z, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0), (0, 0)))
+    y = z[:, 0:nx, ..., 0, :]
+    for d in range(1, kx):
+        y = y + z[:, d : d + nx, ..., d, :]
+    return y
+
+
 def conv_same(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     """Stride-1 "SAME" conv in the concrete form ``impl`` (``"slices"`` or ``"lax3d"``)."""
     if impl == "slices" and x.ndim == 5:

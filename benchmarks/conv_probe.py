@@ -1,0 +1,138 @@
+"""Probe: which 3x3x3 conv form is faster on this backend (forward + backward)?
+
+Compares, for ``(batch, X, Y, Z, C)`` inputs and ``C -> C`` kernels:
+
+- ``lax3d``: ``lax.conv_general_dilated`` 3D;
+- ``slices``: one 2D conv over the 3 stacked X-shifted slices (``3 C`` input channels);
+- ``slices_sum``: the sum of three 2D convs over X-shifted slices;
+- ``slices_out``: one 2D conv with ``3 C`` outputs on the unshifted input, outputs shifted;
+
+and the 2x2x2 stride-2 down-/up-sampling convs (``C -> 2C`` / ``2C -> C``): ``lax`` strided /
+transposed conv vs the space-to-depth / depth-to-space matmul form.
+
+Each timing is the minimum over ``--repeats`` calls of a jitted ``value_and_grad`` w.r.t. input
+and kernel (the training-step cost); peak temporary memory is XLA's compiled estimate. Run:
+
+    .venv/bin/python benchmarks/conv_probe.py                  # 64x64x16, C = 32 and 64
+    .venv/bin/python benchmarks/conv_probe.py --shape 32 32 16 --channels 16 --repeats 3
+
+Results decide ``conv_impl="auto"`` in ``core/models/conv.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+from diffseg3d.core.models.conv import (
+    conv3d_slices,
+    conv3d_slices_out,
+    conv3d_slices_sum,
+    conv_lax,
+    downsample,
+    upsample,
+)
+
+CONV_FORMS = {
+    "lax3d": conv_lax,
+    "slices": conv3d_slices,
+    "slices_sum": conv3d_slices_sum,
+    "slices_out": conv3d_slices_out,
+}
+
+
+def _fwd_bwd(fn):
+    def loss(x, k):
+        return jnp.sum(fn(x, k) ** 2)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+
+def _measure(fn, x, k, repeats: int) -> tuple[float, float]:
+    """(seconds per forward+backward call, minimum over repeats; compiled temp memory MiB)."""
+    step = _fwd_bwd(fn)
+    compiled = step.lower(x, k).compile()
+    mem = compiled.memory_analysis()
+    temp_mib = getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem is not None else float("nan")
+    jax.block_until_ready(compiled(x, k))  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(x, k))
+        best = min(best, time.perf_counter() - start)
+    return best, temp_mib
+
+
+def probe(shape, channels, batch, repeats) -> list[dict]:
+    rows = []
+    key_x, key_k = jax.random.split(jax.random.PRNGKey(0))
+    for c in channels:
+        x = jax.random.normal(key_x, (batch, *shape, c))
+        k = 0.05 * jax.random.normal(key_k, (3, 3, 3, c, c))
+        # forward 2 * N * 27 * C^2 flops; backward (input + kernel grads) twice that.
+        flops = 3 * 2 * batch * math.prod(shape) * 27 * c * c
+        for name, fn in CONV_FORMS.items():
+            sec, mib = _measure(fn, x, k, repeats)
+            rows.append(
+                dict(
+                    op="conv3",
+                    form=name,
+                    channels=c,
+                    ms=1e3 * sec,
+                    gflops=flops / sec / 1e9,
+                    temp_mib=mib,
+                )
+            )
+        kd = 0.05 * jax.random.normal(key_k, (2, 2, 2, c, 2 * c))
+        ku = 0.05 * jax.random.normal(key_k, (2, 2, 2, 2 * c, c))
+        xd = jax.random.normal(key_x, (batch, *[n // 2 for n in shape], 2 * c))
+        for impl, label in (("lax3d", "lax"), ("slices", "matmul")):
+            sec, mib = _measure(lambda x, k, i=impl: downsample(x, k, i), x, kd, repeats)
+            rows.append(
+                dict(
+                    op="down2",
+                    form=label,
+                    channels=c,
+                    ms=1e3 * sec,
+                    gflops=float("nan"),
+                    temp_mib=mib,
+                )
+            )
+            sec, mib = _measure(lambda x, k, i=impl: upsample(x, k, i), xd, ku, repeats)
+            rows.append(
+                dict(
+                    op="up2",
+                    form=label,
+                    channels=c,
+                    ms=1e3 * sec,
+                    gflops=float("nan"),
+                    temp_mib=mib,
+                )
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 16], help="X Y Z")
+    parser.add_argument("--channels", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(
+        f"backend={jax.default_backend()} devices={jax.devices()} shape={args.shape} "
+        f"batch={args.batch}"
+    )
+    print(f"{'op':6s} {'form':10s} {'C':>4s} {'ms':>9s} {'GFLOP/s':>8s} {'temp MiB':>9s}")
+    for r in probe(tuple(args.shape), args.channels, args.batch, args.repeats):
+        print(
+            f"{r['op']:6s} {r['form']:10s} {r['channels']:4d} {r['ms']:9.1f} "
+            f"{r['gflops']:8.1f} {r['temp_mib']:9.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
