@@ -196,3 +196,24 @@ def test_bad_options_are_named():
     with pytest.raises(ValueError, match="'noise'"):
         make_train_step(Probe(), optax.sgd(1.0), lambda s: 1.0, method="diffusion",
                         schedule=make_schedule(1000, 5), output="noise")
+
+
+def test_noise_prediction_recycles_clipped_eq10_prediction():
+    """eq. 8-11: x_k is noised from x0 = clip(eq. 10 of eps_hat at k'), not from the truth."""
+    schedule = make_schedule(1000, 5)
+    model = Probe()
+    state, step = _sgd_step(model, schedule, output="eps", recycling=True)
+    batch, key = _batch(2), jax.random.key(5)
+    SEEN.clear()
+    step(state, batch, key)
+    k, k_next, x0, eps, eps_next = _recycled_inputs(state.params, model, schedule, batch, key)
+    x_next = q_sample(schedule, x0, k_next, eps_next)
+    eps_hat = model.apply({"params": state.params}, batch["image"], x_next,
+                          model_time(schedule, k_next))
+    abar = np.asarray(schedule.alphas_cumprod)[np.asarray(k_next)].reshape(-1, 1, 1, 1, 1)
+    unclipped = (np.asarray(x_next) - np.sqrt(1 - abar) * np.asarray(eps_hat)) / np.sqrt(abar)
+    assert np.any(np.abs(unclipped) > 1.05)  # so the clip matters here
+    x0_hat = np.clip(unclipped, -1, 1)
+    np.testing.assert_allclose(SEEN[0][0], x_next, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(SEEN[1][0], q_sample(schedule, jnp.asarray(x0_hat), k, eps),
+                               rtol=1e-5, atol=1e-5)
