@@ -15,13 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from diffseg3d.experiments.config import ConfigError
+
 # JAX preallocates 75% of a GPU by default; with `gpus_per_trial = f < 1` each trial gets
 # `f * GPU_MEMORY_HEADROOM` of the memory so that 1/f trials plus CUDA contexts fit.
 GPU_MEMORY_HEADROOM = 0.9
 
 
-class ResourceRequestError(RuntimeError):
-    """A trial asks for resources that no node of the Ray cluster has (it would wait forever)."""
+class ResourceRequestError(ConfigError):
+    """A trial asks for resources that no node of the Ray cluster has (it would wait forever).
+
+    A `ConfigError`: the fix is in the config/profile (or the cluster), and `diffseg3d ablate`
+    prints it as one line and exits 2 instead of a traceback."""
 
 
 def trial_resources(config: Mapping) -> dict[str, float]:

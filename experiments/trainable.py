@@ -69,7 +69,7 @@ def train_trial(
     configs: trial name -> resolved config as a JSON-able dict (`Config.model_dump(mode="json")`),
     envs: trial name -> environment from `resources.trial_env`; both are bound on the driver with
     `tune.with_parameters`. Metrics go to Tune through `tune.report`; the final report carries
-    the final metrics returned by `run_trial`.
+    the test means (`run_trial`'s last report, with the final checkpoint).
     """
     name = param["trial"]
     apply_env(envs.get(name, {}))
@@ -97,7 +97,7 @@ def train_trial(
         ckpt = None
         if checkpoint_dir is not None:
             ckpt = tune.Checkpoint.from_directory(str(checkpoint_dir))
-        tune.report({k: _scalar(v) for k, v in metrics.items()}, checkpoint=ckpt)
+        tune.report(tune_metrics(metrics), checkpoint=ckpt)
         if ckpt is not None and not state["reported_checkpoint"]:
             state["reported_checkpoint"] = True
             marker = fault_should_fire(name, fault)
@@ -108,7 +108,7 @@ def train_trial(
                 marker.write_text(f"killed pid {os.getpid()} after first checkpoint\n")
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    final = run_trial(
+    run_trial(
         config,
         workdir=str(workdir),
         tracking_uri=tracking_uri,
@@ -117,10 +117,21 @@ def train_trial(
         resume_from=None if resume_from is None else str(resume_from),
         report=report,
     )
-    if final:
-        # Tune keeps the last reported metrics as the trial's result; make sure it holds the
-        # final test means even if run_trial's last report came earlier.
-        tune.report({k: _scalar(v) for k, v in final.items() if _is_metric(v)})
+
+
+def tune_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Metrics as Tune may take them: plain Python scalars, and `done` renamed `trial_done`.
+
+    Tune treats a reported `done: True` as "stop this trial now" and, with synchronous
+    reporting, ends the training thread inside `tune.report`, so `run_trial` would never close
+    its MLflow run as FINISHED. The trial is done when the function returns.
+    """
+    out = {}
+    for key, value in metrics.items():
+        if not _is_metric(value):
+            continue
+        out["trial_done" if key == "done" else key] = _scalar(value)
+    return out
 
 
 def _is_metric(value: Any) -> bool:

@@ -1,0 +1,359 @@
+"""Run an ablation grid with Ray Tune, one Tune trial per expanded config, one MLflow run each.
+
+`run_grid` is what `diffseg3d ablate` calls. The flow (DESIGN.md "Embedded defaults and
+scale-out"):
+
+1. Expand the grid (`grid.expand`) into named trials with resolved configs.
+2. Connect to Ray: the cluster at `RAY_ADDRESS` when set, else a local Ray with the machine's
+   CPUs and no dashboard. Refuse at once, before any trial starts, trials that no node can
+   ever hold (e.g. GPUs on a CPU-only cluster), instead of letting Tune wait forever.
+3. On the driver, create the MLflow experiment (named after the grid) and the grid's parent run
+   once; trials only open child runs (creating the experiment from several trials races).
+4. Run the trials with `tune.Tuner` over `tune.grid_search` of the trial names; resources per
+   trial from each config (`resources.trial_resources`). Checkpoints go to Tune's storage
+   (`<out_dir>/ray_results/<grid>` or `storage_path`, shared storage on a cluster) and a lost
+   trial is retried from its last checkpoint up to `max_failures` times.
+5. Rerunning the same command after an interruption finds the Tune experiment
+   (`Tuner.can_restore`) and restores it: finished trials are not rerun, unfinished and errored
+   ones continue from their checkpoints, and the same MLflow parent run is reused. The grid's
+   manifest (`<storage>/<grid>/diffseg3d_grid.json`, written on the driver) records the trial
+   hashes and the parent run id; a rerun whose expansion differs is refused with the
+   differences named rather than silently mixed into the old experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from diffseg3d.experiments.config import ConfigError
+from diffseg3d.experiments.resources import (
+    ResourceRequestError,
+    check_cluster_fits,
+    trial_env,
+    trial_resources,
+)
+from diffseg3d.experiments.trainable import FAULT_KILL_TRIAL_ENV, FAULT_MARKER_DIR_ENV, train_trial
+
+__all__ = [
+    "GridChangedError",
+    "ResourceRequestError",
+    "TrialFailure",
+    "failed_trials",
+    "run_grid",
+]
+
+#: File beside Tune's experiment state that ties a Tune experiment to a grid expansion and its
+#: MLflow parent run.
+MANIFEST_NAME = "diffseg3d_grid.json"
+
+#: Defaults Ray needs on one machine: no usage reporting, no auth token written under $HOME.
+RAY_ENV_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+class GridChangedError(ConfigError):
+    """The grid expands differently from the interrupted Tune experiment it would resume
+    (a `ConfigError`, so `diffseg3d ablate` reports it in one line)."""
+
+
+class TrialFailure(RuntimeError):
+    """Raised by `raise_for_failures` when trials errored; `.failures` lists (name, error)."""
+
+    def __init__(self, failures: Sequence[tuple[str, str]]):
+        self.failures = list(failures)
+        lines = "\n".join(f"  - {name}: {error}" for name, error in self.failures)
+        super().__init__(f"{len(self.failures)} trial(s) failed:\n{lines}")
+
+
+def run_grid(
+    grid_path: str | os.PathLike,
+    *,
+    profile: str | None = "quick",
+    data_override: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "runs",
+    max_concurrent: int = 2,
+    tracking_uri: str | None = None,
+    max_failures: int = 2,
+    storage_path: str | None = None,
+) -> list[dict]:
+    """Run (or resume) every trial of the grid at `grid_path`; one result dict per trial.
+
+    profile: `smoke` | `quick` | `paper` (experiments/profiles), None for the grid's own values.
+    data_override: a prepared data folder replacing every data set of the grid.
+    out_dir: local output folder: `mlflow.db` + `mlartifacts/` (default tracking) and
+        `ray_results/` (default Tune storage).
+    max_concurrent: trials running at once (Ray also limits by resources).
+    tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI`, else
+        `sqlite:///<out_dir>/mlflow.db` (absolute, so trials in other working dirs find it).
+    max_failures: retries of a trial whose worker died or that raised (Tune FailureConfig).
+    storage_path: Tune storage (local path, NFS mount or `s3://...`); default
+        `<out_dir>/ray_results`. On a multi-node cluster it must be storage every node sees.
+
+    Returns, in grid order, `{"trial", "hash", "status": "ok"|"error", "error": str|None,
+    "metrics": {...last reported metrics...}, "checkpoint": path|None}`. Failed trials are
+    returned, not raised; use `failed_trials` / `raise_for_failures` to turn them into an exit
+    status.
+    """
+    from diffseg3d.experiments.grid import expand, grid_hash, load_grid, resolve_grid_path
+    from diffseg3d.experiments.tracking import default_tracking_uri
+
+    if max_concurrent < 1:
+        raise ValueError(f"max_concurrent={max_concurrent}: must be >= 1")
+    if max_failures < 0:
+        raise ValueError(f"max_failures={max_failures}: must be >= 0")
+
+    grid_path = resolve_grid_path(grid_path)
+    if data_override is not None:
+        # Absolute before expansion: trials run in their own working directories, and the
+        # config hash must not change when the runner resolves the path later.
+        data_override = Path(data_override).resolve()
+        if not data_override.is_dir():
+            raise ConfigError(f"--data {data_override}: no such prepared data folder")
+    grid = load_grid(grid_path)
+    trials = expand(grid, profile, None if data_override is None else str(data_override))
+    if not trials:
+        raise ConfigError(f"{grid_path}: the grid expands to no trials")
+    grid_name = _grid_name(grid, grid_path)
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    tracking_uri = tracking_uri or default_tracking_uri(out)
+    storage = storage_path or str(out / "ray_results")
+    experiment_path = _join(storage, grid_name)
+
+    configs = {t.name: _resolved_config_dict(t.config) for t in trials}
+    requests = {name: trial_resources(cfg) for name, cfg in configs.items()}
+    envs = {name: trial_env(req) for name, req in requests.items()}
+    hashes = {t.name: t.hash for t in trials}
+
+    ray = _connect_ray()
+    check_cluster_fits(requests, ray.nodes(), ray.cluster_resources())
+
+    from ray import tune
+
+    manifest = _read_manifest(experiment_path)
+    restoring = tune.Tuner.can_restore(experiment_path)
+    if restoring and manifest is not None:
+        _check_same_grid(manifest["trials"], hashes, experiment_path)
+
+    experiment_id, parent_run_id = _parent_run(
+        tracking_uri, out, grid_name, manifest if restoring else None, grid_hash(trials)
+    )
+    _write_manifest(
+        experiment_path,
+        {
+            "grid": str(Path(grid_path).resolve()),
+            "profile": profile,
+            "data_override": None if data_override is None else str(Path(data_override).resolve()),
+            "tracking_uri": tracking_uri,
+            "experiment": grid_name,
+            "experiment_id": experiment_id,
+            "parent_run_id": parent_run_id,
+            "trials": hashes,
+        },
+    )
+
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            configs=configs,
+            envs=envs,
+            tracking_uri=tracking_uri,
+            experiment=grid_name,
+            parent_run_id=parent_run_id,
+            fault={k: os.environ[k] for k in (FAULT_KILL_TRIAL_ENV, FAULT_MARKER_DIR_ENV)
+                   if k in os.environ},
+        ),
+        resources=lambda param: requests[param["trial"]],
+    )
+    if restoring:
+        tuner = tune.Tuner.restore(
+            experiment_path, trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([t.name for t in trials])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=max_concurrent,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=grid_name,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=1,
+            ),
+        )
+    result_grid = tuner.fit()
+    results = _collect(result_grid, [t.name for t in trials], hashes)
+    _close_parent_run(tracking_uri, parent_run_id, results)
+    return results
+
+
+def failed_trials(results: Sequence[Mapping]) -> list[tuple[str, str]]:
+    """(trial name, error) for every result of `run_grid` that did not finish."""
+    return [(r["trial"], r["error"] or r["status"]) for r in results if r["status"] != "ok"]
+
+
+def raise_for_failures(results: Sequence[Mapping]) -> None:
+    """Raise `TrialFailure` naming every failed trial (the CLI turns it into a non-zero exit)."""
+    failures = failed_trials(results)
+    if failures:
+        raise TrialFailure(failures)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+
+
+def _connect_ray():
+    """`ray` after connecting: to RAY_ADDRESS when set, else a fresh local Ray on this machine."""
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+    return ray
+
+
+def _trial_name(trial) -> str:
+    # Tune's default "train_trial_<id>_<n>_trial=<name>,..." hides the grid's readable name.
+    return str(trial.config["trial"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and grid identity
+
+
+def _grid_name(grid, grid_path) -> str:
+    name = getattr(grid, "name", None)
+    return str(name) if name else Path(grid_path).stem
+
+
+def _resolved_config_dict(config) -> dict:
+    """JSON-able config with `data.root` absolute: trials run in their own working directories."""
+    data = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+    root = data.get("data", {}).get("root")
+    if root and "://" not in root and not os.path.isabs(root):
+        data["data"]["root"] = str(Path(root).resolve())
+    return data
+
+
+def _check_same_grid(old: Mapping[str, str], new: Mapping[str, str], path: str) -> None:
+    if dict(old) == dict(new):
+        return
+    added = sorted(set(new) - set(old))
+    removed = sorted(set(old) - set(new))
+    changed = sorted(n for n in set(old) & set(new) if old[n] != new[n])
+    raise GridChangedError(
+        f"{path} holds an interrupted run of a different expansion of this grid "
+        f"(added: {added or '-'}; removed: {removed or '-'}; config changed: {changed or '-'}). "
+        "Use another --out (or storage path), or delete that folder to start over."
+    )
+
+
+def _join(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage) / name)
+
+
+def _read_manifest(experiment_path: str) -> dict | None:
+    if "://" in experiment_path:
+        return None  # remote storage: the parent run is found through MLflow tags instead
+    path = Path(experiment_path) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RuntimeError(
+            f"{path}: corrupt grid manifest ({err}); delete it to start over"
+        ) from None
+
+
+def _write_manifest(experiment_path: str, manifest: Mapping) -> None:
+    if "://" in experiment_path:
+        return
+    path = Path(experiment_path) / MANIFEST_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# MLflow parent run (driver side)
+
+
+def _parent_run(tracking_uri, out, grid_name, manifest, grid_hash) -> tuple[str, str]:
+    """(experiment id, parent run id): the manifest's parent when resuming a Tune experiment,
+    else `tracking.start_parent_run` (which also reuses an unfinished parent of the same grid)."""
+    from diffseg3d.experiments import tracking
+
+    experiment_id = tracking.ensure_experiment(
+        grid_name,
+        artifact_location=tracking.default_artifact_location(out, tracking_uri),
+        tracking_uri=tracking_uri,
+    )
+    if manifest is not None and manifest.get("parent_run_id"):
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri).update_run(manifest["parent_run_id"], status="RUNNING")
+        return experiment_id, manifest["parent_run_id"]
+    parent_run_id = tracking.start_parent_run(
+        experiment_id, grid_name, grid_hash=grid_hash, tracking_uri=tracking_uri
+    )
+    return experiment_id, parent_run_id
+
+
+def _close_parent_run(tracking_uri: str, run_id: str, results: Sequence[Mapping]) -> None:
+    """Mark the parent FINISHED when every trial finished, FAILED otherwise."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    failures = failed_trials(results)
+    client.set_tag(run_id, "diffseg3d.failed_trials", ",".join(n for n, _ in failures) or "-")
+    client.set_terminated(run_id, status="FAILED" if failures else "FINISHED")
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+def _collect(result_grid, order: Sequence[str], hashes: Mapping[str, str]) -> list[dict]:
+    by_name: dict[str, dict] = {}
+    for result in result_grid:
+        name = result.config["trial"]
+        error = result.error
+        by_name[name] = {
+            "trial": name,
+            "hash": hashes.get(name),
+            "status": "error" if error is not None else "ok",
+            "error": None if error is None else _describe(error),
+            "metrics": {k: v for k, v in (result.metrics or {}).items() if not isinstance(v, dict)},
+            "checkpoint": None if result.checkpoint is None else result.checkpoint.path,
+        }
+    missing = [n for n in order if n not in by_name]
+    for name in missing:
+        by_name[name] = {
+            "trial": name, "hash": hashes.get(name), "status": "error",
+            "error": "trial never ran (missing from the Tune results)", "metrics": {},
+            "checkpoint": None,
+        }
+    return [by_name[n] for n in order]
+
+
+def _describe(error: BaseException) -> str:
+    """One-line error: the root cause's type and message (Tune wraps it in RayTaskError)."""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    last = next((line for line in reversed(text) if line.strip()), "")
+    return f"{type(cause).__name__}: {last}"[:500]
