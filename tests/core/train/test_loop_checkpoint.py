@@ -92,7 +92,10 @@ def test_resume_from_checkpoint_is_bit_for_bit(tmp_path):
 
     # "fresh process": new jitted step and a target state from a different init seed
     target, step = _setup(init_seed=123)
-    restored, meta = restore_checkpoint(tmp_path, target)
+    # restore into an abstract target (shapes/dtypes only), as a resumed trial does
+    abstract = jax.eval_shape(lambda: _setup(init_seed=123)[0])
+    assert isinstance(jax.tree.leaves(abstract)[0], jax.ShapeDtypeStruct)
+    restored, meta = restore_checkpoint(tmp_path, abstract)
     assert meta == {"seed": 42, "step": TOTAL // 2}
     assert int(restored.step) == TOTAL // 2
     resumed = fit(step, restored, _batches(int(restored.step)), key, TOTAL, log_every=1,
