@@ -179,6 +179,9 @@ def make_train_step(
     `batch` is `{"image": (B, *S, 1) float32, "label": (B, *S) int32}`; `metrics` is a flat dict
     of float32 scalars `METRIC_NAMES` (`grad_norm` is the global norm before clipping). Jit it
     with `donate_argnums=0` (see `loop.compile_train_step`).
+
+    Keys: `key` -> split (augment, loss); loss -> split (k, eps_k, eps_{k'}); the U-Net step
+    ignores the loss key. The same key therefore reproduces the step exactly.
     """
     loss_fn = make_loss_fn(
         model, method=method, schedule=schedule, output=output, recycling=recycling,
