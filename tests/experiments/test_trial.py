@@ -172,3 +172,21 @@ def test_resume_refuses_another_config(env, full_run):
     with pytest.raises(TrialError, match="no trial.json"):
         run_trial(other, workdir=env["root"] / "other", tracking_uri=env["uri"],
                   experiment=EXPERIMENT, resume_from=env["root"])
+
+
+def test_train_command_runs_one_trial(env, full_run, tmp_path, monkeypatch, capsys):
+    from diffseg3d.experiments.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    profile = Path(__file__).parents[2] / "experiments" / "profiles" / "smoke.yaml"
+    out = tmp_path / "runs"
+    assert main(["train", str(profile), "--data", str(env["data"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test_dice = " in printed
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("train")
+    (run,) = client.search_runs([exp.experiment_id])
+    # Same settings as the full run (the smoke profile on the same data): same parameters.
+    assert run.data.tags["diffseg3d.params_digest"] == full_run[1]["params_digest"]
+    assert run.data.tags["diffseg3d.trial"] == "phantom_diffusion_x0_recycle-Y_dice-Y_k5_s0"
+    assert (out / "trials").is_dir() and run.info.run_id in printed
