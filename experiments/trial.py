@@ -294,6 +294,12 @@ def _train_and_evaluate(
     from diffseg3d.core.train.checkpoint import restore_checkpoint
     from diffseg3d.core.train.loop import compile_train_step, fit
     from diffseg3d.core.train.optimizer import make_optimizer
+    from diffseg3d.core.train.sharding import (
+        check_batch_divisible,
+        make_mesh,
+        replicate,
+        shard_batches,
+    )
     from diffseg3d.core.train.state import create_train_state
     from diffseg3d.core.train.steps import make_train_step
 
@@ -338,6 +344,12 @@ def _train_and_evaluate(
     step_fn = compile_train_step(train_step)
     predict = make_predictor(config, model, num_classes)
     batches = _batches(batch_iterator, dataset, batch, config.seed, start_step)
+    if len(jax.local_devices()) > 1:
+        # Data parallel over the local devices: state replicated, batches split on axis 0.
+        mesh = make_mesh()
+        check_batch_divisible(batch, mesh)
+        state = replicate(state, mesh)
+        batches = shard_batches(batches, mesh)
 
     if start_step == 0:
         run.log_text(to_yaml(config), "config.yaml")
