@@ -91,7 +91,8 @@ def run_grid(
     storage_path: Tune storage (local path, NFS mount or `s3://...`); default
         `<out_dir>/ray_results`. On a multi-node cluster it must be storage every node sees.
 
-    Returns, in grid order, `{"trial", "hash", "status": "ok"|"error", "error": str|None,
+    Returns, in grid order, `{"trial", "hash", "status": "ok"|"error"|"unfinished",
+    "error": str|None,
     "metrics": {...last reported metrics...}, "checkpoint": path|None}`. Failed trials are
     returned, not raised; use `failed_trials` / `raise_for_failures` to turn them into an exit
     status.
@@ -332,13 +333,20 @@ def _collect(result_grid, order: Sequence[str], hashes: Mapping[str, str]) -> li
     by_name: dict[str, dict] = {}
     for result in result_grid:
         name = result.config["trial"]
-        error = result.error
+        metrics = result.metrics or {}
+        if result.error is not None:
+            status, error = "error", _describe(result.error)
+        elif not metrics.get("trial_done"):
+            # Stopped before its final report (Ctrl-C on the driver): not a result yet.
+            status, error = "unfinished", "interrupted; rerun the same command to resume it"
+        else:
+            status, error = "ok", None
         by_name[name] = {
             "trial": name,
             "hash": hashes.get(name),
-            "status": "error" if error is not None else "ok",
-            "error": None if error is None else _describe(error),
-            "metrics": {k: v for k, v in (result.metrics or {}).items() if not isinstance(v, dict)},
+            "status": status,
+            "error": error,
+            "metrics": {k: v for k, v in metrics.items() if not isinstance(v, dict)},
             "checkpoint": None if result.checkpoint is None else result.checkpoint.path,
         }
     missing = [n for n in order if n not in by_name]
