@@ -130,7 +130,11 @@ def run_grid(
     hashes = {t.name: t.hash for t in trials}
 
     ray = _connect_ray()
-    check_cluster_fits(requests, ray.nodes(), ray.cluster_resources())
+    nodes = ray.nodes()
+    check_cluster_fits(requests, nodes, ray.cluster_resources())
+    check_reachable_from_all_nodes(
+        tracking_uri, storage, {n["NodeManagerAddress"] for n in nodes if n.get("Alive", True)}
+    )
 
     from ray import tune
 
@@ -194,6 +198,28 @@ def run_grid(
     results = _collect(result_grid, [t.name for t in trials], hashes)
     _close_parent_run(tracking_uri, parent_run_id, results)
     return results
+
+
+def check_reachable_from_all_nodes(tracking_uri: str, storage: str, node_ips: set[str]) -> None:
+    """On a cluster whose nodes are different hosts, refuse a tracking URI or Tune storage that
+    only the driver's host can reach (SQLite/file store, localhost server, local folder would
+    make trials on other hosts log into their own private copies or fail mid-run).
+
+    Local paths are accepted when the storage is a mount every node shares; the driver cannot
+    tell, so only the MLflow URI is checked strictly and storage gets a hint in the message.
+    """
+    if len(node_ips) <= 1:
+        return
+    local_store = tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
+    localhost = any(h in tracking_uri for h in ("://127.0.0.1", "://localhost", "://0.0.0.0"))
+    if local_store or localhost:
+        raise ConfigError(
+            f"MLflow tracking URI {tracking_uri!r} is local to the driver, but the Ray cluster "
+            f"spans {len(node_ips)} hosts ({', '.join(sorted(node_ips))}). Run `mlflow server "
+            "--host 0.0.0.0` on the head node and set MLFLOW_TRACKING_URI=http://<head ip>:5000 "
+            f"(ray_cluster.yaml does this); Tune storage {storage!r} must likewise be shared "
+            "(NFS/EFS mount or s3://)."
+        )
 
 
 def failed_trials(results: Sequence[Mapping]) -> list[tuple[str, str]]:

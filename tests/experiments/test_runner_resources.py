@@ -108,3 +108,15 @@ def test_fault_hook_fires_once_per_named_trial(tmp_path):
     assert fault_should_fire("b", fault) is None
     assert fault_should_fire("a", {FAULT_KILL_TRIAL_ENV: "*", FAULT_MARKER_DIR_ENV: str(tmp_path)})
     assert fault_should_fire("a", {FAULT_KILL_TRIAL_ENV: "*"}) is None  # no marker dir: off
+
+
+def test_multi_host_cluster_refuses_a_driver_local_mlflow_store():
+    from diffseg3d.experiments.config import ConfigError
+    from diffseg3d.experiments.runner import check_reachable_from_all_nodes
+
+    one_host, two_hosts = {"10.0.0.1"}, {"10.0.0.1", "10.0.0.2"}
+    for uri in ("sqlite:////runs/mlflow.db", "http://127.0.0.1:5000", "/runs/mlruns"):
+        check_reachable_from_all_nodes(uri, "/runs/ray_results", one_host)  # one host: fine
+        with pytest.raises(ConfigError, match="spans 2 hosts"):
+            check_reachable_from_all_nodes(uri, "/runs/ray_results", two_hosts)
+    check_reachable_from_all_nodes("http://10.0.0.1:5000", "/mnt/shared/ray_results", two_hosts)
