@@ -15,6 +15,7 @@ and kernel (the training-step cost); peak temporary memory is XLA's compiled est
 
     .venv/bin/python benchmarks/conv_probe.py                  # 64x64x16, C = 32 and 64
     .venv/bin/python benchmarks/conv_probe.py --shape 32 32 16 --channels 16 --repeats 3
+    .venv/bin/python benchmarks/conv_probe.py --unet --shape 32 32 16   # whole UNet step
 
 Results decide ``conv_impl="auto"`` in ``core/models/conv.py``.
 """
@@ -27,6 +28,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from diffseg3d.core.models.conv import (
     conv3d_slices,
     conv3d_slices_out,
@@ -115,13 +117,60 @@ def probe(shape, channels, batch, repeats) -> list[dict]:
     return rows
 
 
+def probe_unet(shape, batch, repeats, num_classes=9) -> list[dict]:
+    """Forward + backward of the paper-size diffusion UNet per ``conv_impl`` (and remat)."""
+    from diffseg3d.core.models import UNet
+
+    rng = np.random.default_rng(0)
+    image = jnp.asarray(rng.normal(size=(batch, *shape, 1)), jnp.float32)
+    x_t = jnp.asarray(rng.uniform(-1, 1, size=(batch, *shape, num_classes)), jnp.float32)
+    t = jnp.full((batch,), 0.5)
+    rows = []
+    for impl, remat in (("lax3d", False), ("slices", False), ("slices", True)):
+        model = UNet(num_classes=num_classes, conv_impl=impl, remat=remat)
+        shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), image, x_t, t)
+        params = jax.tree.map(
+            lambda a: jnp.asarray(0.02 * rng.normal(size=a.shape), jnp.float32), shapes
+        )
+
+        def loss(p, model=model):
+            return jnp.mean(model.apply(p, image, x_t, t) ** 2)
+
+        step = jax.jit(jax.value_and_grad(loss))
+        compiled = step.lower(params).compile()
+        mem = compiled.memory_analysis()
+        temp_mib = getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem else float("nan")
+        jax.block_until_ready(compiled(params))
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(params))
+            best = min(best, time.perf_counter() - start)
+        rows.append(dict(impl=impl, remat=remat, ms=1e3 * best, temp_mib=temp_mib))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 16], help="X Y Z")
     parser.add_argument("--channels", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--unet", action="store_true", help="time the paper-size UNet step instead of single convs"
+    )
     args = parser.parse_args()
+    if args.unet:
+        print(
+            f"backend={jax.default_backend()} UNet(32/64/128/256, 2 blocks, 9 classes) "
+            f"shape={args.shape} batch={args.batch}"
+        )
+        for r in probe_unet(tuple(args.shape), args.batch, args.repeats):
+            print(
+                f"unet   {r['impl']:7s} remat={r['remat']!s:5s} {r['ms']:9.1f} ms "
+                f"{r['temp_mib']:9.1f} temp MiB"
+            )
+        return
     print(
         f"backend={jax.default_backend()} devices={jax.devices()} shape={args.shape} "
         f"batch={args.batch}"

@@ -136,8 +136,10 @@ class UNet(nn.Module):
       diffusion: True: inputs are image, noisy mask ``x_t`` and time ``t``; False: image only
         (the non-diffusion baseline; no time embedding, no mask channels).
       conv_impl: ``"auto"`` | ``"slices"`` | ``"lax3d"`` (see ``conv.py``; same parameters).
-      remat: rematerialise each residual block in the backward pass (``nn.remat``): less
-        activation memory for ~1/3 more compute; identical outputs and gradients.
+      remat: rematerialise each residual block in the backward pass (``nn.remat``):
+        identical outputs and gradients, ~1/3 more compute, less activation memory on
+        GPU/TPU. On XLA:CPU the saving measured small (compiled temp 51 -> 47 MiB at
+        32x32x16, channels 16/32), so leave it off on CPU.
       dtype: compute dtype (``jnp.bfloat16`` for mixed precision); parameters are float32
         always and the output is float32.
       time_scale: multiplies ``t`` (= t_k / T) before the sinusoid; 1000 makes it the

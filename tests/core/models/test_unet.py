@@ -43,9 +43,9 @@ def _shapes(params):
     return jax.tree.map(lambda a: (a.shape, a.dtype), params)
 
 
-@pytest.mark.parametrize("diffusion", [True, False])
-def test_3d_output_shape_and_dtype(diffusion):
-    model = UNet(num_classes=4, channels=TINY, num_res_blocks=1, diffusion=diffusion)
+@pytest.mark.parametrize("diffusion,remat", [(True, False), (False, True)])
+def test_3d_output_shape_and_dtype(diffusion, remat):
+    model = UNet(num_classes=4, channels=TINY, num_res_blocks=1, diffusion=diffusion, remat=remat)
     image = jnp.ones((2, 32, 32, 16, 1))
     args = (image, jnp.zeros((2, 32, 32, 16, 4)), jnp.array([0.1, 0.9])) if diffusion else (image,)
     out_shape = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), *args)[0])
