@@ -343,13 +343,14 @@ def _train_and_evaluate(
     )
     step_fn = compile_train_step(train_step)
     predict = make_predictor(config, model, num_classes)
-    batches = _batches(batch_iterator, dataset, batch, config.seed, start_step)
+    host_batches = _batches(batch_iterator, dataset, batch, config.seed, start_step)
+    batches = host_batches
     if len(jax.local_devices()) > 1:
         # Data parallel over the local devices: state replicated, batches split on axis 0.
         mesh = make_mesh()
         check_batch_divisible(batch, mesh)
         state = replicate(state, mesh)
-        batches = shard_batches(batches, mesh)
+        batches = shard_batches(host_batches, mesh)
 
     if start_step == 0:
         run.log_text(to_yaml(config), "config.yaml")
@@ -391,10 +392,10 @@ def _train_and_evaluate(
     if bar is not None:
         bar.close()
 
+    host_batches.close()
     final_step = int(jax.device_get(state.step))
-    final_dir = checkpoint_dir_for(workdir, final_step)
-    if not (final_dir / TRIAL_JSON).is_file():
-        final_dir = save_trial_checkpoint(workdir, state, trial_meta)
+    # Always written by this call, so it never carries another run's trial.json.
+    final_dir = save_trial_checkpoint(workdir, state, trial_meta)
     digest = params_digest(state.params)
     summary = _evaluate_test(config, dataset, predict, state.params, test_key, workdir, run)
     run.log_metrics(summary, final_step)
@@ -423,11 +424,15 @@ def _train_and_evaluate(
 def _batches(batch_iterator, dataset, batch_size: int, seed: int, start_step: int):
     """Training batches positioned at `start_step`, as `{"image": (B, *S, 1), "label": (B, *S)}`
     (the loader's arrays get their channel axis here when it is missing)."""
-    for b in batch_iterator(dataset, "train", batch_size, seed, start_step=start_step):
-        image = b["image"]
-        if image.ndim == len(dataset.shape) + 1:
-            image = image[..., None]
-        yield {"image": image, "label": b["label"]}
+    source = batch_iterator(dataset, "train", batch_size, seed, start_step=start_step)
+    try:
+        for b in source:
+            image = b["image"]
+            if image.ndim == len(dataset.shape) + 1:
+                image = image[..., None]
+            yield {"image": image, "label": b["label"]}
+    finally:
+        source.close()  # stops the loader's prefetch thread
 
 
 def _progress_bar(progress: bool, config: Config, start_step: int):
