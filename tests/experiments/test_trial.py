@@ -38,6 +38,12 @@ def compile_cache(tmp_path_factory):
     yield
     for k, v in before.items():
         jax.config.update(k, v)
+    try:  # forget the initialised cache, so later test modules do not write into this one
+        from jax._src import compilation_cache
+
+        compilation_cache.reset_cache()
+    except (ImportError, AttributeError):
+        pass
 
 
 @pytest.fixture(scope="module")
