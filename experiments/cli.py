@@ -118,6 +118,17 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+#: Subcommands registered by other packages: command -> (module, register function, help).
+OPTIONAL_COMMANDS = {
+    "data": ("diffseg3d.core.data.cli", "add_data_commands", "generate or prepare data sets"),
+    "tables": (
+        "diffseg3d.analysis.cli",
+        "add_tables_command",
+        "paper tables (LaTeX), summary.md and figures from MLflow runs",
+    ),
+}
+
+
 def _add_optional(subparsers, module: str, function: str, command: str) -> None:
     """Register another package's subcommand; until that package lands, a stub that says so."""
     import importlib
@@ -136,7 +147,15 @@ def _unavailable(command: str, err: Exception) -> int:
     return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_placeholder(subparsers, command: str, help_text: str) -> None:
+    """A cheap entry for the top-level help; the real parser is built only when the command is
+    the one being run (its package may import pandas, SciPy, ...)."""
+    subparsers.add_parser(command, help=help_text, add_help=False)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; the `data`/`tables` subparsers are imported only for `command` (all of
+    them when None)."""
     parser = argparse.ArgumentParser(
         prog="diffseg3d",
         description="Diffusion models for 3D multiclass segmentation: train one trial, run the "
@@ -206,8 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(func=_run_evaluate)
 
-    _add_optional(sub, "diffseg3d.core.data.cli", "add_data_commands", "data")
-    _add_optional(sub, "diffseg3d.analysis.cli", "add_tables_command", "tables")
+    for name, (module, function, help_text) in OPTIONAL_COMMANDS.items():
+        if command is None or command == name:
+            _add_optional(sub, module, function, name)
+        else:
+            _add_placeholder(sub, name, help_text)
     return parser
 
 
@@ -234,7 +256,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
