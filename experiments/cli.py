@@ -46,13 +46,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _run_train(args) -> int:
     from diffseg3d.experiments import tracking
     from diffseg3d.experiments.config import config_hash, load_config, set_dotted, validate_config
-    from diffseg3d.experiments.grid import data_set_label, trial_name
+    from diffseg3d.experiments.grid import absolute_root, data_set_label, trial_name
     from diffseg3d.experiments.trial import run_trial
 
     config = load_config(args.config, profile=args.profile)
     if args.data is not None:
         raw = config.model_dump(mode="json")
-        raw = set_dotted(raw, "data.root", str(args.data))
+        raw = set_dotted(raw, "data.root", absolute_root(args.data))
         raw = set_dotted(raw, "data.name", data_set_label(args.data))
         config = validate_config(raw, source=f"{args.config} with --data {args.data}")
     if config.name == "trial":

@@ -18,9 +18,9 @@ Grid YAML (`experiments/grids/*.yaml`):
                                       # data sets merged), e.g. paper.yaml = the three tables
 
 Layering of one trial's config (later wins): schema defaults <- base <- profile <- data set
-(`data.name`, `data.root`) <- axes values <- seed. `--data DIR` replaces every data set by DIR
-(labelled with DIR's dataset.json name), so trials that differed only by data set collapse into
-one trial that keeps every table it feeds.
+(`data.name`, `data.root` made absolute against the current directory) <- axes values <- seed.
+`--data DIR` replaces every data set by DIR (labelled with DIR's dataset.json name), so trials
+that differed only by data set collapse into one trial that keeps every table it feeds.
 """
 
 from __future__ import annotations
@@ -184,6 +184,13 @@ def data_set_label(root: str | os.PathLike) -> str:
     return Path(root).resolve().name
 
 
+def absolute_root(root: str | os.PathLike) -> str:
+    """A data root as an absolute path (URLs unchanged): trials run in other working
+    directories (Ray), and the config hash must be the one the trial itself computes."""
+    root = os.fspath(root)
+    return root if "://" in root else str(Path(root).resolve())
+
+
 def _check_budget(table: str, configs: list[Config], source: str) -> None:
     for key in BUDGET_KEYS:
         section, field = key.split(".")
@@ -208,10 +215,10 @@ def expand(
         grid = load_grid(grid)
     profile_raw = load_profile(profile)
     if data_override is not None:
-        data_sets = {name: str(data_override) for name in grid.data_sets}
+        data_sets = {name: absolute_root(data_override) for name in grid.data_sets}
         override_label = data_set_label(data_override)
     else:
-        data_sets = dict(grid.data_sets)
+        data_sets = {name: absolute_root(root) for name, root in grid.data_sets.items()}
         override_label = None
 
     order: list[str] = []

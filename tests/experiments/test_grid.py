@@ -140,3 +140,12 @@ def test_name_collisions_get_a_hash_suffix(tmp_path):
     trials = expand(path)
     assert trials[0].name == trial_name(trials[0].config) == "d_diffusion_x0_recycle-Y_dice-Y_k5_s0"
     assert trials[1].name == f"{trials[0].name}_{trials[1].hash[:6]}"
+
+
+def test_data_roots_are_absolute_so_hashes_survive_other_working_dirs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trials = expand(GRIDS_DIR / "table1_recycling.yaml")
+    roots = {t.config.data.name: t.config.data.root for t in trials}
+    assert roots == {"prostate-mr": str(tmp_path / "data" / "prostate-mr"),
+                     "amos-ct": str(tmp_path / "data" / "amos-ct")}
+    assert all(t.hash == config_hash(t.config) for t in trials)
