@@ -12,6 +12,8 @@ configuration alone. The record:
 - ``peak_rss_gib``: ``ru_maxrss`` (KiB on Linux) / 2**20 at the end, compile included;
 - ``xla_memory_gib``: XLA's buffer plan (``compiled.memory_analysis()``), see
   ``xla_memory_gib``;
+- a CPU step whose planned peak exceeds 90 % of ``MemAvailable`` is not run (status
+  ``skipped``, the plan recorded instead of ``step_s``);
 - ``device_peak_gib``: ``device.memory_stats()["peak_bytes_in_use"]`` where the backend has it
   (GPU); None on CPU;
 - ``load_before`` / ``load_after``: ``os.getloadavg()``, to judge how noisy the numbers are.
@@ -64,6 +66,23 @@ def xla_memory_gib(compiled) -> dict:
     return gib
 
 
+def available_memory_gib() -> float | None:
+    """``MemAvailable`` of /proc/meminfo in GiB (None where there is no /proc)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+#: Run a step only if XLA's planned peak fits in this fraction of the available host memory:
+#: an out-of-memory kill on a shared machine can take a neighbour's process with it.
+MEMORY_SAFETY_FRACTION = 0.9
+
+
 def measure(cfg: BenchConfig) -> dict:
     load_before = load_average()
     work = build(cfg)
@@ -73,6 +92,16 @@ def measure(cfg: BenchConfig) -> dict:
     compile_s = time.perf_counter() - t0
     flops = xla_flops(compiled.cost_analysis())
     memory_plan = xla_memory_gib(compiled)
+    available = available_memory_gib()
+    if (jax.default_backend() == "cpu" and available is not None and memory_plan
+            and memory_plan["planned_peak"] > MEMORY_SAFETY_FRACTION * available):
+        return {
+            **dataclasses.asdict(cfg), "status": "skipped",
+            "error": f"XLA plans {memory_plan['planned_peak']:.1f} GiB for this step, more than "
+                     f"{MEMORY_SAFETY_FRACTION:.0%} of the {available:.1f} GiB available",
+            "compile_s": compile_s, "flops": flops, "xla_memory_gib": memory_plan,
+            "peak_rss_gib": peak_rss_gib(), "load_before": load_before,
+        }
 
     args = work.args
     times = []

@@ -40,7 +40,8 @@ def summarise(records: dict[str, dict]) -> dict:
     - compile_s: compile time of our diffusion training step at 64x64x16 (compile_s_max: the
       largest over our training steps in the run);
     - inference_over_forward: 5-step sampling time / one forward pass at 64x64x16;
-    - peak_rss_gib_256x256x48: peak host RSS of the one remat step at 256x256x48.
+    - peak_rss_gib_256x256x48: peak host RSS of the one remat step at 256x256x48;
+      planned_peak_gib_256x256x48: XLA's buffer plan for it (also when too big to run).
     """
     step = lambda name: _field(records, name, "step_s")
     ours_train = [
@@ -60,7 +61,14 @@ def summarise(records: dict[str, dict]) -> dict:
         "compile_s_max": max(ours_train) if ours_train else None,
         "inference_over_forward": ratio(step("sample5_64x64x16"), step("forward_64x64x16")),
         "peak_rss_gib_256x256x48": _field(records, "memory_remat_256x256x48", "peak_rss_gib"),
+        "planned_peak_gib_256x256x48": _planned_peak(records.get("memory_remat_256x256x48")),
     }
+
+
+def _planned_peak(record: dict | None) -> float | None:
+    """XLA's planned peak (GiB) of a record, whether or not the step was run."""
+    plan = (record or {}).get("xla_memory_gib") or {}
+    return plan.get("planned_peak")
 
 
 def verdicts(summary: dict) -> dict[str, str]:

@@ -86,7 +86,8 @@ def test_summary_ratios_and_keys():
         _rec("reference_train_diffusion_96x96x32", 35.0, model="reference"),
         _rec("forward_64x64x16", 0.5, workload="forward"),
         _rec("sample5_64x64x16", 2.5, workload="sample"),
-        _rec("memory_remat_256x256x48", 100.0, peak_rss_gib=6.5),
+        _rec("memory_remat_256x256x48", 100.0, peak_rss_gib=6.5,
+             xla_memory_gib={"planned_peak": 7.0}),
     ]}
     s = summarise(records)
     assert CONTRACT_KEYS <= set(s)
@@ -98,6 +99,7 @@ def test_summary_ratios_and_keys():
     assert s["compile_s_max"] == pytest.approx(20.0)
     assert s["inference_over_forward"] == pytest.approx(5.0)
     assert s["peak_rss_gib_256x256x48"] == pytest.approx(6.5)
+    assert s["planned_peak_gib_256x256x48"] == pytest.approx(7.0)
     v = verdicts(s)
     assert v["recycling_over_plain"] == "pass"
     assert v["fraction_of_peak_96x96x32"] == "FAIL"
