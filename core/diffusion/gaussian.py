@@ -14,6 +14,7 @@ trailing axes. Equation numbers refer to Fu et al. (2023):
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from diffseg3d.core.diffusion.schedule import Schedule
 
 #: Variance choices for the reverse step p(x_{k-1} | x_k), see `posterior_variance`.
@@ -190,7 +191,11 @@ def model_time(schedule: Schedule, k: jnp.ndarray) -> jnp.ndarray:
 
     The network always sees the original time, never k, so a model trained with K = 1000 steps
     can be sampled with K = 5 (and vice versa) on the same inputs (design card).
+
+    The value is looked up in a table of t / T rounded once from float64, not divided on device:
+    XLA rewrites a division by the constant T into a multiplication by float32(1 / T), which is
+    1 ulp off for most t, and whether it does so depends on the compiler and backend.
     """
-    return schedule.timesteps[jnp.asarray(k)].astype(jnp.float32) / jnp.float32(
-        schedule.num_timesteps
-    )
+    num_timesteps = schedule.num_timesteps
+    times = np.arange(num_timesteps + 1, dtype=np.float64) / num_timesteps
+    return jnp.asarray(times, dtype=jnp.float32)[schedule.timesteps[jnp.asarray(k)]]

@@ -107,6 +107,21 @@ def test_model_time_is_original_time_over_t_not_index():
     np.testing.assert_allclose(np.asarray(t), [0.001, 0.251, 0.5, 0.75, 1.0], rtol=1e-6)
 
 
+def test_model_time_is_the_correctly_rounded_t_over_T_eager_and_under_jit():
+    """t_k / T to the float32 nearest, whatever the compiler does with a division by a constant
+    (XLA turns x / 1000 into x * float32(1 / 1000), 1 ulp off for most t): the training step and
+    the sampler must see bit-identical times for the same t."""
+    schedule = make_schedule(1000, 1000)
+    k = jnp.arange(1000)
+    expected = (np.arange(1, 1001) / 1000.0).astype(np.float32)  # float64 division, one rounding
+    np.testing.assert_array_equal(np.asarray(jax.jit(model_time)(schedule, k)), expected)
+    np.testing.assert_array_equal(np.asarray(model_time(schedule, k)), expected)
+    five = make_schedule(1000, 5)
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(model_time)(five, jnp.arange(5))), expected[[0, 250, 499, 749, 999]]
+    )
+
+
 def test_step_index_must_be_a_batch_vector():
     schedule = make_schedule(1000, 5)
     x0, eps = _arrays()
