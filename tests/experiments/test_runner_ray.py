@@ -326,11 +326,20 @@ def test_killed_trial_resumes_from_its_checkpoint_on_a_two_node_cluster(
     assert marker.is_file(), "the fault hook never fired"
     killed_pid = int(marker.read_text().split()[2])
 
-    # Tune restarted the trial in a new worker process, from its step-10 checkpoint.
-    result_json = out / "ray_results" / GRID_NAME / KILLED / "result.json"
-    rows = [json.loads(line) for line in result_json.read_text().splitlines() if line.strip()]
-    assert [r["step"] for r in rows] == [10, 20]
-    assert rows[0]["pid"] == killed_pid and rows[1]["pid"] != killed_pid
+    # Tune restarted the trial once, in a new worker process, from its first checkpoint
+    # (iteration 1 = step 10): the final result is iteration 2 but the first since the restore.
+    from ray.tune import ExperimentAnalysis
+
+    experiment_dir = out / "ray_results" / GRID_NAME
+    failures = {t.config["trial"]: t.num_failures
+                for t in ExperimentAnalysis(str(experiment_dir)).trials}
+    assert failures == {KILLED: 1, TRIALS[0]: 0}
+    result_json = experiment_dir / KILLED / "result.json"
+    last = json.loads(result_json.read_text().splitlines()[-1])
+    assert (last["step"], last["training_iteration"], last["iterations_since_restore"]) == (
+        20, 2, 1,
+    )
+    assert last["pid"] != killed_pid and last["trial_done"] is True
 
     client = MlflowClient(uri)
     parents, children = _children(client, GRID_NAME)
