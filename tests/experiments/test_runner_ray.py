@@ -8,6 +8,7 @@ node is a `ray start --block` process in its own process group, ended by signall
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -302,6 +303,7 @@ def cluster(workspace):
     finally:
         for proc in reversed(procs):
             _stop(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.timeout(900)
