@@ -91,11 +91,14 @@ def run_grid(
     storage_path: Tune storage (local path, NFS mount or `s3://...`); default
         `<out_dir>/ray_results`. On a multi-node cluster it must be storage every node sees.
 
-    Returns, in grid order, `{"trial", "hash", "status": "ok"|"error"|"unfinished",
-    "error": str|None,
-    "metrics": {...last reported metrics...}, "checkpoint": path|None}`. Failed trials are
-    returned, not raised; use `failed_trials` / `raise_for_failures` to turn them into an exit
-    status.
+    Returns, in grid order, `{"trial", "hash", "status", "error", "metrics", "checkpoint"}`:
+    status "ok" (final report received), "error" (raised or lost more than `max_failures`
+    times; `error` is the root cause in one line) or "unfinished" (driver interrupted);
+    `metrics` is the last reported dict (the test means for finished trials); `checkpoint`
+    the path of its last checkpoint on Tune's storage. Failed trials are returned, not raised:
+    `failed_trials` / `raise_for_failures` turn them into an exit status.
+
+    Note: on a restore, Tune keeps the original run's `max_concurrent` and `max_failures`.
     """
     from diffseg3d.experiments.grid import expand, grid_hash, load_grid, resolve_grid_path
     from diffseg3d.experiments.tracking import default_tracking_uri
