@@ -23,7 +23,9 @@ backward, batch 1, 64x64x16; the machine was shared, load ~9, so ratios matter, 
 3x3x3 conv C=32: lax3d 1810 ms, slices 525 ms (3.4x); C=64: 4194 vs 1841 ms (2.3x);
 temporary memory 24 -> 64 MiB (C=32). Stride-2 2x2x2 down-sampling C=32: lax 1189 ms vs
 space-to-depth matmul 18 ms; up-sampling: lax ``conv_transpose`` 3137 ms vs 63 ms. Whole paper
-UNet step (32/64/128/256, 32x32x16): lax3d 4561 ms, slices 1645 ms (2.8x), temp 121 vs 189 MiB.
+UNet step (32/64/128/256, 32x32x16): lax3d 4561 ms, slices 1645 ms (2.8x), temp 121 vs 189 MiB;
+in process CPU time (robust to the load): lax3d 3132 ms, slices 1689 ms (1.9x), slices with
+bfloat16 compute 1764 ms (no gain from bfloat16 on this CPU), slices + remat 2256 ms.
 
 2D inputs (two spatial dims) always use the native 2D conv; the forms only differ for 3D.
 """
