@@ -49,6 +49,71 @@ def hlo_opcodes(hlo_text: str) -> dict[str, str]:
     return out
 
 
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+
+
+def op_categories(hlo_text: str) -> dict[str, str]:
+    """Instruction name -> category. A fusion is named by what it computes: ``conv fusion``
+    (its computation holds a convolution; on XLA:CPU these are the YNNPACK/oneDNN kernels),
+    ``dot fusion``, ``scatter fusion``, else ``elementwise/reduce fusion`` (GroupNorm, SiLU,
+    adds, optimizer update); other instructions keep their opcode."""
+    comp_ops: dict[str, set[str]] = collections.defaultdict(set)
+    calls: dict[str, str] = {}
+    current = None
+    for line in hlo_text.splitlines():
+        m = _COMPUTATION.match(line)
+        if m and "=" not in line.split("{")[0]:
+            current = m.group(1)
+            continue
+        m = _INSTR.match(line)
+        if m and current is not None:
+            comp_ops[current].add(m.group(3))
+            c = _CALLS.search(line)
+            if c and m.group(3) == "fusion":
+                calls[m.group(1)] = c.group(1)
+    out = {}
+    for name, opcode in hlo_opcodes(hlo_text).items():
+        if opcode != "fusion":
+            out[name] = opcode
+            continue
+        inner = comp_ops.get(calls.get(name, ""), set())
+        for op, cat in (("convolution", "conv fusion"), ("dot", "dot fusion"),
+                        ("scatter", "scatter fusion")):
+            if op in inner:
+                out[name] = cat
+                break
+        else:
+            out[name] = "elementwise/reduce fusion"
+    return out
+
+
+def fusion_conv_flops(hlo_text: str) -> dict[str, float]:
+    """Top-level instruction name -> FLOPs of the convolutions it runs (itself or inside the
+    fused computation it calls)."""
+    per_conv = conv_flops_from_hlo(hlo_text)
+    owner: dict[str, str] = {}
+    comp_convs: dict[str, float] = collections.defaultdict(float)
+    current = None
+    for line in hlo_text.splitlines():
+        m = _COMPUTATION.match(line)
+        if m and "=" not in line.split("{")[0]:
+            current = m.group(1)
+            continue
+        m = _INSTR.match(line)
+        if m and current is not None:
+            if m.group(1) in per_conv:
+                comp_convs[current] += per_conv[m.group(1)]
+            c = _CALLS.search(line)
+            if c and m.group(3) == "fusion":
+                owner[m.group(1)] = c.group(1)
+    out = {name: f for name, f in per_conv.items()}
+    for name, comp in owner.items():
+        if comp_convs.get(comp):
+            out[name] = comp_convs[comp]
+    return out
+
+
 def conv_flops_from_hlo(hlo_text: str) -> dict[str, float]:
     """FLOPs of each ``convolution`` instruction in HLO text:
     ``2 * prod(output dims) * prod(window size) * lhs_features / feature_group_count``.
@@ -102,8 +167,8 @@ def profile(cfg: BenchConfig) -> dict:
     work = build(cfg)
     compiled = jax.jit(work.fn, donate_argnums=work.donate_argnums).lower(*work.args).compile()
     hlo = compiled.as_text()
-    opcodes = hlo_opcodes(hlo)
-    conv_flops = conv_flops_from_hlo(hlo)
+    opcodes = op_categories(hlo)
+    conv_flops = fusion_conv_flops(hlo)
     args = work.args
     out = compiled(*args)
     jax.block_until_ready(out)
@@ -119,8 +184,8 @@ def profile(cfg: BenchConfig) -> dict:
     for name, s in seconds.items():
         by_cat[opcodes.get(name, "other")] += s
     total = sum(seconds.values())
-    conv_s = sum(s for n, s in seconds.items() if opcodes.get(n) == "convolution")
-    conv_total_flops = sum(conv_flops.values())
+    conv_s = sum(s for n, s in seconds.items() if n in conv_flops)
+    conv_total_flops = sum(f for n, f in conv_flops.items() if n in seconds)
     top = sorted(seconds.items(), key=lambda kv: -kv[1])[:25]
     return {
         "config": json.loads(cfg.to_json()),
@@ -134,6 +199,8 @@ def profile(cfg: BenchConfig) -> dict:
         "top_ops": [{"name": n, "opcode": opcodes.get(n, "?"), "s": s,
                      "gflops": conv_flops[n] / s / 1e9 if n in conv_flops and s else None}
                     for n, s in top],
+        "conv_seconds": conv_s,
+        "op_seconds": seconds,
         "load_average": list(__import__("os").getloadavg()),
     }
 
