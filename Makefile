@@ -4,23 +4,28 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
-# make ablations knobs: PROFILE=smoke|quick|paper, GRID=<grid yaml>, DATA=<prepared folder>,
-# OUT=<runs folder holding mlflow.db, artifacts and Tune results>, RAY_ADDRESS=<cluster>.
+# make ablations knobs: PROFILE=smoke|quick|paper, GRID=<grid yaml>, DATA=<prepared folder that
+# replaces every data set of the grid; empty = the grid's own data roots>, OUT=<runs folder holding
+# mlflow.db, artifacts and Tune results>, RAY_ADDRESS=<cluster>, MLFLOW_TRACKING_URI=<server>.
 PROFILE  ?= quick
 GRID     ?= experiments/grids/paper.yaml
 OUT      ?= runs
-DATA     ?= data/phantom
+PHANTOM  ?= data/phantom
+DATA     ?= $(PHANTOM)
 RESULTS  ?= results
 EXPERIMENT ?= paper
 PHANTOM_CASES ?= 24
 MAX_CONCURRENT ?= 2
 PYTEST_ARGS ?=
+# Only the embedded phantom is generated on demand; a user's DATA folder must already be prepared.
+DATA_PREREQ := $(if $(filter $(PHANTOM),$(DATA)),$(PHANTOM)/dataset.json,)
+DATA_FLAGS  := $(if $(DATA),--data $(DATA),)
 
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
 export MLFLOW_TRACKING_URI ?= sqlite:///$(abspath $(OUT))/mlflow.db
 
-.PHONY: setup tex test lint ablations tables ui bench data clean
+.PHONY: setup tex test lint ablations tables ui bench bench-quick bench-levers data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,24 +49,34 @@ test: $(STAMP) tex
 lint: $(STAMP)
 	$(BIN)/ruff check core experiments analysis tests benchmarks
 
-$(DATA)/dataset.json: | $(STAMP)
-	$(BIN)/diffseg3d data phantom --out $(DATA) --cases $(PHANTOM_CASES)
+$(PHANTOM)/dataset.json: | $(STAMP)
+	$(BIN)/diffseg3d data phantom --out $(PHANTOM) --cases $(PHANTOM_CASES)
 
-data: $(DATA)/dataset.json
+data: $(PHANTOM)/dataset.json
 
-ablations: $(STAMP) tex $(DATA)/dataset.json
-	$(BIN)/diffseg3d ablate $(GRID) --profile $(PROFILE) --data $(DATA) --out $(OUT) \
+ablations: $(STAMP) tex $(DATA_PREREQ)
+	mkdir -p $(OUT)
+	$(BIN)/diffseg3d ablate $(GRID) --profile $(PROFILE) $(DATA_FLAGS) --out $(OUT) \
 	  --max-concurrent $(MAX_CONCURRENT)
-	$(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT)
+	$(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT) \
+	  --grid $(GRID) $(DATA_FLAGS)
 
+# Tables from the runs already in the store (as left by `make ablations` with the same knobs).
 tables: $(STAMP) tex
-	$(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT)
+	$(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT) \
+	  --grid $(GRID) $(DATA_FLAGS)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
+
+bench-levers: $(STAMP)
+	$(BIN)/python -m benchmarks.run --groups levers
 
 clean:
 	rm -rf $(OUT) $(RESULTS) .pytest_cache
