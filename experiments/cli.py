@@ -89,6 +89,8 @@ def _run_ablate(args) -> int:
         data_override=args.data,
         out_dir=args.out,
         max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures,
+        storage_path=args.storage,
     )
     failures = failed_trials(results)
     print(f"{len(results) - len(failures)} of {len(results)} trials finished")
@@ -199,6 +201,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         default=2,
         metavar="N",
         help="trials running at the same time (default 2)",
+    )
+    ablate.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        metavar="N",
+        help="retries of a lost or crashed trial from its last checkpoint (default 2)",
+    )
+    ablate.add_argument(
+        "--storage",
+        default=None,
+        metavar="PATH",
+        help="Tune storage for checkpoints and experiment state (default <out>/ray_results; "
+        "on a cluster a shared path or s3://... reachable from every node)",
     )
     ablate.set_defaults(func=_run_ablate)
 

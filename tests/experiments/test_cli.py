@@ -16,7 +16,7 @@ from diffseg3d.experiments.cli import main
 
 SUBCOMMANDS = {
     "train": ["--profile", "--data", "--out", "--resume", "--experiment"],
-    "ablate": ["--profile", "--data", "--out", "--max-concurrent"],
+    "ablate": ["--profile", "--data", "--out", "--max-concurrent", "--max-failures", "--storage"],
     "evaluate": ["--pred", "--labels", "--spacing-from-labels", "--classes", "--out"],
     "data": ["phantom"],
     "tables": ["--experiment", "--out"],
