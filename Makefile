@@ -23,7 +23,9 @@ DATA_FLAGS  := $(if $(DATA),--data $(DATA),)
 
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
-export MLFLOW_TRACKING_URI ?= sqlite:///$(abspath $(OUT))/mlflow.db
+# The MLflow store of the main job (a `mlflow server` URL on a cluster). Passed to the commands that
+# need it only: exporting it globally would redirect the tests' own temporary stores.
+TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(OUT))/mlflow.db)
 
 .PHONY: setup tex test lint ablations tables ui bench bench-quick bench-levers data clean
 
@@ -44,7 +46,7 @@ tex:
 setup: $(STAMP) tex
 
 test: $(STAMP) tex
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check core experiments analysis tests benchmarks
@@ -56,18 +58,18 @@ data: $(PHANTOM)/dataset.json
 
 ablations: $(STAMP) tex $(DATA_PREREQ)
 	mkdir -p $(OUT)
-	$(BIN)/diffseg3d ablate $(GRID) --profile $(PROFILE) $(DATA_FLAGS) --out $(OUT) \
+	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/diffseg3d ablate $(GRID) --profile $(PROFILE) $(DATA_FLAGS) --out $(OUT) \
 	  --max-concurrent $(MAX_CONCURRENT)
-	$(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT) \
+	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT) \
 	  --grid $(GRID) $(DATA_FLAGS)
 
 # Tables from the runs already in the store (as left by `make ablations` with the same knobs).
 tables: $(STAMP) tex
-	$(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT) \
+	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT) \
 	  --grid $(GRID) $(DATA_FLAGS)
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

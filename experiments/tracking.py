@@ -33,6 +33,7 @@ TAG_GRID_HASH = "diffseg3d.grid_hash"
 TAG_KIND = "diffseg3d.kind"  # "grid" on parent runs, "trial" on trial runs
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+TAG_SUPERSEDED_BY = "diffseg3d.superseded_by"
 
 #: MLflow's per-request limits for `log_batch`.
 MAX_METRICS_PER_BATCH = 1000
@@ -137,6 +138,21 @@ def _chunks(items: list, size: int) -> Iterable[list]:
         yield items[i : i + size]
 
 
+def _unfinished_runs(
+    client: MlflowClient, exp_id: str, parent_run_id: str, trial: str, chash: str
+) -> list:
+    """Active, not FINISHED runs of `trial` (same config hash) under `parent_run_id`."""
+    runs = client.search_runs(
+        [exp_id],
+        filter_string=(
+            f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_TRIAL}` = '{trial}' "
+            f"and tags.`{TAG_CONFIG_HASH}` = '{chash}'"
+        ),
+    )
+    finished = RunStatus.to_string(RunStatus.FINISHED)
+    return [r for r in runs if r.info.status != finished]
+
+
 class TrialRun:
     """The MLflow run of one trial; open it with `start` (new run) or `reopen` (resumed trial).
 
@@ -157,9 +173,20 @@ class TrialRun:
         tracking_uri: str | None = None,
         parent_run_id: str | None = None,
     ) -> TrialRun:
-        """A new child run for `config` (named `config.name`) with params = `flatten(config)`."""
+        """A new child run for `config` (named `config.name`) with params = `flatten(config)`.
+
+        A trial that starts afresh under a parent run where it already has an unfinished run
+        (interrupted or crashed before its first checkpoint, so Tune restarts it from step 0)
+        supersedes that run: the old one is soft-deleted (`MlflowClient.restore_run` brings it
+        back) and tagged with the new run's id, so the grid keeps exactly one run per trial and
+        its curves do not restart mid-history."""
         client = client_for(tracking_uri)
         exp_id = _experiment_id(client, experiment)
+        stale = (
+            _unfinished_runs(client, exp_id, parent_run_id, config.name, config_hash(config))
+            if parent_run_id
+            else []
+        )
         tags = {
             TAG_TRIAL: config.name,
             TAG_CONFIG_HASH: config_hash(config),
@@ -169,6 +196,9 @@ class TrialRun:
         if parent_run_id:
             tags[TAG_PARENT] = parent_run_id
         run = client.create_run(exp_id, tags=tags, run_name=config.name)
+        for old in stale:
+            client.set_tag(old.info.run_id, TAG_SUPERSEDED_BY, run.info.run_id)
+            client.delete_run(old.info.run_id)
         trial_run = cls(client, run.info.run_id)
         trial_run.log_params(config)
         return trial_run

@@ -68,3 +68,29 @@ def test_trial_run_reopen_keeps_one_run(store):
         again.log_params(changed)
     with pytest.raises(ValueError, match="not found"):
         tracking.TrialRun.reopen("0" * 32, tracking_uri=uri)
+
+
+def test_restart_without_checkpoint_supersedes_the_unfinished_run(store):
+    """A trial interrupted before its first checkpoint restarts from step 0: its earlier,
+    unfinished run is soft-deleted (restorable) so the grid keeps exactly one run per trial."""
+    _, uri, exp = store
+    config = validate_config({"name": "t2", "tables": ["1"]})
+    other = validate_config({"name": "t3", "tables": ["1"]})
+    done = tracking.TrialRun.start(other, experiment="grid", tracking_uri=uri, parent_run_id="q")
+    done.finish()
+    stale = tracking.TrialRun.start(config, experiment="grid", tracking_uri=uri,
+                                    parent_run_id="q")
+    stale.log_metrics({"loss": 3.0}, step=1)  # killed here: status stays RUNNING
+    fresh = tracking.TrialRun.start(config, experiment="grid", tracking_uri=uri,
+                                    parent_run_id="q")
+    client = MlflowClient(uri)
+    active = client.search_runs([exp], "tags.`mlflow.parentRunId` = 'q'")
+    assert sorted(r.info.run_id for r in active) == sorted([done.run_id, fresh.run_id])
+    old = client.get_run(stale.run_id)
+    assert old.info.lifecycle_stage == "deleted"
+    assert old.data.tags["diffseg3d.superseded_by"] == fresh.run_id
+    # Under another parent (another grid run) nothing is touched.
+    elsewhere = tracking.TrialRun.start(config, experiment="grid", tracking_uri=uri,
+                                        parent_run_id="r")
+    assert client.get_run(fresh.run_id).info.lifecycle_stage == "active"
+    assert client.get_run(elsewhere.run_id).info.lifecycle_stage == "active"
