@@ -53,13 +53,9 @@ _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 
 
-def op_categories(hlo_text: str) -> dict[str, str]:
-    """Instruction name -> category. A fusion is named by what it computes: ``conv fusion``
-    (its computation holds a convolution; on XLA:CPU these are the YNNPACK/oneDNN kernels),
-    ``dot fusion``, ``scatter fusion``, else ``elementwise/reduce fusion`` (GroupNorm, SiLU,
-    adds, optimizer update); other instructions keep their opcode."""
-    comp_ops: dict[str, set[str]] = collections.defaultdict(set)
-    calls: dict[str, str] = {}
+def _instructions(hlo_text: str):
+    """Yield ``(computation, instruction name, opcode, called computation or None)`` for every
+    instruction of HLO text; the called computation is given for ``fusion`` instructions."""
     current = None
     for line in hlo_text.splitlines():
         m = _COMPUTATION.match(line)
@@ -68,10 +64,21 @@ def op_categories(hlo_text: str) -> dict[str, str]:
             continue
         m = _INSTR.match(line)
         if m and current is not None:
-            comp_ops[current].add(m.group(3))
-            c = _CALLS.search(line)
-            if c and m.group(3) == "fusion":
-                calls[m.group(1)] = c.group(1)
+            c = _CALLS.search(line) if m.group(3) == "fusion" else None
+            yield current, m.group(1), m.group(3), (c.group(1) if c else None)
+
+
+def op_categories(hlo_text: str) -> dict[str, str]:
+    """Instruction name -> category. A fusion is named by what it computes: ``conv fusion``
+    (its computation holds a convolution; on XLA:CPU these are the YNNPACK/oneDNN kernels),
+    ``dot fusion``, ``scatter fusion``, else ``elementwise/reduce fusion`` (GroupNorm, SiLU,
+    adds, optimizer update); other instructions keep their opcode."""
+    comp_ops: dict[str, set[str]] = collections.defaultdict(set)
+    calls: dict[str, str] = {}
+    for current, name, opcode, called in _instructions(hlo_text):
+        comp_ops[current].add(opcode)
+        if called is not None:
+            calls[name] = called
     out = {}
     for name, opcode in hlo_opcodes(hlo_text).items():
         if opcode != "fusion":
@@ -94,19 +101,11 @@ def fusion_conv_flops(hlo_text: str) -> dict[str, float]:
     per_conv = conv_flops_from_hlo(hlo_text)
     owner: dict[str, str] = {}
     comp_convs: dict[str, float] = collections.defaultdict(float)
-    current = None
-    for line in hlo_text.splitlines():
-        m = _COMPUTATION.match(line)
-        if m and "=" not in line.split("{")[0]:
-            current = m.group(1)
-            continue
-        m = _INSTR.match(line)
-        if m and current is not None:
-            if m.group(1) in per_conv:
-                comp_convs[current] += per_conv[m.group(1)]
-            c = _CALLS.search(line)
-            if c and m.group(3) == "fusion":
-                owner[m.group(1)] = c.group(1)
+    for current, name, _, called in _instructions(hlo_text):
+        if name in per_conv:
+            comp_convs[current] += per_conv[name]
+        if called is not None:
+            owner[name] = called
     out = {name: f for name, f in per_conv.items()}
     for name, comp in owner.items():
         if comp_convs.get(comp):
