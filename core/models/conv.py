@@ -32,9 +32,14 @@ bfloat16 compute 1764 ms (no gain from bfloat16 on this CPU), slices + remat 225
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from diffseg3d.core.models.kernel_grad import conv_kernel_grad
+from diffseg3d.core.models.ordering import after
 
 CONV_IMPLS = ("auto", "slices", "lax3d")
 
@@ -73,30 +78,81 @@ def conv_lax(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: str = "S
     )
 
 
-def conv3d_slices(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _check_slices_kernel(x: jax.Array, kernel: jax.Array) -> None:
+    cin = x.shape[-1]
+    if kernel.shape[3] != cin:
+        raise ValueError(f"kernel in_channels {kernel.shape[3]} != input channels {cin} (x {x.shape})")
+    if any(k % 2 != 1 for k in kernel.shape[:3]):
+        raise ValueError(f"conv3d_slices needs odd kernel sizes, got kernel {kernel.shape}")
+
+
+def stack_slices(x: jax.Array, kx: int) -> jax.Array:
+    """``(batch, X, Y, Z, c) -> (batch * X, Y, Z, kx * c)``: slice ``x + d - kx // 2`` (zero
+    outside) on channels ``d * c : (d + 1) * c``."""
+    b, nx, ny, nz, c = x.shape
+    if kx == 1:
+        return x.reshape(b * nx, ny, nz, c)
+    pad = kx // 2
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
+    stacked = jnp.concatenate([xp[:, d : d + nx] for d in range(kx)], axis=-1)
+    return stacked.reshape(b * nx, ny, nz, kx * c)
+
+
+def _conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.Array:
+    b, nx, ny, nz, _ = x.shape
+    kx, ky, kz, cin, cout = kernel.shape
+    # (kx, ky, kz, cin, cout) -> (ky, kz, kx * cin, cout), channel index d * cin + c as stacked.
+    kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(ky, kz, kx * cin, cout)
+    return conv_lax(stack_slices(x, kx), kernel2d).reshape(b, nx, ny, nz, cout)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.Array:
     """3D "SAME" stride-1 conv as one 2D conv over stacked shifted slices of the first spatial dim.
 
-    ``x`` ``(batch, X, Y, Z, cin)``, ``kernel`` ``(kx, ky, kz, cin, cout)`` with odd ``kx``.
+    ``x`` ``(batch, X, Y, Z, cin)``, ``kernel`` ``(kx, ky, kz, cin, cout)``, all sizes odd.
     ``y[b, x] = sum_d conv2d(x_pad[b, x + d], kernel[d])``; the sum over ``d`` is done by the 2D
     conv itself by putting slice ``d`` on input channels ``d * cin : (d + 1) * cin``.
     Returns ``(batch, X, Y, Z, cout)``; equal to ``conv_lax(x, kernel)`` up to float rounding.
+
+    Custom VJP (same gradients as autodiff, up to rounding): only ``x`` and ``kernel`` are saved,
+    not the ``kx``-times larger stacked input; the input gradient is the same slice conv of the
+    output cotangent with the flipped, in/out-transposed kernel (exact for odd sizes, "SAME"),
+    and the kernel gradient is ``kernel_grad.conv_kernel_grad``, one matmul per tap, 2-3x faster
+    on XLA:CPU than autodiff's conv form: on the restacked input (9 taps) by default, on ``x``
+    itself (27 taps, ~15 % slower, no ``kx``-times stacked copy alive) with ``lean=True``, the
+    choice of the rematerialising (memory-bound) U-Net.
     """
-    b, nx, ny, nz, cin = x.shape
-    kx, ky, kz, kcin, cout = kernel.shape
-    if kcin != cin:
-        raise ValueError(f"kernel in_channels {kcin} != input channels {cin} (x {x.shape})")
-    if kx % 2 != 1:
-        raise ValueError(f"conv3d_slices needs an odd kernel size, got kernel {kernel.shape}")
-    pad = kx // 2
-    if kx == 1:
-        stacked = x
+    _check_slices_kernel(x, kernel)
+    return _conv3d_slices(x, kernel, lean)
+
+
+def _slices_fwd(x, kernel, lean):
+    _check_slices_kernel(x, kernel)
+    return _conv3d_slices(x, kernel, lean), (x, kernel)
+
+
+def _slices_bwd(lean, res, g):
+    x, kernel = res
+    kx, ky, kz, cin, cout = kernel.shape
+    b, nx, ny, nz, _ = x.shape
+    g = g.astype(x.dtype)
+    flipped = jnp.flip(kernel, (0, 1, 2)).swapaxes(3, 4)
+    dx = _conv3d_slices(g, flipped, lean)
+    if lean:
+        dk = conv_kernel_grad(x, g, kernel.shape)
+        # The kernel gradient only feeds the optimiser, so XLA would defer it and keep ``g`` and
+        # its padded copy alive across later layers; the input gradient now waits for it.
+        dx = after(dx, dk)
     else:
-        xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
-        stacked = jnp.concatenate([xp[:, d : d + nx] for d in range(kx)], axis=-1)
-    # (kx, ky, kz, cin, cout) -> (ky, kz, kx * cin, cout), channel index d * cin + c as stacked.
-    kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(ky, kz, kx * cin, cout)
-    y = conv_lax(stacked.reshape(b * nx, ny, nz, kx * cin), kernel2d)
-    return y.reshape(b, nx, ny, nz, cout)
+        dk2 = conv_kernel_grad(
+            stack_slices(x, kx), g.reshape(b * nx, ny, nz, cout), (ky, kz, kx * cin, cout)
+        )
+        dk = dk2.reshape(ky, kz, kx, cin, cout).transpose(2, 0, 1, 3, 4)
+    return dx, dk.astype(kernel.dtype)
+
+
+conv3d_slices.defvjp(_slices_fwd, _slices_bwd)
 
 
 def conv3d_slices_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -135,10 +191,11 @@ def conv3d_slices_out(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y
 
 
-def conv_same(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
-    """Stride-1 "SAME" conv in the concrete form ``impl`` (``"slices"`` or ``"lax3d"``)."""
+def conv_same(x: jax.Array, kernel: jax.Array, impl: str, lean: bool = False) -> jax.Array:
+    """Stride-1 "SAME" conv in the concrete form ``impl`` (``"slices"`` or ``"lax3d"``);
+    ``lean``: the slice form's low-memory kernel gradient (see :func:`conv3d_slices`)."""
     if impl == "slices" and x.ndim == 5:
-        return conv3d_slices(x, kernel)
+        return conv3d_slices(x, kernel, lean)
     return conv_lax(x, kernel)
 
 

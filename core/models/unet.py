@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from diffseg3d.core.models.conv import conv_same, downsample, resolve_conv_impl, upsample
 from diffseg3d.core.models.norm import NORMS, make_norm
+from diffseg3d.core.models.ordering import after
 from diffseg3d.core.models.time_embedding import TimeEmbedding
 
 _KERNEL_INIT = nn.initializers.lecun_normal()
@@ -54,6 +55,7 @@ class Conv(nn.Module):
     kind: str = "same"
     impl: str = "lax3d"
     dtype: Any = jnp.float32  # compute dtype; parameters are float32
+    lean: bool = False  # slice form: low-memory kernel gradient (conv.conv3d_slices)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -66,7 +68,7 @@ class Conv(nn.Module):
         x = x.astype(self.dtype)
         kernel = kernel.astype(self.dtype)
         if self.kind == "same":
-            y = conv_same(x, kernel, self.impl)
+            y = conv_same(x, kernel, self.impl, self.lean)
         elif self.kind == "down":
             y = downsample(x, kernel, self.impl)
         elif self.kind == "up":
@@ -84,11 +86,13 @@ class ResBlock(nn.Module):
     num_groups: int = 8
     impl: str = "lax3d"
     dtype: Any = jnp.float32
+    lean: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, t_emb: jax.Array | None = None) -> jax.Array:
         c = self.features
-        h = Conv(c, 3, impl=self.impl, dtype=self.dtype, name="conv1")(x)
+        conv = dict(impl=self.impl, dtype=self.dtype, lean=self.lean)
+        h = Conv(c, 3, **conv, name="conv1")(x)
         h = make_norm(self.norm, c, self.num_groups, self.dtype, name="norm1")(h)
         if t_emb is not None:
             ss = nn.Dense(2 * c, dtype=self.dtype, param_dtype=jnp.float32, name="time_proj")(
@@ -98,23 +102,12 @@ class ResBlock(nn.Module):
             scale, shift = jnp.split(ss, 2, axis=-1)
             h = h * (1 + scale) + shift
         h = nn.silu(h)
-        h = Conv(c, 3, impl=self.impl, dtype=self.dtype, name="conv2")(h)
+        h = Conv(c, 3, **conv, name="conv2")(h)
         h = make_norm(self.norm, c, self.num_groups, self.dtype, name="norm2")(h)
         skip = x
         if x.shape[-1] != c:
             skip = nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32, name="skip_proj")(x)
         return nn.silu(h + skip.astype(h.dtype))
-
-
-def _after(x: jax.Array, g: jax.Array) -> jax.Array:
-    """``x`` (exactly, up to the sign of zeros) made data-dependent on the cotangent ``g``.
-
-    ``x + 0 * g[0]``: XLA keeps float multiplies by zero (``nan * 0`` is nan), so the value
-    cannot be computed before ``g`` exists. See :func:`_remat_block`. (A non-finite ``g[0]``
-    would make the recomputed block nan; the gradient is not finite then anyway.)
-    """
-    first = g.reshape(-1)[:1].astype(x.dtype).reshape(())
-    return x + jnp.zeros((), x.dtype) * first
 
 
 def _remat_block(block: nn.Module, x: jax.Array, t_emb: jax.Array | None) -> jax.Array:
@@ -140,7 +133,7 @@ def _remat_block(block: nn.Module, x: jax.Array, t_emb: jax.Array | None) -> jax
 
     def bwd(res, g):
         params, x, t_emb = res
-        x = _after(x, g)
+        x = after(x, g)
         _, vjp = jax.vjp(apply, params, x, t_emb)
         g_params, g_x, g_t = vjp(g)
         return {"params": g_params}, g_x, g_t
@@ -181,7 +174,8 @@ class UNet(nn.Module):
       remat: rematerialise each residual block in the backward pass (``_remat_block``, a
         custom VJP whose recomputation depends on the block's output cotangent): same
         parameters and outputs, gradients equal to float rounding, ~1/5 more FLOPs, no
-        forward-mode (``jvp``) differentiation. Cuts XLA:CPU's compiled temp memory, where
+        forward-mode (``jvp``) differentiation; the slice-form convs then also use their
+        low-memory kernel gradient (``conv.conv3d_slices(lean=True)``). Cuts XLA:CPU's compiled temp memory, where
         ``nn.remat`` did not (its ``optimization_barrier`` is dropped by XLA:CPU): paper U-Net
         gradient at 64x64x48 float32 slices 2076 -> 723 MiB (``nn.remat``: 2045), bfloat16
         lax3d 1178 -> 475 MiB; paper-size step (256x256x48, batch 1, bf16, lax3d, recycling)
@@ -240,7 +234,8 @@ class UNet(nn.Module):
     ) -> jax.Array:
         self._validate(image, x_t, t)
         impl = resolve_conv_impl(self.conv_impl)
-        kw = dict(norm=self.norm, num_groups=self.num_groups, impl=impl, dtype=self.dtype)
+        kw = dict(norm=self.norm, num_groups=self.num_groups, impl=impl, dtype=self.dtype,
+                  lean=self.remat)
         levels = len(self.channels)
 
         t_emb = None
@@ -252,7 +247,7 @@ class UNet(nn.Module):
                 self.channels[0], self.time_scale, dtype=self.dtype, name="time_embedding"
             )(t)
 
-        h = Conv(self.channels[0], 3, impl=impl, dtype=self.dtype, name="stem")(h)
+        h = Conv(self.channels[0], 3, impl=impl, dtype=self.dtype, lean=self.remat, name="stem")(h)
         skips = []
         for level, ch in enumerate(self.channels):
             for i in range(self.num_res_blocks):

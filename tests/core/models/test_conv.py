@@ -22,16 +22,20 @@ def _random(seed, x_shape, k_shape):
     return jnp.asarray(x), jnp.asarray(0.2 * rng.normal(size=k_shape), jnp.float32)
 
 
+@pytest.mark.parametrize("cin, cout", [(3, 4), (5, 2)])
+@pytest.mark.parametrize("lean", [False, True])
 @pytest.mark.parametrize("kernel_size", [3, 1])
-def test_slices_conv_matches_lax_3d_conv_values_and_gradients(kernel_size):
-    x, k = _random(0, (2, 5, 6, 4, 3), (kernel_size,) * 3 + (3, 4))
+def test_slices_conv_matches_lax_3d_conv_values_and_gradients(kernel_size, lean, cin, cout):
+    # lean with cin > cout takes the output-stacking form; the others stack the input.
+    x, k = _random(0, (2, 5, 6, 4, cin), (kernel_size,) * 3 + (cin, cout))
     np.testing.assert_allclose(conv3d_slices(x, k), conv_lax(x, k), atol=1e-5)
     np.testing.assert_allclose(conv3d_slices_sum(x, k), conv_lax(x, k), atol=1e-5)
 
     # A non-trivial cotangent (not all ones) so every output position weighs differently.
-    w = np.random.default_rng(1).normal(size=(2, 5, 6, 4, 4)).astype(np.float32)
+    w = np.random.default_rng(1).normal(size=(2, 5, 6, 4, cout)).astype(np.float32)
     loss = lambda f: lambda x, k: jnp.sum(f(x, k) * w)
-    gx_s, gk_s = jax.grad(loss(conv3d_slices), argnums=(0, 1))(x, k)
+    slices = lambda x, k: conv3d_slices(x, k, lean)
+    gx_s, gk_s = jax.grad(loss(slices), argnums=(0, 1))(x, k)
     gx_l, gk_l = jax.grad(loss(conv_lax), argnums=(0, 1))(x, k)
     np.testing.assert_allclose(gx_s, gx_l, atol=1e-5)
     np.testing.assert_allclose(gk_s, gk_l, atol=1e-4, rtol=1e-5)
@@ -86,3 +90,25 @@ def test_group_count_clips_to_a_divisor():
     assert group_count(4, 8) == 4
     assert group_count(7, 8) == 7
     assert group_count(10, 4) == 2
+
+
+def test_slices_conv_saves_only_input_and_kernel_for_backward():
+    # The stacked input is 3x the input; the custom VJP must not keep it between passes.
+    from jax._src.ad_checkpoint import saved_residuals
+
+    x, k = _random(3, (1, 6, 4, 4, 5), (3, 3, 3, 5, 7))
+    saved = saved_residuals(lambda x, k: jnp.sum(conv3d_slices(x, k)), x, k)
+    saved_bytes = sum(np.prod(aval.shape) * aval.dtype.itemsize for aval, _ in saved)
+    assert saved_bytes <= x.nbytes + k.nbytes
+
+
+def test_bfloat16_slices_conv_gradients_close_to_float32():
+    x, k = _random(4, (1, 4, 6, 4, 8), (3, 3, 3, 8, 8))
+    w = np.random.default_rng(5).normal(size=(1, 4, 6, 4, 8)).astype(np.float32)
+    loss = lambda x, k: jnp.sum(conv3d_slices(x, k).astype(jnp.float32) * w)
+    g32 = jax.grad(loss, argnums=(0, 1))(x, k)
+    g16 = jax.grad(loss, argnums=(0, 1))(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16))
+    assert g16[0].dtype == jnp.bfloat16 and g16[1].dtype == jnp.bfloat16
+    for a, b in zip(g16, g32):
+        rel = float(jnp.linalg.norm(a.astype(jnp.float32) - b) / jnp.linalg.norm(b))
+        assert rel < 2e-2
