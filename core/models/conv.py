@@ -8,18 +8,22 @@ Forms (``conv_impl``):
 
 - ``"lax3d"``: ``lax.conv_general_dilated`` over all spatial dims (cuDNN on GPU), strided conv
   for down-sampling and ``lax.conv_transpose`` for up-sampling.
-- ``"slices"``: a 3D ``k x k x k`` conv computed as ONE 2D ``k x k`` conv over the last two
-  spatial dims, with the first spatial dim folded into the batch and its ``k`` shifted slices
-  stacked on channels (``k * in_channels`` inputs). Folding the *first* spatial dim needs no
-  transpose (it sits next to the batch axis). XLA:CPU runs 2D convs much faster than 3D ones
-  (``benchmarks/conv_probe.py``). The 2x2x2 stride-2 down-/up-sampling convs are exact
-  space-to-depth / depth-to-space reshapes around one matmul.
+- ``"slices"``: a 3D ``k x k x k`` conv computed with 2D ``k x k`` convs over the last two
+  spatial dims, the first spatial dim folded into the batch (no transpose: it sits next to the
+  batch axis). XLA:CPU runs 2D convs much faster than 3D ones. Forward: below 64 input
+  channels a sum of ``k`` 2D convs on shifted slices, from 64 up ONE 2D conv with ``k * cout``
+  outputs whose slices are shifted and summed (``conv3d_slices_out``); ``lean`` (remat): ONE 2D
+  conv over the ``k`` shifted slices stacked on channels, in X-blocks. Backward (custom VJP):
+  the input gradient is the same slice conv of the cotangent with the flipped kernel, the
+  kernel gradient one matmul per tap (``kernel_grad.py``). The 2x2x2 stride-2 down-/up-sampling
+  convs are exact space-to-depth / depth-to-space reshapes around one matmul.
 - ``"auto"``: ``"slices"`` on the CPU backend, ``"lax3d"`` on GPU/TPU (cuDNN/TPU convs are
   fast natively, and the slice form needs ~2.7x the temporary memory). Resolved at trace time
   from ``jax.default_backend()``.
 
-Measured with ``benchmarks/conv_probe.py`` on the 2-core dev machine (XLA:CPU, forward +
-backward, batch 1, 64x64x16; the machine was shared, load ~9, so ratios matter, not absolutes):
+Measured with ``benchmarks/conv_probe.py`` on the 2-core dev machine, before the custom VJP and
+the forward-form choice (XLA:CPU, forward + backward, batch 1, 64x64x16; the machine was shared,
+load ~9, so ratios matter, not absolutes):
 3x3x3 conv C=32: lax3d 1810 ms, slices 525 ms (3.4x); C=64: 4194 vs 1841 ms (2.3x);
 temporary memory 24 -> 64 MiB (C=32). Stride-2 2x2x2 down-sampling C=32: lax 1189 ms vs
 space-to-depth matmul 18 ms; up-sampling: lax ``conv_transpose`` 3137 ms vs 63 ms. Whole paper
@@ -33,6 +37,7 @@ bfloat16 compute 1764 ms (no gain from bfloat16 on this CPU), slices + remat 225
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -86,16 +91,32 @@ def _check_slices_kernel(x: jax.Array, kernel: jax.Array) -> None:
         raise ValueError(f"conv3d_slices needs odd kernel sizes, got kernel {kernel.shape}")
 
 
+def _stack_padded(xp: jax.Array, kx: int) -> jax.Array:
+    """``(batch, m + kx - 1, Y, Z, c)`` (padded along X) -> ``(batch * m, Y, Z, kx * c)``."""
+    b, npad, ny, nz, c = xp.shape
+    m = npad - (kx - 1)
+    stacked = jnp.concatenate([xp[:, d : d + m] for d in range(kx)], axis=-1)
+    return stacked.reshape(b * m, ny, nz, kx * c)
+
+
 def stack_slices(x: jax.Array, kx: int) -> jax.Array:
     """``(batch, X, Y, Z, c) -> (batch * X, Y, Z, kx * c)``: slice ``x + d - kx // 2`` (zero
     outside) on channels ``d * c : (d + 1) * c``."""
-    b, nx, ny, nz, c = x.shape
-    if kx == 1:
-        return x.reshape(b * nx, ny, nz, c)
     pad = kx // 2
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
-    stacked = jnp.concatenate([xp[:, d : d + nx] for d in range(kx)], axis=-1)
-    return stacked.reshape(b * nx, ny, nz, kx * c)
+    return _stack_padded(jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0))), kx)
+
+
+#: ``lean`` slice convs work on blocks of X-slices whose stacked input is at most this big:
+#: the stacked copy and the scratch YNNPACK allocates beside it (about as large, outside XLA's
+#: buffer plan) then scale with the block, not the volume.
+LEAN_BLOCK_BYTES = 256 * 2**20
+
+
+def lean_blocks(x_shape: tuple[int, ...], kx: int, itemsize: int = 4) -> int:
+    """Number of X-blocks for a ``lean`` conv of ``x`` ``(batch, X, Y, Z, cin)``: the smallest
+    that keeps each block's float32 stacked input within :data:`LEAN_BLOCK_BYTES` (at most X)."""
+    stacked = math.prod(x_shape) * kx * itemsize
+    return max(1, min(x_shape[1], -(-stacked // LEAN_BLOCK_BYTES)))
 
 
 def _conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.Array:
@@ -103,7 +124,26 @@ def _conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.A
     kx, ky, kz, cin, cout = kernel.shape
     # (kx, ky, kz, cin, cout) -> (ky, kz, kx * cin, cout), channel index d * cin + c as stacked.
     kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(ky, kz, kx * cin, cout)
-    return conv_lax(stack_slices(x, kx), kernel2d).reshape(b, nx, ny, nz, cout)
+    if not lean:
+        # Timed on XLA:CPU (one forward conv, 96x96x32 / 48x48x16 / 24x24x8 / 12x12x4): the output
+        # form wins from 64 input channels (64->32: 336 vs 533 ms stacked; 64->64: 47 vs 81 ms;
+        # 256->256: 8.1 vs 11.3 ms), the sum of kx 2D convs below (32->32: 210 vs 232 ms;
+        # 32->64: 307 vs 364 ms; 10->32: 77 vs 80 ms).
+        if cin >= 64:
+            return conv3d_slices_out(x, kernel)
+        return conv3d_slices_sum(x, kernel)
+    blocks = lean_blocks(x.shape, kx)
+    if blocks == 1:
+        return conv_lax(stack_slices(x, kx), kernel2d).reshape(b, nx, ny, nz, cout)
+    pad = kx // 2
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
+    bounds = [round(i * nx / blocks) for i in range(blocks + 1)]
+    ys = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        # Each block starts after the previous one is done, so one block's temporaries live.
+        part = after(xp[:, lo : hi + 2 * pad], ys[-1] if ys else None)
+        ys.append(conv_lax(_stack_padded(part, kx), kernel2d).reshape(b, hi - lo, ny, nz, cout))
+    return jnp.concatenate(ys, axis=1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -156,9 +196,10 @@ conv3d_slices.defvjp(_slices_fwd, _slices_bwd)
 
 
 def conv3d_slices_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Same result as :func:`conv3d_slices`, as a sum of ``kx`` separate 2D convs (less memory).
+    """Same result as :func:`conv3d_slices`, as a sum of ``kx`` separate 2D convs.
 
-    Kept for the probe (``benchmarks/conv_probe.py``), which compares it to the stacked form.
+    The forward form of :func:`conv3d_slices` for fewer than 64 input channels (the timings
+    are in ``_conv3d_slices``).
     """
     b, nx, ny, nz, cin = x.shape
     kx = kernel.shape[0]
@@ -177,6 +218,7 @@ def conv3d_slices_out(x: jax.Array, kernel: jax.Array) -> jax.Array:
     ``z = conv2d(x, [kernel[0] | ... | kernel[kx-1]])`` on the unshifted input (first spatial
     dim folded into the batch, no input copies); ``y[x] = sum_d z_d[x + d - kx // 2]`` with
     zeros outside. The extra memory is on the output (``kx * cout``) instead of the input.
+    The forward form of :func:`conv3d_slices` from 64 input channels up.
     """
     b, nx, ny, nz, cin = x.shape
     kx, ky, kz, _, cout = kernel.shape

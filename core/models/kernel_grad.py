@@ -13,7 +13,7 @@ each a ``(pixels, cin)^T x (pixels, cout)`` product against a shifted copy of th
 output cotangent, it took 256 ms (and 103 instead of 260 ms at 48 x 48 x 16, C = 64). On the
 unstacked 3D input (27 taps, ``lean`` in ``conv.conv3d_slices``) it takes 293 / 122 ms but needs
 no stacked copy of the input: 76 instead of 220 MiB of temporaries at 96 x 96 x 32
-(``python -m benchmarks.conv_probe --kernel-grad``).
+(each gradient jitted alone, median of 3 calls, on the quiet 2-core machine).
 
 The shifted copies are the price. XLA:CPU's scheduler would make all ``ky * kz`` of them at
 once (9 copies of a 400 MB cotangent at paper size); each copy is therefore made to depend on
