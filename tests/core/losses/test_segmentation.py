@@ -1,5 +1,6 @@
 """Cross entropy and foreground soft Dice vs values computed by hand."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -76,3 +77,12 @@ def test_noise_l2_by_hand_and_shape_check():
     assert float(noise_l2(eps_hat, eps)) == pytest.approx((1 + 4 + 0 + 4) / 4)
     with pytest.raises(ValueError, match="shapes differ"):
         noise_l2(eps_hat, eps[:1])
+
+
+def test_cross_entropy_gradient_is_softmax_minus_onehot_over_voxels():
+    # d/dlogits mean(-log softmax[label]) = (softmax - onehot) / number of voxels.
+    rng = np.random.default_rng(3)
+    logits = jnp.asarray(rng.normal(size=(2, 3, 4, 5)), jnp.float32)
+    label = jnp.asarray(rng.integers(0, 5, size=(2, 3, 4)))
+    expected = (jax.nn.softmax(logits, -1) - jax.nn.one_hot(label, 5)) / (2 * 3 * 4)
+    np.testing.assert_allclose(jax.grad(cross_entropy)(logits, label), expected, atol=1e-7)
