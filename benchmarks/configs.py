@@ -100,6 +100,16 @@ class BenchConfig:
         return cls(**raw)
 
 
+#: Ratios measured with ``benchmarks.paired`` (both configurations in ONE process, steps
+#: interleaved, median of per-round ratios), run by ``benchmarks.run`` as soon as both members
+#: are in its plan: summary key -> (A = denominator, B = numerator). Two separate processes
+#: minutes apart see different load and memory placement: at 64x64x16 they gave 1.25 and 1.35
+#: for recycling / plain in two runs of one afternoon; interleaved rounds agree within 3 %.
+PAIRS = {
+    "recycling_over_plain": ("train_diffusion_64x64x16", "train_recycling_64x64x16"),
+}
+
+
 def size_tag(size: tuple[int, ...]) -> str:
     """(64, 64, 16) -> "64x64x16"."""
     return "x".join(str(n) for n in size)

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--a", help="JSON overrides of A's BenchConfig fields")
     p.add_argument("--b", help="JSON overrides of B's BenchConfig fields")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds (>= 5 for the median)")
+    p.add_argument("--emit", action="store_true",
+                   help="also print the result as one BENCH_RESULT JSON line (for benchmarks.run)")
     args = p.parse_args(argv)
     a = _config(args.a_name, args.a, "A")
     b = _config(args.b_name, args.b, "B")
@@ -102,6 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"A {a.name}: {result['a_step_s']:.3f} s   B {b.name}: {result['b_step_s']:.3f} s   "
           f"B/A {result['b_over_a']:.3f} (rounds {[round(r, 3) for r in result['ratios']]}), "
           f"load {result['load_before'][0]} -> {result['load_after'][0]}")
+    if args.emit:
+        from benchmarks.measure import RESULT_PREFIX
+
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
     return result
 
 

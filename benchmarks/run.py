@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.configs import BenchConfig, plan
+from benchmarks.configs import PAIRS, BenchConfig, plan
 from benchmarks.machine import load_average, machine_info
 from benchmarks.measure import RESULT_PREFIX
 from benchmarks.report import format_summary, format_table
@@ -80,6 +80,27 @@ def run_config(cfg: BenchConfig, timeout_s: float) -> dict:
                 "wall_s": time.perf_counter() - t0}
     record["wall_s"] = time.perf_counter() - t0
     return record
+
+
+def run_pair(key: str, a_name: str, b_name: str, timeout_s: float, rounds: int = 5) -> dict:
+    """``benchmarks.paired a_name b_name --emit`` in a fresh process: the interleaved ratio."""
+    base = {"name": f"paired_{key}", "a_name": a_name, "b_name": b_name,
+            "load_before": load_average()}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.paired", a_name, b_name,
+             "--rounds", str(rounds), "--emit"],
+            cwd=REPO_ROOT, env=child_env(BenchConfig(a_name)), capture_output=True, text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return {**base, "status": "timeout", "error": f"killed after {timeout_s:.0f} s"}
+    record = parse_child_output(proc.stdout)
+    if proc.returncode != 0 or record is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {**base, "status": "error", "error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    return {**base, **record, "status": "ok", "wall_s": time.perf_counter() - t0}
 
 
 def monai_status() -> str:
@@ -146,6 +167,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.perf_counter()
     records = []
+    paired = {}
+    pending = {key: pair for key, pair in PAIRS.items()
+               if all(n in {c.name for c in chosen} for n in pair)}
     for cfg in chosen:
         left = args.budget_s - (time.perf_counter() - start)
         if left < MIN_SECONDS_TO_START:
@@ -160,9 +184,19 @@ def main(argv: list[str] | None = None) -> dict:
               + (f"step {step:.3f} s  compile {rec['compile_s']:.1f} s  "
                  f"load {rec['load_before'][0]}" if step is not None else rec.get("error", "")),
               flush=True)
+        done = {r["name"] for r in records}
+        for key, (a_name, b_name) in list(pending.items()):
+            left = args.budget_s - (time.perf_counter() - start)
+            if {a_name, b_name} <= done and left >= MIN_SECONDS_TO_START:
+                del pending[key]
+                paired[key] = run_pair(key, a_name, b_name, timeout_s=left)
+                ratio = paired[key].get("b_over_a")
+                print(f"  {'paired ' + key:<44} {paired[key]['status']:<7} "
+                      + (f"{b_name} / {a_name} = {ratio:.3f}, interleaved in one process"
+                         if ratio is not None else paired[key].get("error", "")), flush=True)
 
     by_name = {r["name"]: r for r in records}
-    summary = summarise(by_name)
+    summary = summarise(by_name, paired)
     result = {
         **summary,
         "machine": machine_info(),
@@ -171,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         "budget_s": args.budget_s,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "records": records,
+        "paired": paired,
     }
     out = default_out(args)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,10 +31,13 @@ def _field(records: dict, name: str, key: str):
     return None if rec is None else rec.get(key)
 
 
-def summarise(records: dict[str, dict]) -> dict:
-    """Contract keys from records keyed by config name (see `configs.plan` for the names).
+def summarise(records: dict[str, dict], paired: dict[str, dict] | None = None) -> dict:
+    """Contract keys from records keyed by config name (see `configs.plan` for the names) and
+    the interleaved pairs of `configs.PAIRS` (key -> `benchmarks.paired` result).
 
-    - recycling_over_plain: step time recycling / plain diffusion at 64x64x16;
+    - recycling_over_plain: step time recycling / plain diffusion at 64x64x16, interleaved in
+      one process (`paired`); recycling_over_plain_separate: the same from the two separate
+      per-config processes;
     - speedup_vs_reference_{64x64x16,96x96x32}: reference step time / ours (plain diffusion);
     - fraction_of_peak_96x96x32: our diffusion step's XLA FLOPs / time / fp32 peak;
     - compile_s: compile time of our diffusion training step at 64x64x16 (compile_s_max: the
@@ -48,9 +51,11 @@ def summarise(records: dict[str, dict]) -> dict:
         r["compile_s"] for r in records.values()
         if r.get("status") == "ok" and r["workload"] == "train" and r["model"] == "ours"
     ]
+    pair = (paired or {}).get("recycling_over_plain") or {}
     return {
-        "recycling_over_plain": ratio(step("train_recycling_64x64x16"),
-                                      step("train_diffusion_64x64x16")),
+        "recycling_over_plain": pair.get("b_over_a") if pair.get("status") == "ok" else None,
+        "recycling_over_plain_separate": ratio(step("train_recycling_64x64x16"),
+                                               step("train_diffusion_64x64x16")),
         "speedup_vs_reference_64x64x16": ratio(step("reference_train_diffusion_64x64x16"),
                                                step("train_diffusion_64x64x16")),
         "speedup_vs_reference_96x96x32": ratio(step("reference_train_diffusion_96x96x32"),

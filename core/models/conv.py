@@ -41,10 +41,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax import lax
-
 from diffseg3d.core.models.kernel_grad import conv_kernel_grad
 from diffseg3d.core.models.ordering import after
+from jax import lax
 
 CONV_IMPLS = ("auto", "slices", "lax3d")
 
@@ -86,7 +85,9 @@ def conv_lax(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: str = "S
 def _check_slices_kernel(x: jax.Array, kernel: jax.Array) -> None:
     cin = x.shape[-1]
     if kernel.shape[3] != cin:
-        raise ValueError(f"kernel in_channels {kernel.shape[3]} != input channels {cin} (x {x.shape})")
+        raise ValueError(
+            f"kernel in_channels {kernel.shape[3]} != input channels {cin} (x {x.shape})"
+        )
     if any(k % 2 != 1 for k in kernel.shape[:3]):
         raise ValueError(f"conv3d_slices needs odd kernel sizes, got kernel {kernel.shape}")
 
@@ -139,7 +140,7 @@ def _conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.A
     xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
     bounds = [round(i * nx / blocks) for i in range(blocks + 1)]
     ys = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         # Each block starts after the previous one is done, so one block's temporaries live.
         part = after(xp[:, lo : hi + 2 * pad], ys[-1] if ys else None)
         ys.append(conv_lax(_stack_padded(part, kx), kernel2d).reshape(b, hi - lo, ny, nz, cout))

@@ -26,9 +26,8 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
-
 from diffseg3d.core.models.ordering import after
+from jax import lax
 
 
 def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
@@ -53,7 +52,7 @@ def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) 
     taps = []
     for tap in itertools.product(*[range(k) for k in ks]):
         window = (slice(None),) + tuple(
-            slice(2 * p - t, 2 * p - t + n) for p, t, n in zip(pads, tap, spatial)
+            slice(2 * p - t, 2 * p - t + n) for p, t, n in zip(pads, tap, spatial, strict=True)
         )
         shifted = after(g_pad[window], taps[-1] if taps else None)
         taps.append(lax.dot_general(

@@ -11,7 +11,7 @@ import pytest
 from diffseg3d.core.models import UNet
 from diffseg3d.core.models.conv import conv_lax
 
-from benchmarks.configs import BenchConfig, plan
+from benchmarks.configs import PAIRS, BenchConfig, plan
 from benchmarks.machine import cpu_peak_flops
 from benchmarks.measure import RESULT_PREFIX
 from benchmarks.paired import paired_ratios
@@ -89,9 +89,12 @@ def test_summary_ratios_and_keys():
         _rec("memory_remat_256x256x48", 100.0, peak_rss_gib=6.5,
              xla_memory_gib={"planned_peak": 7.0}),
     ]}
-    s = summarise(records)
+    paired = {"recycling_over_plain": {"status": "ok", "b_over_a": 1.25}}
+    s = summarise(records, paired)
     assert CONTRACT_KEYS <= set(s)
-    assert s["recycling_over_plain"] == pytest.approx(1.3)
+    # The contract ratio is the interleaved one; the separate-process ratio rides along.
+    assert s["recycling_over_plain"] == pytest.approx(1.25)
+    assert s["recycling_over_plain_separate"] == pytest.approx(1.3)
     assert s["speedup_vs_reference_64x64x16"] == pytest.approx(3.0)
     assert s["speedup_vs_reference_96x96x32"] == pytest.approx(3.5)
     assert s["fraction_of_peak_96x96x32"] == pytest.approx(0.4)
@@ -110,8 +113,9 @@ def test_summary_is_none_for_failed_configs():
         "train_diffusion_64x64x16": _rec("train_diffusion_64x64x16", 2.0),
         "train_recycling_64x64x16": {"name": "train_recycling_64x64x16", "status": "timeout"},
     }
-    s = summarise(records)
+    s = summarise(records, {"recycling_over_plain": {"status": "timeout"}})
     assert s["recycling_over_plain"] is None
+    assert s["recycling_over_plain_separate"] is None
     assert verdicts(s)["recycling_over_plain"] == "missing"
     assert ratio(None, 2.0) is None
 
@@ -132,6 +136,8 @@ def test_plan_names_feed_the_summary_and_are_unique():
     assert (192, 128, 128) not in {c.size for c in configs}
     with pytest.raises(SystemExit, match="nope"):
         select(configs, ["nope"], [])
+    for a_name, b_name in PAIRS.values():
+        assert {a_name, b_name} <= default
 
 
 def test_config_round_trip_and_bad_values():

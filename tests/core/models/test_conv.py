@@ -110,7 +110,7 @@ def test_bfloat16_slices_conv_gradients_close_to_float32():
     g32 = jax.grad(loss, argnums=(0, 1))(x, k)
     g16 = jax.grad(loss, argnums=(0, 1))(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16))
     assert g16[0].dtype == jnp.bfloat16 and g16[1].dtype == jnp.bfloat16
-    for a, b in zip(g16, g32):
+    for a, b in zip(g16, g32, strict=True):
         rel = float(jnp.linalg.norm(a.astype(jnp.float32) - b) / jnp.linalg.norm(b))
         assert rel < 2e-2
 
