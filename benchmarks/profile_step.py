@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--recycling", action="store_true")
     args = p.parse_args(argv)
     size = tuple(args.size)
-    cfg = BenchConfig(f"profile_{args.model}_{args.conv_impl}_{args.dtype}_{size_tag(size)}",
+    step = "recycling_" if args.recycling else ""
+    cfg = BenchConfig(f"profile_{args.model}_{args.conv_impl}_{args.dtype}_{step}{size_tag(size)}",
                       size=size, conv_impl=args.conv_impl, dtype=args.dtype, model=args.model,
                       recycling=args.recycling)
     result = profile(cfg)
