@@ -102,9 +102,10 @@ class BenchConfig:
 
 #: Ratios measured with ``benchmarks.paired`` (both configurations in ONE process, steps
 #: interleaved, median of per-round ratios), run by ``benchmarks.run`` right after A has been
-#: measured in its own process: summary key -> (A = denominator, B = numerator). Two separate processes
-#: minutes apart see different load and memory placement: at 64x64x16 they gave 1.25 and 1.35
-#: for recycling / plain in two runs of one afternoon; interleaved rounds agree within 3 %.
+#: measured in its own process: summary key -> (A = denominator, B = numerator). Separate
+#: processes minutes apart see different load and memory placement: at 64x64x16 they gave
+#: 1.35, 1.26 and 1.23 for recycling / plain in three runs of the same model code; interleaved
+#: rounds of one run agree within 5 %.
 PAIRS = {
     "recycling_over_plain": ("train_diffusion_64x64x16", "train_recycling_64x64x16"),
 }

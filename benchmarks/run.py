@@ -62,14 +62,13 @@ def parse_child_output(stdout: str) -> dict | None:
     return None
 
 
-def run_config(cfg: BenchConfig, timeout_s: float) -> dict:
-    """Measure ``cfg`` in a fresh ``python -m benchmarks.measure`` process."""
-    base = {"name": cfg.name, "workload": cfg.workload, "model": cfg.model,
-            "group": cfg.group, "load_before": load_average()}
+def _run_child(module_args: list[str], cfg: BenchConfig, base: dict, timeout_s: float) -> dict:
+    """``python -m <module_args>`` in a fresh process with ``cfg``'s environment: its
+    ``BENCH_RESULT`` record merged over ``base``, or ``base`` with status timeout/error."""
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.measure", cfg.to_json()],
+            [sys.executable, "-m", *module_args],
             cwd=REPO_ROOT, env=child_env(cfg), capture_output=True, text=True, timeout=timeout_s,
         )
     except subprocess.TimeoutExpired:
@@ -80,29 +79,22 @@ def run_config(cfg: BenchConfig, timeout_s: float) -> dict:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {**base, "status": "error", "error": f"exit {proc.returncode}: " + " | ".join(tail),
                 "wall_s": time.perf_counter() - t0}
-    record["wall_s"] = time.perf_counter() - t0
-    return record
+    return {**base, "status": "ok", **record, "wall_s": time.perf_counter() - t0}
 
 
-def run_pair(key: str, a_name: str, b_name: str, timeout_s: float, rounds: int = 5) -> dict:
-    """``benchmarks.paired a_name b_name --emit`` in a fresh process: the interleaved ratio."""
-    base = {"name": f"paired_{key}", "a_name": a_name, "b_name": b_name,
+def run_config(cfg: BenchConfig, timeout_s: float) -> dict:
+    """Measure ``cfg`` in a fresh ``python -m benchmarks.measure`` process."""
+    base = {"name": cfg.name, "workload": cfg.workload, "model": cfg.model,
+            "group": cfg.group, "load_before": load_average()}
+    return _run_child(["benchmarks.measure", cfg.to_json()], cfg, base, timeout_s)
+
+
+def run_pair(key: str, a: BenchConfig, b: BenchConfig, timeout_s: float, rounds: int = 5) -> dict:
+    """``benchmarks.paired A B --emit`` in a fresh process: the interleaved ratio B / A."""
+    base = {"name": f"paired_{key}", "a_name": a.name, "b_name": b.name,
             "load_before": load_average()}
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.paired", a_name, b_name,
-             "--rounds", str(rounds), "--emit"],
-            cwd=REPO_ROOT, env=child_env(BenchConfig(a_name)), capture_output=True, text=True,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        return {**base, "status": "timeout", "error": f"killed after {timeout_s:.0f} s"}
-    record = parse_child_output(proc.stdout)
-    if proc.returncode != 0 or record is None:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {**base, "status": "error", "error": f"exit {proc.returncode}: " + " | ".join(tail)}
-    return {**base, **record, "status": "ok", "wall_s": time.perf_counter() - t0}
+    args = ["benchmarks.paired", a.name, b.name, "--rounds", str(rounds), "--emit"]
+    return _run_child(args, a, base, timeout_s)
 
 
 def monai_status() -> str:
@@ -171,8 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
     records = []
     paired = {}
     # A pair runs once its A has been measured; both members must be in this run's plan.
+    chosen_by_name = {c.name: c for c in chosen}
     pending = {key: pair for key, pair in PAIRS.items()
-               if all(n in {c.name for c in chosen} for n in pair)}
+               if all(n in chosen_by_name for n in pair)}
     for cfg in chosen:
         left = args.budget_s - (time.perf_counter() - start)
         if left < MIN_SECONDS_TO_START:
@@ -192,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
             left = args.budget_s - (time.perf_counter() - start)
             if a_name in done and left >= MIN_SECONDS_TO_START:
                 del pending[key]
-                paired[key] = run_pair(key, a_name, b_name, timeout_s=left)
+                paired[key] = run_pair(key, chosen_by_name[a_name], chosen_by_name[b_name],
+                                       timeout_s=left)
                 ratio = paired[key].get("b_over_a")
                 print(f"  {'paired ' + key:<44} {paired[key]['status']:<7} "
                       + (f"{b_name} / {a_name} = {ratio:.3f}, interleaved in one process"

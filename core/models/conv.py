@@ -113,18 +113,17 @@ def stack_slices(x: jax.Array, kx: int) -> jax.Array:
 LEAN_BLOCK_BYTES = 256 * 2**20
 
 
-def lean_blocks(x_shape: tuple[int, ...], kx: int, itemsize: int = 4) -> int:
+def lean_blocks(x_shape: tuple[int, ...], kx: int) -> int:
     """Number of X-blocks for a ``lean`` conv of ``x`` ``(batch, X, Y, Z, cin)``: the smallest
-    that keeps each block's float32 stacked input within :data:`LEAN_BLOCK_BYTES` (at most X)."""
-    stacked = math.prod(x_shape) * kx * itemsize
+    that keeps each block's float32 stacked input within :data:`LEAN_BLOCK_BYTES` (at most X;
+    float32 also for bfloat16 compute, as XLA:CPU converts conv inputs to float32)."""
+    stacked = math.prod(x_shape) * kx * 4
     return max(1, min(x_shape[1], -(-stacked // LEAN_BLOCK_BYTES)))
 
 
 def _conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.Array:
     b, nx, ny, nz, _ = x.shape
     kx, ky, kz, cin, cout = kernel.shape
-    # (kx, ky, kz, cin, cout) -> (ky, kz, kx * cin, cout), channel index d * cin + c as stacked.
-    kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(ky, kz, kx * cin, cout)
     if not lean:
         # Timed on XLA:CPU (one forward conv, 96x96x32 / 48x48x16 / 24x24x8 / 12x12x4): the output
         # form wins from 64 input channels (64->32: 336 vs 533 ms stacked; 64->64: 47 vs 81 ms;
@@ -133,9 +132,9 @@ def _conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.A
         if cin >= 64:
             return conv3d_slices_out(x, kernel)
         return conv3d_slices_sum(x, kernel)
+    # (kx, ky, kz, cin, cout) -> (ky, kz, kx * cin, cout), channel index d * cin + c as stacked.
+    kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(ky, kz, kx * cin, cout)
     blocks = lean_blocks(x.shape, kx)
-    if blocks == 1:
-        return conv_lax(stack_slices(x, kx), kernel2d).reshape(b, nx, ny, nz, cout)
     pad = kx // 2
     xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
     bounds = [round(i * nx / blocks) for i in range(blocks + 1)]
@@ -149,11 +148,13 @@ def _conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.A
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.Array:
-    """3D "SAME" stride-1 conv as one 2D conv over stacked shifted slices of the first spatial dim.
+    """3D "SAME" stride-1 conv from 2D convs over the first spatial dim's shifted slices.
 
     ``x`` ``(batch, X, Y, Z, cin)``, ``kernel`` ``(kx, ky, kz, cin, cout)``, all sizes odd.
-    ``y[b, x] = sum_d conv2d(x_pad[b, x + d], kernel[d])``; the sum over ``d`` is done by the 2D
-    conv itself by putting slice ``d`` on input channels ``d * cin : (d + 1) * cin``.
+    ``y[b, x] = sum_d conv2d(x_pad[b, x + d], kernel[d])``: forward as
+    :func:`conv3d_slices_sum` (below 64 input channels) or :func:`conv3d_slices_out` (from 64
+    up); with ``lean``, as ONE 2D conv with slice ``d`` stacked on input channels
+    ``d * cin : (d + 1) * cin``, in X-blocks of at most :data:`LEAN_BLOCK_BYTES`.
     Returns ``(batch, X, Y, Z, cout)``; equal to ``conv_lax(x, kernel)`` up to float rounding.
 
     Custom VJP (same gradients as autodiff, up to rounding): only ``x`` and ``kernel`` are saved,

@@ -178,7 +178,7 @@ class UNet(nn.Module):
         (``conv.conv3d_slices``: X-blocks, 27-tap kernel gradient). Cuts XLA:CPU's compiled
         temp memory, where ``nn.remat`` did not (its ``optimization_barrier`` is dropped by
         XLA:CPU). Paper-size step (256x256x48, batch 1, plain diffusion, slices): bfloat16
-        compute planned 6.2 GiB and measured peak RSS 7.7 GiB (``make bench``); float32
+        compute planned 6.2 GiB and measured peak RSS 7.7-7.8 GiB (``make bench``); float32
         planned 8.7 GiB; before this remat and the lean convs, 31.8 GiB planned.
       dtype: compute dtype (``jnp.bfloat16`` for mixed precision); parameters are float32
         always and the output is float32.

@@ -36,13 +36,12 @@ def init_params(
             f"image_shape must be (batch, *spatial, channels), got {tuple(image_shape)}"
         )
     image = jnp.zeros(image_shape, jnp.float32)
+    inputs = (image,)
     if diffusion:
         x_t = jnp.zeros((*image_shape[:-1], model.num_classes), jnp.float32)
         t = jnp.zeros((image_shape[0],), jnp.float32)
-        variables = jax.jit(model.init)(key, image, x_t, t)
-    else:
-        variables = jax.jit(model.init)(key, image)
-    return variables["params"]
+        inputs = (image, x_t, t)
+    return jax.jit(model.init)(key, *inputs)["params"]
 
 
 def create_train_state(

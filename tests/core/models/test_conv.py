@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from diffseg3d.core.models.conv import (
     conv3d_slices,
+    conv3d_slices_out,
     conv3d_slices_sum,
     conv_lax,
     downsample,
@@ -27,7 +28,7 @@ def _random(seed, x_shape, k_shape):
 @pytest.mark.parametrize("lean", [False, True])
 @pytest.mark.parametrize("kernel_size", [3, 1])
 def test_slices_conv_matches_lax_3d_conv_values_and_gradients(kernel_size, lean, cin, cout):
-    # lean with cin > cout takes the output-stacking form; the others stack the input.
+    # Forward: the sum of 2D convs (lean: the stacked form); the output form is tested below.
     x, k = _random(0, (2, 5, 6, 4, cin), (kernel_size,) * 3 + (cin, cout))
     np.testing.assert_allclose(conv3d_slices(x, k), conv_lax(x, k), atol=1e-5)
     np.testing.assert_allclose(conv3d_slices_sum(x, k), conv_lax(x, k), atol=1e-5)
@@ -136,3 +137,16 @@ def test_lean_blocks_budget():
     assert lean_blocks((1, 256, 256, 48, 32), 3) == 5
     assert lean_blocks((1, 8, 4, 4, 2), 3) == 1
     assert lean_blocks((1, 2, 4096, 4096, 64), 3) == 2  # never more blocks than slices
+
+
+def test_output_form_and_the_64_channel_forward_match_lax_conv():
+    # From 64 input channels conv3d_slices takes the output form; both checked at tiny spatial size.
+    x, k = _random(8, (1, 3, 4, 2, 64), (3, 3, 3, 64, 5))
+    k = k / 4.0  # keep sums over 27 * 64 products O(1) for atol 1e-5
+    np.testing.assert_allclose(conv3d_slices_out(x, k), conv_lax(x, k), atol=1e-5)
+    np.testing.assert_allclose(conv3d_slices(x, k), conv_lax(x, k), atol=1e-5)
+    w = np.random.default_rng(9).normal(size=(1, 3, 4, 2, 5)).astype(np.float32)
+    grads = [jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) * w), argnums=(0, 1))(x, k)
+             for f in (conv3d_slices, conv_lax)]
+    np.testing.assert_allclose(grads[0][0], grads[1][0], atol=1e-5)
+    np.testing.assert_allclose(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-5)
