@@ -40,7 +40,6 @@ from diffseg3d.experiments.trainable import FAULT_KILL_TRIAL_ENV, FAULT_MARKER_D
 __all__ = [
     "GridChangedError",
     "ResourceRequestError",
-    "TrialFailure",
     "failed_trials",
     "run_grid",
 ]
@@ -56,15 +55,6 @@ RAY_ENV_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 class GridChangedError(ConfigError):
     """The grid expands differently from the interrupted Tune experiment it would resume
     (a `ConfigError`, so `diffseg3d ablate` reports it in one line)."""
-
-
-class TrialFailure(RuntimeError):
-    """Raised by `raise_for_failures` when trials errored; `.failures` lists (name, error)."""
-
-    def __init__(self, failures: Sequence[tuple[str, str]]):
-        self.failures = list(failures)
-        lines = "\n".join(f"  - {name}: {error}" for name, error in self.failures)
-        super().__init__(f"{len(self.failures)} trial(s) failed:\n{lines}")
 
 
 def run_grid(
@@ -96,7 +86,7 @@ def run_grid(
     times; `error` is the root cause in one line) or "unfinished" (driver interrupted);
     `metrics` is the last reported dict (the test means for finished trials); `checkpoint`
     the path of its last checkpoint on Tune's storage. Failed trials are returned, not raised:
-    `failed_trials` / `raise_for_failures` turn them into an exit status.
+    `failed_trials` turns them into an exit status.
 
     Note: on a restore, Tune keeps the original run's `max_concurrent` and `max_failures`.
     """
@@ -228,13 +218,6 @@ def check_reachable_from_all_nodes(tracking_uri: str, storage: str, node_ips: se
 def failed_trials(results: Sequence[Mapping]) -> list[tuple[str, str]]:
     """(trial name, error) for every result of `run_grid` that did not finish."""
     return [(r["trial"], r["error"] or r["status"]) for r in results if r["status"] != "ok"]
-
-
-def raise_for_failures(results: Sequence[Mapping]) -> None:
-    """Raise `TrialFailure` naming every failed trial (the CLI turns it into a non-zero exit)."""
-    failures = failed_trials(results)
-    if failures:
-        raise TrialFailure(failures)
 
 
 # ---------------------------------------------------------------------------------------------
