@@ -126,3 +126,65 @@ def test_schedule_is_a_pytree_usable_in_jit_with_static_t():
         return s.timesteps[1].astype(jnp.float32) / s.num_timesteps
 
     assert float(first_time(schedule)) == pytest.approx(0.251)
+
+
+def _float64_reference(kind: str, num_steps: int) -> dict[str, np.ndarray]:
+    """Every table of a K-step schedule, straight from the definitions in float64."""
+    abar_base = np.cumprod(1.0 - base_betas(1000, kind))
+    abar = abar_base[resampled_timesteps(1000, num_steps) - 1]
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    betas = 1.0 - abar / abar_prev
+    return {
+        "betas": betas,
+        "alphas": abar / abar_prev,
+        "alphas_cumprod": abar,
+        "alphas_cumprod_prev": abar_prev,
+        "one_minus_alphas_cumprod": 1.0 - abar,
+        "posterior_variance": (1.0 - abar_prev) / (1.0 - abar) * betas,
+        # Posterior mean coefficients of eq. 1 (x0_hat and x_k) and eq. 2 (x_k and eps_hat).
+        "coef_x0": np.sqrt(abar_prev) * betas / (1.0 - abar),
+        "coef_xt": np.sqrt(abar / abar_prev) * (1.0 - abar_prev) / (1.0 - abar),
+        "coef_eps_xt": 1.0 / np.sqrt(abar / abar_prev),
+        "coef_eps_eps": -betas / np.sqrt(1.0 - abar) / np.sqrt(abar / abar_prev),
+    }
+
+
+def _relative_error(got, expected) -> float:
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    nonzero = expected != 0
+    assert np.all(got[~nonzero] == 0)  # beta_tilde at t = 1 is exactly 0
+    return float(np.max(np.abs(got[nonzero] - expected[nonzero]) / np.abs(expected[nonzero])))
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("num_steps", [1000, 5, 2])
+def test_every_table_and_coefficient_is_float64_exact_to_1e6_at_every_step(kind, num_steps):
+    """Float32 tables rounded once from float64: at t = 1 (abar = 0.9999) a float32
+    `1 - abar` would already be off by ~1e-4 relative, and so would beta_tilde at t = 2."""
+    from diffseg3d.core.diffusion.gaussian import posterior_mean_eps, posterior_mean_x0
+
+    ref = _float64_reference(kind, num_steps)
+    schedule = make_schedule(1000, num_steps, kind)
+    for name in ("betas", "alphas", "alphas_cumprod", "alphas_cumprod_prev",
+                 "one_minus_alphas_cumprod", "posterior_variance"):
+        assert _relative_error(getattr(schedule, name), ref[name]) < 1e-6, name
+    # The coefficients the reverse step uses, read off the means of unit inputs at every k.
+    k = jnp.arange(num_steps)
+    one, zero = jnp.ones((num_steps, 1)), jnp.zeros((num_steps, 1))
+    got = {
+        "coef_x0": posterior_mean_x0(schedule, one, zero, k)[:, 0],
+        "coef_xt": posterior_mean_x0(schedule, zero, one, k)[:, 0],
+        "coef_eps_xt": posterior_mean_eps(schedule, zero, one, k)[:, 0],
+        "coef_eps_eps": posterior_mean_eps(schedule, one, zero, k)[:, 0],
+    }
+    for name, value in got.items():
+        assert _relative_error(value, ref[name]) < 1e-6, name
+    # t = 1 is the first row; its one_minus_abar is 1e-4 for the linear schedule.
+    assert int(schedule.timesteps[0]) == 1
+
+
+def test_resampling_a_full_schedule_is_float64_exact_to_1e6():
+    ref = _float64_reference("linear", 5)
+    five = resample(make_schedule(1000, 1000), 5)
+    for name in ("betas", "alphas_cumprod", "one_minus_alphas_cumprod", "posterior_variance"):
+        assert _relative_error(getattr(five, name), ref[name]) < 1e-6, name
