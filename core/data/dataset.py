@@ -27,6 +27,7 @@ from diffseg3d.core.data.nifti_io import (
     read_volume,
 )
 from diffseg3d.core.data.preparation import DATASET_JSON, FORMAT_VERSION, SPLITS
+from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
 
 VERIFY_LEVELS = ("none", "headers", "full")
 _REQUIRED = {"name": str, "class_names": list, "spacing": list, "shape": list, "splits": dict}
@@ -243,6 +244,14 @@ def _check_meta(meta: dict, meta_path: Path) -> None:
         raise DataError(f"{meta_path}: `shape` must be 3 positive integers, got {meta['shape']}")
     if not all(isinstance(c, str) for c in meta["class_names"]) or not meta["class_names"]:
         raise DataError(f"{meta_path}: `class_names` must be a non-empty list of strings")
+    # The name and the case ids become folder and file names of checkpoints and predictions.
+    try:
+        check_safe_name(meta["name"], what="key 'name'")
+        for ids in meta["splits"].values():
+            for case_id in ids if isinstance(ids, list) else []:
+                check_safe_name(case_id, what="case id")
+    except UnsafeNameError as err:
+        raise DataError(f"{meta_path}: {err}") from err
     version = meta.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise DataError(f"{meta_path}: format_version {version!r} is newer than this diffseg3d "
