@@ -5,8 +5,8 @@ The defaults are the paper's settings (Fu et al. 2023, section 4: four-level U-N
 32/64/128/256 channels, AdamW with warmup + cosine schedule for 12,500 steps, batch 8, bfloat16,
 recycling, mask (x0) prediction, cross-entropy + Dice, 5 diffusion steps). Every section forbids
 unknown keys, so a typo is an error naming the dotted key. The dotted names (`data.batch_size`,
-`diffusion.recycling`, ...) are also the MLflow parameter names (`flatten`), and `cast_params`
-turns MLflow's string parameters back into typed values from this schema.
+`diffusion.recycling`, ...) are also the MLflow parameter names; the codec between a config and
+those string parameters is `record.flatten` / `record.cast_value`, typed by `Config.field_type`.
 
 Layering used by `load_config` and `grid.expand` (later wins):
     schema defaults  <-  config file / grid base  <-  profile  <-  data set  <-  grid axes, seed
@@ -18,12 +18,11 @@ import copy
 import hashlib
 import json
 import os
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 #: Folder of the named profiles (`<name>.yaml`, each a partial config).
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -374,97 +373,16 @@ def load_config(path: str | os.PathLike, profile: str | None = None) -> Config:
 
 
 # ---------------------------------------------------------------------------------------------
-# Flat string form (MLflow params) and back
-
-
-def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_leaves(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
-
-
-def _encode(value: Any) -> str:
-    """Strings stay as they are; everything else is JSON (lists, bools as true/false)."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def flatten(config: Config) -> dict[str, str]:
-    """Dotted key -> string value, sorted by key: `{"data.batch_size": "8",
-    "model.channels": "[32, 64, 128, 256]", "diffusion.recycling": "true", ...}`."""
-    leaves = _leaves(config.model_dump(mode="json"))
-    return {key: _encode(leaves[key]) for key in sorted(leaves)}
-
-
-def cast_value(dotted: str, value: str) -> Any:
-    """Turn one string param back into the typed value of `Config.field_type(dotted)`.
-
-    Accepts both this module's encoding and Python's `str()` (e.g. `True`, `(0.9, 1.1)`).
-    """
-    annotation = Config.field_type(dotted)
-    adapter = TypeAdapter(annotation)
-    origin = typing.get_origin(annotation)
-    try:
-        if annotation is str:
-            return value
-        if origin in (list, tuple):
-            text = value.replace("(", "[").replace(")", "]").replace("'", '"')
-            return adapter.validate_python(json.loads(text))
-        return adapter.validate_python(value)
-    except (ValidationError, json.JSONDecodeError) as err:
-        raise ConfigError(f"param {dotted}={value!r} is not a valid {annotation}: {err}") from None
-
-
-def is_config_key(dotted: str) -> bool:
-    """True when `dotted` names a leaf or section of `Config`."""
-    try:
-        Config.field_type(dotted)
-    except ConfigError:
-        return False
-    return True
-
-
-def cast_params(params: dict[str, str], strict: bool = False) -> dict[str, Any]:
-    """Typed values for MLflow's string params. Keys that are not config keys are kept as strings
-    unless `strict` (then `ConfigError`); a config key with an invalid value always raises."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if not is_config_key(key) and not strict:
-            out[key] = value
-        else:
-            out[key] = cast_value(key, value)
-    return out
-
-
-def unflatten(flat: dict[str, Any]) -> dict:
-    """Nested dict from dotted keys; string values are cast back through the schema first."""
-    tree: dict = {}
-    for key in sorted(flat):
-        value = flat[key]
-        if isinstance(value, str):
-            value = cast_value(key, value)
-        tree = set_dotted(tree, key, value)
-    return tree
-
-
-# ---------------------------------------------------------------------------------------------
 # Identity
 
 
-def canonical_json(config: Config, exclude: tuple[str, ...] = HASH_EXCLUDED_KEYS) -> str:
-    """Sorted-key, whitespace-free JSON of the config without the `exclude` top-level keys."""
-    data = config.model_dump(mode="json", exclude=set(exclude))
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
 def config_hash(config: Config) -> str:
-    """First 16 hex digits of sha256 over `canonical_json`: equal iff two trials compute the same
-    thing (name and tables excluded). Stable across processes and Python versions."""
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+    """First 16 hex digits of sha256 over the config's sorted-key, whitespace-free JSON without
+    `HASH_EXCLUDED_KEYS`: equal iff two trials compute the same thing. Stable across processes
+    and Python versions."""
+    data = config.model_dump(mode="json", exclude=set(HASH_EXCLUDED_KEYS))
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def to_yaml(config: Config) -> str:

@@ -46,6 +46,9 @@ TAG_GRID = "diffseg3d.grid"
 TAG_GRID_HASH = "diffseg3d.grid_hash"
 #: On a soft-deleted trial run: the id of the run that replaced it (a restart from step 0).
 TAG_SUPERSEDED_BY = "diffseg3d.superseded_by"
+#: On a parent run when the grid ends: comma-separated names of trials that did not finish, "-"
+#: when none.
+TAG_FAILED_TRIALS = "diffseg3d.failed_trials"
 #: sha256 (16 hex) over the trained parameters' bytes: equal iff bit-identical weights.
 TAG_PARAMS_DIGEST = "diffseg3d.params_digest"
 
@@ -103,7 +106,8 @@ def flatten(config: Config) -> dict[str, str]:
 def cast_value(dotted: str, value: Any) -> Any:
     """One param back as the typed value of `Config.field_type(dotted)`.
 
-    A string is read in `flatten`'s encoding or Python's `str()` (e.g. `True`, `(0.9, 1.1)`);
+    A string is read in `flatten`'s encoding or Python's `str()` (e.g. `True`, `(0.9, 1.1)`,
+    `None`);
     any other value (a JSON sidecar's `true`, `5`) is validated as it is, in pydantic's lax
     mode. Raises `ConfigError` (a ValueError) naming the key and the value.
     """
@@ -114,6 +118,8 @@ def cast_value(dotted: str, value: Any) -> Any:
             return adapter.validate_python(value)
         if annotation is str:
             return value
+        if value in ("null", "None") and type(None) in typing.get_args(annotation):
+            return None  # an unset optional field: `flatten` writes JSON null
         if typing.get_origin(annotation) in (list, tuple):
             text = value.replace("(", "[").replace(")", "]").replace("'", '"')
             return adapter.validate_python(json.loads(text))

@@ -6,10 +6,9 @@ other's runs. The default store is SQLite in the output folder (`sqlite:///<out>
 artifacts under `<out>/mlartifacts`); `MLFLOW_TRACKING_URI` overrides it, e.g. a `mlflow server`
 on a cluster's head node (`http://head:5000`), whose own artifact store is then used.
 
-Tags on a trial's run: `mlflow.parentRunId` (the grid's parent run; MLflow nests on it),
-`mlflow.runName` / `diffseg3d.trial` (readable trial name), `diffseg3d.config_hash`,
-`diffseg3d.tables` (comma-separated paper tables). Parent runs carry `diffseg3d.grid` and
-`diffseg3d.grid_hash`.
+Tag names, artifact names and the param codec are the run record's (`record`): a trial's run
+carries `TAG_PARENT` (MLflow nests on it), `TAG_TRIAL`, `TAG_CONFIG_HASH`, `TAG_TABLES` and
+`TAG_KIND`; a parent run carries `TAG_GRID`, `TAG_GRID_HASH` and `TAG_KIND`.
 """
 
 from __future__ import annotations
@@ -20,20 +19,23 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from diffseg3d.experiments.config import Config, config_hash, flatten
+from diffseg3d.experiments.config import Config, config_hash
+from diffseg3d.experiments.record import (
+    KIND_GRID,
+    KIND_TRIAL,
+    TAG_CONFIG_HASH,
+    TAG_GRID,
+    TAG_GRID_HASH,
+    TAG_KIND,
+    TAG_PARENT,
+    TAG_SUPERSEDED_BY,
+    TAG_TABLES,
+    TAG_TRIAL,
+    flatten,
+)
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-
-TAG_TRIAL = "diffseg3d.trial"
-TAG_CONFIG_HASH = "diffseg3d.config_hash"
-TAG_TABLES = "diffseg3d.tables"
-TAG_GRID = "diffseg3d.grid"
-TAG_GRID_HASH = "diffseg3d.grid_hash"
-TAG_KIND = "diffseg3d.kind"  # "grid" on parent runs, "trial" on trial runs
-TAG_PARENT = "mlflow.parentRunId"
-TAG_RUN_NAME = "mlflow.runName"
-TAG_SUPERSEDED_BY = "diffseg3d.superseded_by"
 
 #: MLflow's per-request limits for `log_batch`.
 MAX_METRICS_PER_BATCH = 1000
@@ -113,7 +115,7 @@ def start_parent_run(
         runs = client.search_runs(
             [exp_id],
             filter_string=(
-                f"tags.`{TAG_GRID_HASH}` = '{grid_hash}' and tags.`{TAG_KIND}` = 'grid'"
+                f"tags.`{TAG_GRID_HASH}` = '{grid_hash}' and tags.`{TAG_KIND}` = '{KIND_GRID}'"
             ),
             order_by=["attributes.start_time DESC"],
         )
@@ -121,16 +123,11 @@ def start_parent_run(
             if run.info.status != RunStatus.to_string(RunStatus.FINISHED):
                 client.update_run(run.info.run_id, status="RUNNING")
                 return run.info.run_id
-    tags = {TAG_GRID: grid_name, TAG_KIND: "grid"}
+    tags = {TAG_GRID: grid_name, TAG_KIND: KIND_GRID}
     if grid_hash is not None:
         tags[TAG_GRID_HASH] = grid_hash
     run = client.create_run(exp_id, tags=tags, run_name=grid_name)
     return run.info.run_id
-
-
-def end_run(run_id: str, status: str = "FINISHED", tracking_uri: str | None = None) -> None:
-    """Mark a run (parent or trial) FINISHED / FAILED / KILLED."""
-    client_for(tracking_uri).set_terminated(run_id, status=status)
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -191,7 +188,7 @@ class TrialRun:
             TAG_TRIAL: config.name,
             TAG_CONFIG_HASH: config_hash(config),
             TAG_TABLES: ",".join(config.tables),
-            TAG_KIND: "trial",
+            TAG_KIND: KIND_TRIAL,
         }
         if parent_run_id:
             tags[TAG_PARENT] = parent_run_id
@@ -254,11 +251,6 @@ class TrialRun:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
-
-    def metric_history(self, key: str) -> list[tuple[int, float]]:
-        """`[(step, value), ...]` of a metric, sorted by step (for tests and summaries)."""
-        history = self.client.get_metric_history(self.run_id, key)
-        return sorted((m.step, m.value) for m in history)
 
 
 def finite_or_nan(value: float) -> float:

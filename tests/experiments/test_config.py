@@ -1,4 +1,4 @@
-"""Config validation, profiles, the flat MLflow form and the config hash."""
+"""Config validation, profiles, schema introspection and the config hash."""
 
 import hashlib
 import json
@@ -9,12 +9,9 @@ from diffseg3d.experiments.config import (
     Config,
     ConfigError,
     available_profiles,
-    cast_params,
     config_hash,
-    flatten,
     load_config,
     to_yaml,
-    unflatten,
     validate_config,
 )
 from pydantic import BaseModel
@@ -123,31 +120,13 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(listy)
 
 
-def test_flatten_values_and_cast_round_trip():
-    c = validate_config(
-        {"name": "n", "tables": ["1", "3a"], "model": {"channels": [4, 8]},
-         "diffusion": {"recycling": False}, "optim": {"learning_rate": 3e-4}}
-    )
-    flat = flatten(c)
-    assert all(isinstance(v, str) for v in flat.values())
-    assert flat["model.channels"] == "[4, 8]"
-    assert flat["diffusion.recycling"] == "false"
-    assert flat["data.batch_size"] == "8"
-    assert flat["optim.learning_rate"] == "0.0003"
-    assert flat["tables"] == '["1", "3a"]'
-    typed = cast_params(flat)
-    assert typed["model.channels"] == [4, 8] and typed["diffusion.recycling"] is False
-    assert typed["data.scale_range"] == (0.9, 1.1) and typed["optim.learning_rate"] == 3e-4
-    assert validate_config(unflatten(flat)) == c
-    # Python's str() of values (how other tools log params) casts too.
-    assert cast_params({"diffusion.recycling": "True", "data.scale_range": "(0.8, 1.2)"}) == {
-        "diffusion.recycling": True, "data.scale_range": (0.8, 1.2)}
+def test_field_type_names_the_unknown_key():
     assert Config.field_type("data.batch_size") is int
+    assert Config.field_type("data.scale_range") == tuple[float, float]
     with pytest.raises(ConfigError, match="data.batch_siz"):
         Config.field_type("data.batch_siz")
-    assert cast_params({"not.a.key": "x"}) == {"not.a.key": "x"}
-    with pytest.raises(ConfigError, match="data.batch_size='eight'"):
-        cast_params({"data.batch_size": "eight"})
+    with pytest.raises(ConfigError, match="data.batch_size.*leaf"):
+        Config.field_type("data.batch_size.x")
 
 
 def test_yaml_round_trip(tmp_path):

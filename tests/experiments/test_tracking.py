@@ -5,7 +5,8 @@ import math
 
 import pytest
 from diffseg3d.experiments import tracking
-from diffseg3d.experiments.config import flatten, validate_config
+from diffseg3d.experiments.config import validate_config
+from diffseg3d.experiments.record import flatten
 from mlflow.tracking import MlflowClient
 
 
@@ -38,7 +39,7 @@ def test_parent_run_is_reused_until_finished(store):
     assert tracking.start_parent_run("grid", "paper", grid_hash="h1", tracking_uri=uri) == first
     other = tracking.start_parent_run("grid", "paper", grid_hash="h2", tracking_uri=uri)
     assert other != first
-    tracking.end_run(first, tracking_uri=uri)
+    MlflowClient(uri).set_terminated(first, status="FINISHED")  # as runner's parent finish
     fresh = tracking.start_parent_run("grid", "paper", grid_hash="h1", tracking_uri=uri)
     assert fresh not in (first, other)
 
@@ -61,8 +62,9 @@ def test_trial_run_reopen_keeps_one_run(store):
     assert data.params == flatten(config)
     assert data.tags["diffseg3d.tables"] == "1,3a" and data.tags["mlflow.parentRunId"] == "p"
     assert runs[0].info.status == "FINISHED"
-    assert again.metric_history("loss") == [(5, 2.0), (10, 1.0)]
-    assert math.isnan(again.metric_history("val_dice")[0][1])
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "loss"))
+    assert history == [(5, 2.0), (10, 1.0)]
+    assert math.isnan(client.get_metric_history(run.run_id, "val_dice")[0].value)
     changed = config.model_copy(update={"seed": 3})
     with pytest.raises(ValueError, match="seed"):
         again.log_params(changed)
