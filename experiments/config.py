@@ -161,6 +161,29 @@ class OptimConfig(_Section):
     grad_clip_norm: float = Field(
         1.0, ge=0.0, description="Clip gradients to this global L2 norm; 0 disables clipping."
     )
+    init_lr: float = Field(
+        0.0, ge=0.0, description="Learning rate at step 0, where the linear warmup starts "
+        "(released code: 1e-5; must be <= learning_rate)."
+    )
+    decay_steps: int = Field(
+        0, ge=0, description="Step (counted from 0, warmup included, as optax counts) at which "
+        "the cosine reaches end_lr, constant after; 0: train.steps (released code: 10,000)."
+    )
+    end_lr: float = Field(
+        0.0, ge=0.0, description="Learning rate at the end of the cosine decay and after it "
+        "(released code: 1e-6; must be <= learning_rate)."
+    )
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> OptimConfig:
+        for name in ("init_lr", "end_lr"):
+            if getattr(self, name) > self.learning_rate:
+                raise ValueError(f"optim.{name}={getattr(self, name)} must be <= "
+                                 f"optim.learning_rate={self.learning_rate}")
+        if self.decay_steps and self.decay_steps <= self.warmup_steps:
+            raise ValueError(f"optim.decay_steps={self.decay_steps} must be 0 or > "
+                             f"optim.warmup_steps={self.warmup_steps}")
+        return self
 
 
 class TrainConfig(_Section):
