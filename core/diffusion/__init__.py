@@ -1,5 +1,6 @@
 """diffseg3d.core.diffusion: schedules (paper 3.4), Gaussian diffusion maths (eq. 1, 2, 10),
-masks in [-1, 1] and recycling (eq. 3-5, 8-11)."""
+masks in [-1, 1], network output -> x0_hat (x0 or eps prediction) and recycling (eq. 3-5,
+8-11)."""
 
 from diffseg3d.core.diffusion.gaussian import (
     VARIANCE_KINDS,
@@ -18,6 +19,7 @@ from diffseg3d.core.diffusion.mask import (
     mask_to_label,
     mask_to_logits,
 )
+from diffseg3d.core.diffusion.parameterization import OUTPUTS, check_output, x0_from_output
 from diffseg3d.core.diffusion.recycling import (
     next_step_index,
     recycled_noisy_mask,
@@ -33,10 +35,12 @@ from diffseg3d.core.diffusion.schedule import (
 )
 
 __all__ = [
+    "OUTPUTS",
     "SCHEDULE_KINDS",
     "VARIANCE_KINDS",
     "Schedule",
     "base_betas",
+    "check_output",
     "eps_from_x0",
     "label_to_mask",
     "logits_to_mask",
@@ -54,5 +58,6 @@ __all__ = [
     "resample",
     "resampled_timesteps",
     "x0_from_eps",
+    "x0_from_output",
     "x0_predictor_from_eps",
 ]

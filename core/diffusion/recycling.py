@@ -12,8 +12,10 @@ Noise prediction (supplementary eq. 8-11) is the same with eq. 4 replaced by
     x0_hat  = (x_{k'} - sqrt(1 - abar_{k'}) eps_hat) / sqrt(abar_{k'})   (eq. 10)
 
 so `recycled_noisy_mask` only needs a `predict_x0`; `x0_predictor_from_eps` builds one from a
-noise-predicting model via eq. 10. At the last step (k = K - 1, t = T) the paper uses t + 1 = T,
-i.e. k' = K - 1. Recycling is always on when enabled (no probability, paper 3.2).
+noise-predicting model via eq. 10 (`parameterization.x0_from_output`, clipped to [-1, 1] unless
+`clip_x0=False`, the same setting the sampler must get). At the last step (k = K - 1, t = T)
+the paper uses t + 1 = T, i.e. k' = K - 1. Recycling is always on when enabled (no
+probability, paper 3.2).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from diffseg3d.core.diffusion.gaussian import q_sample, x0_from_eps
+from diffseg3d.core.diffusion.gaussian import q_sample
+from diffseg3d.core.diffusion.parameterization import x0_from_output
 from diffseg3d.core.diffusion.schedule import Schedule
 
-#: (x_t (batch, *spatial, C), k (batch,)) -> x0_hat (batch, *spatial, C) in [-1, 1].
+#: (x_t (batch, *spatial, C), k (batch,)) -> x0_hat (batch, *spatial, C) (in [-1, 1] for mask
+#: prediction or clipped noise prediction).
 Predictor = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 
@@ -64,10 +68,16 @@ def recycled_noisy_mask(
     return q_sample(schedule, x0_hat, k, noise)
 
 
-def x0_predictor_from_eps(predict_eps: Predictor, schedule: Schedule) -> Predictor:
-    """Wraps a noise predictor (x_t, k) -> eps_hat into an x0 predictor via eq. 10 (unclipped)."""
+def x0_predictor_from_eps(
+    predict_eps: Predictor, schedule: Schedule, *, clip_x0: bool = True
+) -> Predictor:
+    """Wraps a noise predictor (x_t, k) -> eps_hat into an x0 predictor via eq. 10.
+
+    `clip_x0` as in `parameterization.x0_from_output`; pass the sampler's setting so that the
+    recycled x0_hat in training is the x0_hat the sampler forms at test time.
+    """
 
     def predict_x0(x_t: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
-        return x0_from_eps(schedule, x_t, k, predict_eps(x_t, k))
+        return x0_from_output(schedule, "eps", predict_eps(x_t, k), x_t, k, clip_x0=clip_x0)
 
     return predict_x0

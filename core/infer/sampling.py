@@ -3,16 +3,18 @@
 Starting from x_K ~ N(0, I), for k = K-1, ..., 0 (0-based rows of the schedule):
 
 1. the network sees (image, x_k, t_k / T) -- the original time, never k;
-2. x0_hat = 2 softmax(logits) - 1 (mask prediction) or eq. 10 from eps_hat, clipped to [-1, 1]
-   (noise prediction);
+2. x0_hat = 2 softmax(logits) - 1 (mask prediction) or eq. 10 from eps_hat (noise prediction),
+   clipped to [-1, 1] if `clip_x0` (`diffusion.x0_from_output`, shared with training);
 3. DDPM: x_{k-1} = mu(x0_hat, x_k) + sqrt(var_k) z by eq. 1, with no noise at k = 0;
    DDIM (eta = 0): x_{k-1} = sqrt(abar_{k-1}) x0_hat + sqrt(1 - abar_{k-1}) eps_hat;
 4. the label is argmax over classes of the last x0_hat.
 
-Noise prediction uses eq. 1 with the *clipped* x0_hat rather than eq. 2: without clipping the two
-are the same number (eq. 2 = eq. 1 with x0 from eq. 10), and clipping keeps every step on the
-mask range [-1, 1] that the network saw in training, as the paper's code (ImgX-DiffSeg) and
-improved DDPM (`clip_denoised=True`) do. The variance is "fixed_large" by default (the paper's
+Noise prediction uses eq. 1 with x0_hat rather than eq. 2: without clipping the two are the same
+number (eq. 2 = eq. 1 with x0 from eq. 10). With `clip_x0=True` (this project's default, as
+improved DDPM's `clip_denoised=True`) every step stays on the mask range [-1, 1] that the network
+saw in training; the authors' released configuration (ImgX-DiffSeg, `x_limit: 0.0`) does not
+clip, which is `clip_x0=False`. Give training (`train.make_train_step`) the same value, since
+recycling forms its x0_hat the same way. The variance is "fixed_large" by default (the paper's
 code) or "fixed_small" (see `diffusion.posterior_variance`).
 """
 
@@ -26,28 +28,21 @@ import jax
 import jax.numpy as jnp
 from diffseg3d.core.diffusion import (
     VARIANCE_KINDS,
+    check_output,
     eps_from_x0,
-    logits_to_mask,
     mask_to_label,
     model_time,
     posterior_mean_x0,
     posterior_variance,
-    x0_from_eps,
+    x0_from_output,
 )
 from diffseg3d.core.diffusion.schedule import Schedule
 
 SAMPLERS = ("ddpm", "ddim")
-OUTPUTS = ("x0", "eps")
-
-
-def _x0_hat(schedule, output, out, x_t, k):
-    if output == "x0":
-        return logits_to_mask(out)
-    return jnp.clip(x0_from_eps(schedule, x_t, k, out), -1.0, 1.0)
 
 
 def _ddim_step(schedule: Schedule, x0_hat, x_t, k):
-    """Deterministic DDIM update (eta = 0) with eps implied by the (clipped) x0_hat."""
+    """Deterministic DDIM update (eta = 0) with eps implied by x0_hat (clipped or not)."""
     eps_hat = eps_from_x0(schedule, x_t, k, x0_hat)
     abar_prev = schedule.alphas_cumprod_prev[k].reshape((-1,) + (1,) * (x_t.ndim - 1))
     return jnp.sqrt(abar_prev) * x0_hat + jnp.sqrt(1.0 - abar_prev) * eps_hat
@@ -60,6 +55,8 @@ def make_sampler(
     variance: str = "fixed_large",
     method: str = "ddpm",
     num_classes: int | None = None,
+    *,
+    clip_x0: bool = True,
 ) -> Callable[..., Any]:
     """Build `sample(params, image, key, return_trajectory=False)`.
 
@@ -70,14 +67,15 @@ def make_sampler(
       variance: "fixed_large" | "fixed_small" for DDPM (ignored by DDIM).
       method: "ddpm" (stochastic, the paper) or "ddim" (eta = 0, deterministic given x_K).
       num_classes: mask channels C; defaults to `model.num_classes`.
+      clip_x0: clip the noise-prediction x0_hat (eq. 10) to [-1, 1] at every step; use the
+        value training used (`train.make_train_step(clip_x0=...)`).
 
     `sample` takes image (B, *S, 1) and returns the label (B, *S) int32, or with
     `return_trajectory=True` `(label, x0_hats)` where x0_hats (K, B, *S, C) float32 holds the
     x0_hat of every step in sampling order (row 0 is from x_K at t_K = T, the last row gives the
     label). One jitted `lax.scan`: no host round trip between steps; one key -> same result.
     """
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_output(output)
     if method not in SAMPLERS:
         raise ValueError(f"sampler method must be one of {SAMPLERS}, got {method!r}")
     if variance not in VARIANCE_KINDS:
@@ -95,7 +93,7 @@ def make_sampler(
             x_t, _ = carry
             k = jnp.full((batch,), k_scalar, jnp.int32)
             out = model.apply({"params": params}, image, x_t, model_time(schedule, k))
-            x0_hat = _x0_hat(schedule, output, out.astype(jnp.float32), x_t, k)
+            x0_hat = x0_from_output(schedule, output, out, x_t, k, clip_x0=clip_x0)
             if method == "ddim":
                 x_prev = _ddim_step(schedule, x0_hat, x_t, k)
             else:

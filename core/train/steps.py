@@ -11,10 +11,12 @@
 Outputs: `output="x0"` (mask prediction) treats the network output as logits, x0_hat =
 2 softmax - 1, loss = CE + Dice on the logits (eq. 6). `output="eps"` (noise prediction) adds
 `noise_loss_weight` (0.1, paper section 4) times L2(eps_hat, eps) (eq. 7) to CE + Dice on
-`mask_to_logits(x0_hat)` with x0_hat from eq. 10 -- the design card's "noise prediction adds
+`mask_to_logits(x0_hat)` with x0_hat from eq. 10 (unclipped: `mask_to_logits` floors the
+probabilities itself) -- the design card's "noise prediction adds
 0.1 * L2 on eps". This is also what ImgX-DiffSeg does (its `get_loss_logits_metrics`: the
 segmentation loss on logits of the x_start predicted from the noise, plus `mse` weight times the
-MSE on the noise).
+MSE on the noise). The recycled x0_hat (c) comes from `diffusion.x0_from_output` with the
+`clip_x0` setting that the sampler must also get.
 
 Randomness: the caller passes `fold_in(base_key, step)`; the step splits it into independent
 keys for augmentation, k, eps_{k'} and eps_k, so no key is used for two draws.
@@ -30,13 +32,13 @@ import jax
 import jax.numpy as jnp
 import optax
 from diffseg3d.core.diffusion import (
+    check_output,
     label_to_mask,
-    logits_to_mask,
     mask_to_logits,
     model_time,
     q_sample,
     recycled_noisy_mask,
-    x0_from_eps,
+    x0_from_output,
 )
 from diffseg3d.core.diffusion.schedule import Schedule
 from diffseg3d.core.losses.noise import noise_l2
@@ -44,7 +46,6 @@ from diffseg3d.core.losses.segmentation import segmentation_loss
 from diffseg3d.core.train.state import TrainState
 
 METHODS = ("unet", "diffusion")
-OUTPUTS = ("x0", "eps")
 METRIC_NAMES = ("loss", "loss_ce", "loss_dice", "loss_noise", "grad_norm", "lr")
 
 #: `augment(key, image, label) -> (image, label)`, jittable and batched, e.g. a partial of
@@ -55,26 +56,25 @@ Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array
 def _check_options(method, schedule, output) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_output(output)
     if method == "diffusion" and schedule is None:
         raise ValueError("method='diffusion' needs a schedule (diffusion.make_schedule(...))")
 
 
-def x0_predictor(
-    model: nn.Module, params: Any, image: jax.Array, schedule: Schedule, output: str
+def _x0_predictor(
+    model: nn.Module,
+    params: Any,
+    image: jax.Array,
+    schedule: Schedule,
+    output: str,
+    clip_x0: bool,
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """(x_t, k) -> x0_hat (batch, *spatial, C) in [-1, 1] from the network at `params`.
-
-    Mask prediction: 2 softmax(logits) - 1. Noise prediction: eq. 10, clipped to [-1, 1] like
-    the sampler (an x0 outside the mask range is not a mask; recycling noises it again).
-    """
+    """(x_t, k) -> x0_hat (batch, *spatial, C) from the network at `params`, formed exactly as
+    the sampler forms it (`diffusion.x0_from_output` with the same `clip_x0`)."""
 
     def predict_x0(x_t: jax.Array, k: jax.Array) -> jax.Array:
         out = model.apply({"params": params}, image, x_t, model_time(schedule, k))
-        if output == "x0":
-            return logits_to_mask(out)
-        return jnp.clip(x0_from_eps(schedule, x_t, k, out), -1.0, 1.0)
+        return x0_from_output(schedule, output, out, x_t, k, clip_x0=clip_x0)
 
     return predict_x0
 
@@ -90,13 +90,15 @@ def diffusion_input(
     output: str,
     recycling: bool,
     num_classes: int,
+    clip_x0: bool = True,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Sample `(x_t, k, eps)` for one diffusion training step.
 
     Shapes: x_t and eps (batch, *spatial, C), k (batch,) int32 uniform in [0, K). Without
     recycling x_t = q_sample(x0, k, eps); with recycling x_t = q_sample(x0_hat, k, eps) where
     x0_hat is the stop-gradient prediction of the *same* params from q_sample(x0, k', eps')
-    (eq. 3-5 / 8-11). eps is what a noise-predicting network must recover.
+    (eq. 3-5 / 8-11), formed with `clip_x0` as in `diffusion.x0_from_output`. eps is what a
+    noise-predicting network must recover.
     """
     key_k, key_eps, key_eps_next = jax.random.split(key, 3)
     x0 = label_to_mask(label, num_classes)
@@ -106,7 +108,7 @@ def diffusion_input(
         return q_sample(schedule, x0, k, eps), k, eps
     eps_next = jax.random.normal(key_eps_next, x0.shape, jnp.float32)
     frozen = jax.lax.stop_gradient(params)
-    predict = x0_predictor(model, frozen, image, schedule, output)
+    predict = _x0_predictor(model, frozen, image, schedule, output, clip_x0)
     return recycled_noisy_mask(predict, schedule, x0, k, eps_next, eps), k, eps
 
 
@@ -119,9 +121,11 @@ def make_loss_fn(
     recycling: bool = False,
     use_dice: bool = True,
     noise_loss_weight: float = 0.1,
+    clip_x0: bool = True,
 ) -> Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict]]:
     """`loss_fn(params, image, label, key) -> (loss, parts)` with parts `loss_ce`, `loss_dice`,
-    `loss_noise` (0 unless noise prediction). image (B, *S, 1) float32, label (B, *S) int32."""
+    `loss_noise` (0 unless noise prediction). image (B, *S, 1) float32, label (B, *S) int32.
+    Arguments as in `make_train_step`."""
     _check_options(method, schedule, output)
     num_classes = model.num_classes
 
@@ -134,13 +138,15 @@ def make_loss_fn(
     def diffusion_loss(params, image, label, key):
         x_t, k, eps = diffusion_input(
             model, params, schedule, image, label, key,
-            output=output, recycling=recycling, num_classes=num_classes,
+            output=output, recycling=recycling, num_classes=num_classes, clip_x0=clip_x0,
         )
         out = model.apply({"params": params}, image, x_t, model_time(schedule, k))
         if output == "x0":
             loss, parts = segmentation_loss(out, label, use_dice=use_dice)
             return loss, {**parts, "loss_noise": jnp.zeros((), jnp.float32)}
-        logits = mask_to_logits(x0_from_eps(schedule, x_t, k, out))
+        # Unclipped whatever clip_x0 says: mask_to_logits floors the probabilities itself.
+        x0_hat = x0_from_output(schedule, output, out, x_t, k, clip_x0=False)
+        logits = mask_to_logits(x0_hat)
         seg, parts = segmentation_loss(logits, label, use_dice=use_dice)
         loss_noise = noise_l2(out, eps)
         return seg + noise_loss_weight * loss_noise, {**parts, "loss_noise": loss_noise}
@@ -159,6 +165,7 @@ def make_train_step(
     recycling: bool = False,
     use_dice: bool = True,
     noise_loss_weight: float = 0.1,
+    clip_x0: bool = True,
     augment: Augment | None = None,
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Build a pure `train_step(state, batch, key) -> (state, metrics)`.
@@ -174,6 +181,8 @@ def make_train_step(
       recycling: build x_t from the model's own prediction (paper 3.2), always on when True.
       use_dice: add the foreground Dice loss to the cross entropy (Table 3b).
       noise_loss_weight: weight of L2(eps_hat, eps) for noise prediction (paper: 0.1).
+      clip_x0: clip the recycled noise-prediction x0_hat (eq. 10) to [-1, 1]; give the sampler
+        (`infer.make_sampler`) the same value. The released ImgX-DiffSeg config does not clip.
       augment: optional on-device augmentation `augment(key, image, label)`.
 
     `batch` is `{"image": (B, *S, 1) float32, "label": (B, *S) int32}`; `metrics` is a flat dict
@@ -185,7 +194,7 @@ def make_train_step(
     """
     loss_fn = make_loss_fn(
         model, method=method, schedule=schedule, output=output, recycling=recycling,
-        use_dice=use_dice, noise_loss_weight=noise_loss_weight,
+        use_dice=use_dice, noise_loss_weight=noise_loss_weight, clip_x0=clip_x0,
     )
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

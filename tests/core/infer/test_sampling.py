@@ -91,6 +91,33 @@ def test_perfect_eps_model_gives_true_label():
                                atol=2e-3)
 
 
+class AffineEps(nn.Module):
+    """Noise predictor eps_hat = 3 x_t - 2: its eq. 10 estimate leaves the mask range."""
+
+    num_classes: int = NUM_CLASSES
+
+    def __call__(self, image, x_t, t):
+        return 3.0 * x_t - 2.0 + 0.0 * image
+
+
+@pytest.mark.parametrize("clip_x0", [True, False])
+def test_eps_x0_hat_is_eq10_clipped_iff_clip_x0(clip_x0):
+    """Row 0 of the trajectory is eq. 10 at x_K (by hand, float64), clipped to [-1, 1] iff
+    clip_x0 -- the same x0_hat that training recycles with that setting (test_steps.py)."""
+    schedule = make_schedule(1000, 5)
+    image = jnp.zeros((*SHAPE, 1), jnp.float32)
+    key = jax.random.key(6)
+    sample = make_sampler(AffineEps(), schedule, output="eps", clip_x0=clip_x0)
+    _, traj = sample({}, image, key, return_trajectory=True)
+    x_last = np.asarray(jax.random.normal(jax.random.split(key)[0], (*SHAPE, NUM_CLASSES)),
+                        np.float64)
+    abar = float(np.asarray(schedule.alphas_cumprod, np.float64)[4])
+    x0 = (x_last - np.sqrt(1 - abar) * (3.0 * x_last - 2.0)) / np.sqrt(abar)
+    np.testing.assert_allclose(traj[0], np.clip(x0, -1, 1) if clip_x0 else x0, rtol=1e-4,
+                               atol=1e-4)
+    assert (float(jnp.max(jnp.abs(traj))) > 1.0) is not clip_x0
+
+
 def test_ddpm_steps_follow_eq1_with_fixed_large_variance():
     """Recompute the chain by hand with the documented keys: x_K ~ N(0, I) from the first split,
     z_k from fold_in(second split, k), x_{k-1} = mu(eq. 1) + sqrt(var_k) z_k, no noise at k=0."""

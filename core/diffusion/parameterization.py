@@ -1,0 +1,62 @@
+"""What the network predicts, and the clean-mask estimate x0_hat read off its output.
+
+The one place that turns a diffusion U-Net's output into x0_hat; training (the recycling
+prediction, `core.train.steps`), recycling (`recycling.x0_predictor_from_eps`) and the sampler
+(`core.infer.sampling`) all call `x0_from_output`, so they cannot disagree on it.
+
+    "x0"  (mask prediction):  the output is logits,  x0_hat = 2 softmax(logits) - 1   (paper 3.1)
+    "eps" (noise prediction): the output is eps_hat, x0_hat = (x_k - sqrt(1 - abar_k) eps_hat)
+                                                              / sqrt(abar_k)          (eq. 10)
+
+Clipping x0_hat to [-1, 1] only matters for noise prediction (a softmax is already in range).
+The authors' released configuration (ImgX-DiffSeg, `x_limit: 0.0`) does *not* clip;
+improved DDPM (`clip_denoised=True`) does. `clip_x0=True` is this project's default so that
+its recorded tables stay reproducible; set it to False to follow the released configuration.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from diffseg3d.core.diffusion.gaussian import x0_from_eps
+from diffseg3d.core.diffusion.mask import logits_to_mask
+from diffseg3d.core.diffusion.schedule import Schedule
+
+#: Network parameterisations: mask prediction (logits of x0) or noise prediction (eps).
+OUTPUTS = ("x0", "eps")
+
+
+def check_output(output: str) -> None:
+    """Raise a ValueError naming `output` unless it is one of `OUTPUTS`."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+
+
+def x0_from_output(
+    schedule: Schedule,
+    output: str,
+    net_out: jnp.ndarray,
+    x_t: jnp.ndarray,
+    k: jnp.ndarray,
+    *,
+    clip_x0: bool = True,
+) -> jnp.ndarray:
+    """x0_hat (batch, *spatial, C) float32 from the network output at step k.
+
+    Args:
+        schedule: the diffusion schedule.
+        output: "x0" (net_out are logits; x0_hat = 2 softmax - 1, always in [-1, 1]) or "eps"
+            (net_out is eps_hat; x0_hat by eq. 10).
+        net_out: (batch, *spatial, C) network output (any float dtype; computed in float32).
+        x_t: (batch, *spatial, C) the noisy mask the network saw.
+        k: (batch,) step indices.
+        clip_x0: clip the eq. 10 estimate to the mask range [-1, 1] (noise prediction only; see
+            the module docstring for who clips).
+
+    Returns:
+        (batch, *spatial, C) float32 x0_hat.
+    """
+    check_output(output)
+    if output == "x0":
+        return logits_to_mask(net_out)
+    x0_hat = x0_from_eps(schedule, x_t, k, net_out.astype(jnp.float32))
+    return jnp.clip(x0_hat, -1.0, 1.0) if clip_x0 else x0_hat

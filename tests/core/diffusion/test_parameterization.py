@@ -1,0 +1,63 @@
+"""Network output -> x0_hat (`x0_from_output`): hand values, the clip setting, bad output names."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from diffseg3d.core.diffusion import (
+    OUTPUTS,
+    make_schedule,
+    x0_from_output,
+    x0_predictor_from_eps,
+)
+
+
+def _eps_for(schedule, x0, x_t, k):
+    """The eps that eq. 10 maps back to x0, from the schedule's abar in float64."""
+    abar = np.asarray(schedule.alphas_cumprod, np.float64)[k].reshape(-1, 1)
+    return (x_t - np.sqrt(abar) * x0) / np.sqrt(1.0 - abar)
+
+
+def test_eps_mode_clips_only_when_asked():
+    schedule = make_schedule(1000, 5)
+    k = np.array([1, 3])
+    x0 = np.array([[1.5, -2.0, 0.25], [0.9, -1.0, 3.0]])  # out-of-range values on purpose
+    x_t = np.array([[0.2, -0.4, 0.1], [0.0, 1.0, -0.5]])
+    eps = _eps_for(schedule, x0, x_t, k)
+    args = (jnp.asarray(eps, jnp.float32), jnp.asarray(x_t, jnp.float32), jnp.asarray(k))
+    raw = x0_from_output(schedule, "eps", *args, clip_x0=False)
+    clipped = x0_from_output(schedule, "eps", *args, clip_x0=True)
+    np.testing.assert_allclose(raw, x0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        clipped, [[1.0, -1.0, 0.25], [0.9, -1.0, 1.0]], rtol=1e-5, atol=1e-5
+    )
+    default = x0_from_output(schedule, "eps", *args)  # default keeps the recorded behaviour
+    np.testing.assert_array_equal(default, clipped)
+
+
+@pytest.mark.parametrize("clip_x0", [True, False])
+def test_x0_mode_is_two_softmax_minus_one_whatever_the_clip(clip_x0):
+    schedule = make_schedule(1000, 5)
+    logits = jnp.asarray([[0.0, np.log(3.0)]], jnp.bfloat16)  # softmax (1/4, 3/4)
+    x_t = jnp.asarray([[7.0, -7.0]])
+    out = x0_from_output(schedule, "x0", logits, x_t, jnp.asarray([2]), clip_x0=clip_x0)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, [[-0.5, 0.5]], atol=1e-2)  # bf16 logits
+
+
+def test_unknown_output_names_the_value():
+    schedule = make_schedule(1000, 5)
+    with pytest.raises(ValueError, match="'v'"):
+        x0_from_output(schedule, "v", jnp.zeros((1, 2)), jnp.zeros((1, 2)), jnp.asarray([0]))
+    assert OUTPUTS == ("x0", "eps")
+
+
+@pytest.mark.parametrize("clip_x0", [True, False])
+def test_recycling_eps_wrapper_is_x0_from_output(clip_x0):
+    schedule = make_schedule(1000, 5)
+    x_t = jnp.asarray([[0.3, -0.2, 0.8]])
+    k = jnp.asarray([4])
+    predict_eps = lambda x, kk: 3.0 * x - 2.0  # noqa: E731  (pushes x0 out of range)
+    got = x0_predictor_from_eps(predict_eps, schedule, clip_x0=clip_x0)(x_t, k)
+    want = x0_from_output(schedule, "eps", predict_eps(x_t, k), x_t, k, clip_x0=clip_x0)
+    np.testing.assert_array_equal(got, want)
+    assert (np.abs(np.asarray(got)).max() > 1.0) is not clip_x0
