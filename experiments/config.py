@@ -139,6 +139,11 @@ class DiffusionConfig(_Section):
         "fixed_large", description="Sampler variance: beta_k (fixed_large) or beta_tilde_k."
     )
     sampler: Literal["ddpm", "ddim"] = Field("ddpm", description="Inference sampler.")
+    clip_x0: bool = Field(
+        True,
+        description="Noise prediction only: clip x0_hat from eq. 10 to [-1, 1], in the sampler and "
+        "in recycling alike. The released ImgX-DiffSeg config does not clip (x_limit: 0.0).",
+    )
 
 
 class LossConfig(_Section):
