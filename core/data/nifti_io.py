@@ -152,19 +152,26 @@ def check_same_grid(image: Volume, label: Volume, image_name: str, label_name: s
         )
 
 
-def write_volume(path: Path, array: np.ndarray, affine: np.ndarray, *, is_label: bool) -> None:
-    """Write `array` (X, Y, Z) as NIfTI (gzipped when the name ends in .gz) with `affine`.
+def nifti_image(array: np.ndarray, affine: np.ndarray, *, is_label: bool) -> nib.Nifti1Image:
+    """`array` (X, Y, Z) with `affine` as an in-memory NIfTI image, as `write_volume` stores it.
 
     Labels are stored as uint8 (int16 beyond 255 classes), images as float32; qform and sform
     are both set to the affine so every reader agrees on the geometry.
     """
     if is_label:
-        dtype = np.uint8 if array.max(initial=0) < 256 else np.int16
+        dtype = np.uint8 if np.max(array, initial=0) < 256 else np.int16
     else:
         dtype = np.float32
     img = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.asarray(affine, dtype=np.float64))
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
+    return img
+
+
+def write_volume(path: Path, array: np.ndarray, affine: np.ndarray, *, is_label: bool) -> None:
+    """Write `array` (X, Y, Z) as NIfTI (gzipped when the name ends in .gz) with `affine`
+    (dtypes and qform/sform as `nifti_image`)."""
+    img = nifti_image(array, affine, is_label=is_label)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, str(path))
 
