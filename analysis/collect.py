@@ -2,16 +2,18 @@
 
 Two sources, one result type (`Collection`):
 
-- MLflow (`collect_mlflow`): the grid's experiment; parent runs (no `mlflow.parentRunId` tag)
-  are skipped, every child run is either collected or listed in `Collection.problems` with the
+- MLflow (`collect_mlflow`): the grid's experiment, read as the run record
+  (`diffseg3d.experiments.record`) describes it; parent runs (no `record.TAG_PARENT` tag) are
+  skipped, every child run is either collected or listed in `Collection.problems` with the
   reason (status FAILED/KILLED/RUNNING, no `per_case_metrics.csv`, bad params).
 - A folder of CSVs (`collect_csv_folder`) for users who score elsewhere: each `<stem>.csv` holds
-  per-case metrics (columns `case, class, dice, hd95, roi_voxels, roi_mm3`) and sits next to a
-  sidecar `<stem>.json` with the run's params in the same dotted keys as MLflow, e.g.
+  per-case metrics (at least the columns `schema.PER_CASE_COLUMNS`: `case, class, dice, hd95,
+  roi_voxels, roi_mm3`) and sits next to a sidecar `<stem>.json` with the run's params in the
+  same dotted keys as MLflow, e.g.
   `{"trial": "unet-s0", "tables": ["table2_diffusion_vs_unet"],
     "params": {"data.name": "prostate-mr", "method": "unet", "seed": 0}}`.
-  `<stem>` becomes the run id. Axes a sidecar omits take the paper defaults
-  (`schema.AXIS_DEFAULTS`); `data.name` is required.
+  `<stem>` becomes the run id. Axes a sidecar omits take the config schema's defaults (the
+  paper's settings); `data.name` is required.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from typing import Any
 
 import pandas as pd
 from diffseg3d.analysis.schema import PER_CASE_COLUMNS, TIDY_COLUMNS, axes_from_params
-
-PER_CASE_ARTIFACT = "per_case_metrics.csv"
-PREDICTIONS_DIR = "predictions"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_TRIAL = "diffseg3d.trial"
-TAG_TABLES = "diffseg3d.tables"
-TAG_HASH = "diffseg3d.config_hash"
+from diffseg3d.experiments.record import (
+    ARTIFACT_PER_CASE,
+    ARTIFACT_PREDICTIONS,
+    TAG_PARENT,
+    TAG_TABLES,
+    TAG_TRIAL,
+)
 
 # Columns of Collection.runs: one row per child run found, collected or not.
 RUN_COLUMNS: tuple[str, ...] = (
@@ -170,13 +172,13 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
                 record["problem"] = f"status {run.info.status}"
                 continue
             try:
-                local = client.download_artifacts(run_id, PER_CASE_ARTIFACT, tmp)
-                per_case = read_per_case_csv(local, source=f"run {run_id} {PER_CASE_ARTIFACT}")
+                local = client.download_artifacts(run_id, ARTIFACT_PER_CASE, tmp)
+                per_case = read_per_case_csv(local, source=f"run {run_id} {ARTIFACT_PER_CASE}")
             except (OSError, ValueError) as err:
-                record["problem"] = f"no usable {PER_CASE_ARTIFACT}: {err}"
+                record["problem"] = f"no usable {ARTIFACT_PER_CASE}: {err}"
                 continue
             except Exception as err:  # MlflowException when the artifact does not exist
-                record["problem"] = f"no {PER_CASE_ARTIFACT} artifact ({type(err).__name__})"
+                record["problem"] = f"no {ARTIFACT_PER_CASE} artifact ({type(err).__name__})"
                 continue
             record["n_rows"] = len(per_case)
             frames[run_id] = _tidy_rows(per_case, record)
@@ -238,7 +240,7 @@ def download_predictions(run_id: str, dst: Path | str,
 
     client = MlflowClient(tracking_uri=tracking_uri)
     found = {}
-    for info in client.list_artifacts(run_id, PREDICTIONS_DIR):
+    for info in client.list_artifacts(run_id, ARTIFACT_PREDICTIONS):
         name = Path(info.path).name
         if not info.is_dir and name.endswith((".nii.gz", ".nii")):
             local = Path(client.download_artifacts(run_id, info.path, str(dst)))

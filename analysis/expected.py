@@ -1,9 +1,9 @@
 """Trials a grid expects but the collected runs lack (runs that never started or never finished).
 
 Failed runs are already listed by `collect`; a trial that has no run at all is invisible there,
-so the grid definition is expanded (`diffseg3d.experiments.grid.expand`, the one import of the
-experiments package the analysis allows) and its trial names are compared with the runs'
-`diffseg3d.trial` tags. Trial names do not depend on the profile, only on the data override.
+so the grid definition is expanded (`diffseg3d.experiments.grid.expand`; `grid` and `record` are
+the only experiments modules the analysis imports) and its trial names are compared with the
+runs' `record.TAG_TRIAL` tags. Trial names do not depend on the profile, only on the data override.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 
 import pandas as pd
+from diffseg3d.experiments.grid import expand, resolve_grid_path
 
 
 def expected_trial_names(grid: str | os.PathLike, data_override: str | None = None) -> list[str]:
     """Names of every trial of `grid` (a YAML path or a grid name under experiments/grids)."""
-    from diffseg3d.experiments.grid import expand, resolve_grid_path
-
     return [t.name for t in expand(resolve_grid_path(grid), None, data_override)]
 
 

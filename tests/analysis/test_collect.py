@@ -6,9 +6,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from diffseg3d.analysis.cli import main
 from diffseg3d.analysis.collect import collect_csv_folder, collect_metric_history, collect_mlflow
-from diffseg3d.analysis.schema import cast_param
+from diffseg3d.analysis.schema import axes_from_params, cast_param
+from diffseg3d.cli.main import main
 from mlflow.tracking import MlflowClient
 
 CLASSES = ["bladder", "rectum"]
@@ -24,7 +24,7 @@ def _per_case(offset):
 
 
 def _params(recycling, seed=0, root="", method="diffusion"):
-    # As E1's flatten() writes them: JSON booleans, strings for everything.
+    # As record.flatten writes them: JSON booleans, strings for everything.
     return {"data.name": "phantom", "data.root": str(root), "method": method,
             "diffusion.output": "x0", "diffusion.recycling": json.dumps(recycling),
             "loss.dice": "true", "diffusion.train_steps": "5", "seed": str(seed),
@@ -130,7 +130,7 @@ def test_tables_command_end_to_end(store, tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text("name: grid\nseeds: [0]\ndata_sets: {phantom: data/phantom}\n"
                     "comparisons:\n  - table: '2'\n    axes: {method: [unet, diffusion]}\n")
-    assert main(["--experiment", "grid", "--out", str(out), "--tracking-uri", uri,
+    assert main(["tables", "--experiment", "grid", "--out", str(out), "--tracking-uri", uri,
                  "--grid", str(grid)]) == 0
     for name in ("table1_recycling", "table2_diffusion_vs_unet", "table3a_output",
                  "table3b_dice_loss", "table3c_train_steps", "supplement_dice_phantom",
@@ -189,3 +189,11 @@ def test_two_runs_of_one_trial_keep_one_and_list_the_other(tmp_path):
     col = collect_csv_folder(tmp_path)
     assert set(col.frame["run_id"]) == {"b-new"}  # not averaged as if it were a second seed
     assert col.problems == ["a-old (same): superseded by newer run b-new of trial same"]
+
+
+def test_missing_axes_take_the_config_defaults_but_data_name_is_required():
+    axes = axes_from_params({"data.name": "phantom"}, source="s.json")
+    assert axes == {"data_set": "phantom", "method": "diffusion", "output": "x0",
+                    "recycling": True, "dice_loss": True, "train_steps": 5, "seed": 0}
+    with pytest.raises(ValueError, match="s.json: param 'data.name' is missing"):
+        axes_from_params({"seed": "1"}, source="s.json")
