@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from diffseg3d.experiments.config import ConfigError
+from diffseg3d.experiments.record import TAG_FAILED_TRIALS
 from diffseg3d.experiments.resources import (
     ResourceRequestError,
     check_cluster_fits,
@@ -333,7 +334,7 @@ def _close_parent_run(tracking_uri: str, run_id: str, results: Sequence[Mapping]
 
     client = MlflowClient(tracking_uri)
     failures = failed_trials(results)
-    client.set_tag(run_id, "diffseg3d.failed_trials", ",".join(n for n, _ in failures) or "-")
+    client.set_tag(run_id, TAG_FAILED_TRIALS, ",".join(n for n, _ in failures) or "-")
     client.set_terminated(run_id, status="FAILED" if failures else "FINISHED")
 
 
