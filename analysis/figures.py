@@ -3,7 +3,8 @@
 - `per_class_dice_boxplot`: Dice per class per setting (one data set).
 - `roi_dice_scatter`: mean ROI volume vs mean Dice per class, Spearman r in the legend.
 - `training_curves`: `loss` and `val_dice` from MLflow metric history, mean over seeds.
-- `prediction_montage`: the paper's Fig. 2: image, ground truth and predictions of one slice.
+- `prediction_montage`: the paper's Fig. 2: image, ground truth and predictions of one slice
+  (rendered by `core.viz.montage`, like the trial's per-case PNGs).
 
 Figure sizes are fixed in inches and saved at `DPI` without tight cropping, so a PNG is exactly
 `figsize * DPI` pixels.
@@ -22,10 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from diffseg3d.analysis.tables import data_set_name  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-DPI = 100
+from diffseg3d.core.viz.montage import DPI, montage_figure  # noqa: E402
 
 
 def save(fig: plt.Figure, stem: Path) -> list[Path]:
@@ -128,20 +126,6 @@ def training_curves(history: pd.DataFrame, runs: pd.DataFrame, stem: Path,
     return save(fig, stem)
 
 
-def class_colormap(num_classes: int) -> ListedColormap:
-    """Background transparent, then one distinct colour per foreground class.
-
-    tab10 up to 10 classes; beyond, tab20's dark shades first, then its light ones, so
-    neighbouring labels never get two shades of the same hue.
-    """
-    if num_classes - 1 <= 10:
-        fg = [plt.get_cmap("tab10")(i) for i in range(num_classes - 1)]
-    else:
-        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-        fg = [plt.get_cmap("tab20")(order[i % 20]) for i in range(num_classes - 1)]
-    return ListedColormap([(0, 0, 0, 0)] + fg)
-
-
 def best_slice(label: np.ndarray) -> int:
     """Index along the last axis with the most foreground classes, then most foreground voxels."""
     spatial = label.reshape(-1, label.shape[-1])
@@ -153,31 +137,19 @@ def best_slice(label: np.ndarray) -> int:
 
 def prediction_montage(image: np.ndarray, panels: list[tuple[str, np.ndarray]],
                        class_names: list[str], stem: Path, title: str = "",
-                       panel_inches: float = 3.0) -> list[Path]:
+                       z: int | None = None, panel_inches: float = 2.5) -> list[Path]:
     """Fig. 2: the image, then each (title, label map) overlaid in class colours, one slice.
 
     image: (X, Y) float; panels: [(title, (X, Y) int)], ground truth first by convention;
-    class_names: foreground names (label i + 1). The figure is
-    `(len(panels) + 1) * panel_inches` wide plus a legend row.
+    class_names: foreground names (label i + 1); z: the slice's index, shown as the row label.
+    Drawn by `core.viz.montage` (radiological view, the trial PNGs' colours); the figure is
+    `(len(panels) + 1) * panel_inches` wide and `panel_inches + 1` high.
     """
-    cmap = class_colormap(len(class_names) + 1)
-    n = len(panels) + 1
-    fig, axes = plt.subplots(1, n, figsize=(n * panel_inches, panel_inches + 1.0),
-                             layout="constrained")
-    # Rows of an (X, Y) array are X; transpose so X runs left to right like a radiology view.
-    axes[0].imshow(image.T, cmap="gray", origin="lower")
-    axes[0].set_title("image")
-    for ax, (name, label) in zip(axes[1:], panels, strict=True):
-        ax.imshow(image.T, cmap="gray", origin="lower")
-        ax.imshow(np.ma.masked_equal(label.T, 0), cmap=cmap, vmin=0, vmax=len(class_names),
-                  origin="lower", alpha=0.6, interpolation="nearest")
-        ax.set_title(name, fontsize=10)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles = [Patch(color=cmap(i + 1), label=c) for i, c in enumerate(class_names)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8),
-               fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=11)
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"prediction_montage needs an (X, Y) slice, got shape {image.shape}")
+    volumes = [(name, np.asarray(label)[..., None]) for name, label in panels]
+    fig = montage_figure(image[..., None], volumes, class_names, [0], title=title,
+                         row_labels=["" if z is None else f"z = {z}"],
+                         panel_inches=panel_inches)
     return save(fig, stem)

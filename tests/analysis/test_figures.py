@@ -45,7 +45,7 @@ def test_training_curves(frame, tmp_path):
     _check(figures.training_curves(history, runs, tmp_path / "curves", figsize=(8, 3)), (8, 3))
 
 
-def test_prediction_montage_and_class_colours(tmp_path):
+def test_prediction_montage_size(tmp_path):
     label = np.zeros((16, 12), int)
     label[2:8, 2:6], label[9:14, 6:11] = 1, 2
     image = np.random.default_rng(0).random((16, 12))
@@ -53,9 +53,6 @@ def test_prediction_montage_and_class_colours(tmp_path):
     paths = figures.prediction_montage(image, panels, ["organ a", "organ b"],
                                        tmp_path / "montage", panel_inches=2.0)
     _check(paths, (3 * 2.0, 2.0 + 1.0))
-    cmap = figures.class_colormap(16)
-    colours = {tuple(np.round(cmap(i), 3)) for i in range(1, 16)}
-    assert cmap(0)[3] == 0 and len(colours) == 15  # transparent background, distinct classes
 
 
 def test_best_slice_prefers_more_classes_then_more_voxels():

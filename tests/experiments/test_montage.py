@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from diffseg3d.experiments.montage import class_colours, pick_slices, save_montage
+from diffseg3d.experiments.montage import pick_slices, save_montage
 
 
 def test_pick_slices_spans_the_foreground():
@@ -11,12 +11,6 @@ def test_pick_slices_spans_the_foreground():
     assert pick_slices(label, 4) == [2, 3, 4, 5]
     assert pick_slices(label, 2) == [2, 5]
     assert pick_slices(np.zeros((2, 2, 5), np.int32), 3) == [0, 2, 4]
-
-
-def test_background_is_transparent_and_classes_distinct():
-    colours = class_colours(9)
-    assert colours.shape == (9, 4) and colours[0, 3] == 0.0
-    assert len({tuple(c) for c in colours[1:]}) == 8
 
 
 def test_save_montage_writes_one_row_per_slice(tmp_path):
