@@ -2,10 +2,14 @@
 per case and class (Dice, HD95 in mm, ROI size), with the same definitions and CSV as a trial's
 `per_case_metrics.csv`, so other tools' outputs can be compared with ours.
 
-Cases are matched by file name (`<case>.nii.gz` or `<case>.nii`). Classes come from `--classes`
-or from a `dataset.json` (`class_names`) in the labels folder or its parent (a prepared data
-set's `labelsTr/`). Spacing (mm) comes from each label's NIfTI header with
-`--spacing-from-labels`, otherwise from that `dataset.json`'s `spacing`.
+Cases are matched by file name (`<case>.nii.gz` or `<case>.nii`). Works on a plain folder with
+no options:
+- classes: `classes` (`--classes`), else `class_names` of a `dataset.json` in the labels folder
+  or its parent (a prepared data set's `labelsTr/`), else the integer labels present: classes
+  1..K named `class_1` .. `class_K`, K the largest label in any label or prediction file (a
+  value between that is absent everywhere is still a class, with NaN Dice, counted);
+- spacing (mm): each label's NIfTI header (the default), or with `spacing_from_labels=False`
+  that `dataset.json`'s `spacing` when it has one (the headers otherwise).
 """
 
 from __future__ import annotations
@@ -73,18 +77,35 @@ def _load_label(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     return rounded.astype(np.int64), tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
+def present_classes(paths: Sequence[Path]) -> list[str]:
+    """`class_1` .. `class_K` with K the largest label value in the files `paths`."""
+    largest = 0
+    for path in paths:
+        values, _ = _load_label(path)
+        if values.size and values.min() < 0:
+            raise EvaluateError(f"{path}: negative label value {values.min()}")
+        largest = max(largest, int(values.max(initial=0)))
+    if largest == 0:
+        raise EvaluateError(
+            "no class list and no foreground label in any file: pass --classes, or put a "
+            "dataset.json with class_names in the labels folder or its parent"
+        )
+    return [f"class_{k}" for k in range(1, largest + 1)]
+
+
 def evaluate_folder(
     pred_dir: str | os.PathLike,
     labels_dir: str | os.PathLike,
     out_csv: str | os.PathLike,
     *,
     classes: Sequence[str] | None = None,
-    spacing_from_labels: bool = False,
+    spacing_from_labels: bool = True,
 ) -> list[dict]:
     """Score every labelled case; write the per-case CSV to `out_csv` and return its rows.
 
-    Raises `EvaluateError` for a case without a prediction (or a prediction without a label),
-    different shapes or voxel sizes, label values outside the class list, or no class list.
+    Classes and spacing as the module docstring says. Raises `EvaluateError` for a case without
+    a prediction (or a prediction without a label), different shapes or voxel sizes, label values
+    outside the class list, or no foreground label anywhere when the classes are inferred.
     """
     from diffseg3d.core.metrics.evaluate import evaluate_case, write_per_case_csv
 
@@ -99,17 +120,11 @@ def evaluate_folder(
     meta_path = find_dataset_json(labels_dir)
     meta = _read_dataset_json(meta_path) if meta_path else {}
     if classes is None:
-        if "class_names" not in meta:
-            raise EvaluateError(
-                f"no class list: pass --classes, or put a dataset.json with class_names in "
-                f"{labels_dir} or its parent"
-            )
-        classes = list(meta["class_names"])
-    if not spacing_from_labels and "spacing" not in meta:
-        raise EvaluateError(
-            f"no spacing: pass --spacing-from-labels, or put a dataset.json with spacing in "
-            f"{labels_dir} or its parent"
-        )
+        if "class_names" in meta:
+            classes = list(meta["class_names"])
+        else:
+            classes = present_classes([*labels.values(), *preds.values()])
+    use_meta_spacing = not spacing_from_labels and "spacing" in meta
     rows: list[dict] = []
     for case in sorted(labels):
         label, label_zooms = _load_label(labels[case])
@@ -124,7 +139,7 @@ def evaluate_folder(
                 f"case {case}: prediction voxel size {pred_zooms} mm differs from the label's "
                 f"{label_zooms} mm (resample the prediction to the label's grid)"
             )
-        spacing = label_zooms if spacing_from_labels else tuple(meta["spacing"])
+        spacing = tuple(meta["spacing"]) if use_meta_spacing else label_zooms
         try:
             rows.extend(evaluate_case(case, pred, label, classes, spacing[: label.ndim]))
         except ValueError as err:
