@@ -17,11 +17,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from diffseg3d.core.data.augment_presets import AUGMENT_PRESETS, DEFAULT_PRESET, augment_preset
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 #: Folder of the named profiles (`<name>.yaml`, each a partial config).
@@ -61,24 +63,59 @@ class DataConfig(_Section):
         description="Random rotation, translation and scaling on device during training "
         "(paper section 4).",
     )
-    max_rotation_deg: float = Field(
-        15.0, ge=0.0, le=180.0, description="Largest rotation angle per axis, degrees."
+    max_rotation: tuple[float, float, float] = Field(
+        AUGMENT_PRESETS[DEFAULT_PRESET]["max_rotation"],
+        description="Largest rotation about each axis (X, Y, Z), in RADIANS; angles uniform in "
+        "+-value. Unset: from AUGMENT_PRESETS[data.name] (core/data/augment_presets.py): "
+        "prostate-mr and amos-ct 0.088 (about 5 degrees, released code), phantom and unlisted "
+        "names 0.2618 (15 degrees).",
     )
-    max_translation: float = Field(
-        3.0, ge=0.0, description="Largest translation per axis, in voxels."
+    max_translation: tuple[float, float, float] = Field(
+        AUGMENT_PRESETS[DEFAULT_PRESET]["max_translation"],
+        description="Largest translation per axis, in voxels, uniform in +-value. Unset: from "
+        "AUGMENT_PRESETS[data.name]: prostate-mr [20, 20, 4], amos-ct [10, 10, 10] (released "
+        "code), phantom and unlisted names [3, 3, 3].",
     )
-    scale_range: tuple[float, float] = Field(
-        (0.9, 1.1),
-        description="[low, high] of the isotropic scaling factor; low <= 1 <= high.",
+    max_scale: tuple[float, float, float] = Field(
+        AUGMENT_PRESETS[DEFAULT_PRESET]["max_scale"],
+        description="Scaling factor per axis uniform in [1 - value, 1 + value], each in [0, 1). "
+        "Unset: from AUGMENT_PRESETS[data.name]: prostate-mr and amos-ct 0.15 (released code), "
+        "phantom and unlisted names 0.1.",
+    )
+    isotropic_scale: bool = Field(
+        AUGMENT_PRESETS[DEFAULT_PRESET]["isotropic_scale"],
+        description="One scaling factor for all axes (drawn in the range of axis 0; all "
+        "max_scale equal) instead of one per axis. Unset: from AUGMENT_PRESETS[data.name]: "
+        "false for prostate-mr and amos-ct (released code), true for the phantom and unlisted "
+        "names.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_augment_preset(cls, data: Any) -> Any:
+        # Ranges not given come from the data set's preset, so MLflow records the values used.
+        if isinstance(data, dict):
+            preset = augment_preset(data.get("name", cls.model_fields["name"].default))
+            data = dict(data)
+            for key, value in preset.items():
+                if data.get(key) is None:
+                    data[key] = value
+        return data
+
     @model_validator(mode="after")
-    def _check_scale(self) -> DataConfig:
-        low, high = self.scale_range
-        if not 0.0 < low <= 1.0 <= high:
-            raise ValueError(
-                f"data.scale_range must satisfy 0 < low <= 1 <= high, got {list(self.scale_range)}"
-            )
+    def _check_augment_ranges(self) -> DataConfig:
+        if any(r < 0 or r > math.pi for r in self.max_rotation):
+            raise ValueError(f"data.max_rotation must be in [0, pi] radians per axis, got "
+                             f"{list(self.max_rotation)}")
+        if any(t < 0 for t in self.max_translation):
+            raise ValueError(f"data.max_translation must be >= 0, got "
+                             f"{list(self.max_translation)}")
+        if any(not 0 <= m < 1 for m in self.max_scale):
+            raise ValueError(f"data.max_scale must be in [0, 1) per axis, got "
+                             f"{list(self.max_scale)}")
+        if self.isotropic_scale and len(set(self.max_scale)) > 1:
+            raise ValueError(f"data.isotropic_scale needs equal data.max_scale, got "
+                             f"{list(self.max_scale)}")
         return self
 
 

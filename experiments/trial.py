@@ -85,9 +85,10 @@ def build_augment(config: Config, spacing=None):
     d = config.data
     return functools.partial(
         random_affine,
-        max_rotation_deg=d.max_rotation_deg,
-        max_translation=d.max_translation,
-        scale_range=tuple(d.scale_range),
+        max_rotation=tuple(d.max_rotation),
+        max_translation=tuple(d.max_translation),
+        max_scale=tuple(d.max_scale),
+        isotropic_scale=d.isotropic_scale,
         spacing=None if spacing is None else tuple(spacing),
     )
 
@@ -312,6 +313,9 @@ def _train_and_evaluate(
         config.train.steps,
         config.optim.weight_decay,
         config.optim.grad_clip_norm,
+        init_lr=config.optim.init_lr,
+        decay_steps=config.optim.decay_steps,
+        end_lr=config.optim.end_lr,
     )
     key = jax.random.PRNGKey(config.seed)
     init_key, train_key, eval_key, test_key = (jax.random.fold_in(key, i) for i in range(4))

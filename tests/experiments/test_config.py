@@ -69,7 +69,7 @@ def test_wrong_type_names_key_and_value(tmp_path):
         ({"diffusion": {"num_timesteps": 4}}, "diffusion.train_steps=5"),
         ({"diffusion": {"sample_steps": 2000}}, "diffusion.sample_steps=2000"),
         ({"optim": {"warmup_steps": 50}, "train": {"steps": 50}}, "optim.warmup_steps=50"),
-        ({"data": {"scale_range": [1.2, 1.5]}}, "data.scale_range"),
+        ({"data": {"max_scale": [1.2, 0.1, 0.1]}}, "data.max_scale"),
         ({"model": {"channels": [8, 0]}}, "model.channels"),
     ],
 )
@@ -122,7 +122,7 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_field_type_names_the_unknown_key():
     assert Config.field_type("data.batch_size") is int
-    assert Config.field_type("data.scale_range") == tuple[float, float]
+    assert Config.field_type("data.max_scale") == tuple[float, float, float]
     with pytest.raises(ConfigError, match="data.batch_siz"):
         Config.field_type("data.batch_siz")
     with pytest.raises(ConfigError, match="data.batch_size.*leaf"):
@@ -147,4 +147,4 @@ def test_config_hash_is_sha_of_canonical_json_without_labels():
     relabelled = c.model_copy(update={"name": "other", "tables": ["2"]})
     assert config_hash(relabelled) == config_hash(c)
     assert config_hash(validate_config({"seed": 1})) != config_hash(c)
-    assert config_hash(validate_config({"data": {"max_rotation_deg": 14.0}})) != config_hash(c)
+    assert config_hash(validate_config({"data": {"max_translation": [2.0, 3.0, 3.0]}})) != config_hash(c)
