@@ -103,9 +103,8 @@ class BenchConfig:
 #: Ratios measured with ``benchmarks.paired`` (both configurations in ONE process, steps
 #: interleaved, median of per-round ratios), run by ``benchmarks.run`` right after A has been
 #: measured in its own process: summary key -> (A = denominator, B = numerator). Separate
-#: processes minutes apart see different load and memory placement: at 64x64x16 they gave
-#: 1.35, 1.26 and 1.23 for recycling / plain in three runs of the same model code; interleaved
-#: rounds of one run agree within 5 %.
+#: processes minutes apart see different load and memory placement, so a ratio of two such
+#: timings scatters from run to run far more than the interleaved rounds of one run do.
 PAIRS = {
     "recycling_over_plain": ("train_diffusion_64x64x16", "train_recycling_64x64x16"),
 }
@@ -119,8 +118,8 @@ def size_tag(size: tuple[int, ...]) -> str:
 def _contract(size: tuple[int, int, int], *, full: bool) -> list[BenchConfig]:
     """Training steps (ours: U-Net, diffusion, recycling; reference: diffusion), forward, sampling.
 
-    ``full=False`` keeps only what the summary keys need at this size (the 96x96x32 steps take
-    ~10-40 s each, so the U-Net / recycling / inference there would break the 15 min budget).
+    ``full=False`` keeps only what the summary keys need at this size (the 96x96x32 steps are
+    slow, so the U-Net / recycling / inference there would break the time budget).
     """
     tag = size_tag(size)
     out = [

@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from diffseg3d.core.models.conv import (
+    _conv3d_slices_out,
+    _conv3d_slices_sum,
     conv3d_slices,
-    conv3d_slices_out,
-    conv3d_slices_sum,
     conv_lax,
     downsample,
     upsample,
@@ -43,8 +43,8 @@ from diffseg3d.core.models.conv import (
 CONV_FORMS = {
     "lax3d": conv_lax,
     "slices": conv3d_slices,
-    "slices_sum": conv3d_slices_sum,
-    "slices_out": conv3d_slices_out,
+    "slices_sum": _conv3d_slices_sum,
+    "slices_out": _conv3d_slices_out,
 }
 
 

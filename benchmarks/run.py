@@ -37,8 +37,8 @@ from benchmarks.summary import summarise
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: Stop starting new configurations when fewer seconds than this remain (a subprocess needs
-#: ~5 s just to import jax).
+#: Stop starting new configurations when fewer seconds than this remain (a subprocess spends
+#: seconds just importing jax).
 MIN_SECONDS_TO_START = 20.0
 
 

@@ -28,8 +28,8 @@ def cross_entropy(logits: jnp.ndarray, label: jnp.ndarray) -> jnp.ndarray:
 
     Written with a one-hot mask rather than ``optax.softmax_cross_entropy_with_integer_labels``:
     that one gathers with ``take_along_axis``, whose gradient is a scatter over index arrays
-    the size of the volume that XLA constant-folds at compile time (7 s of a paper-size step's
-    compile on the CPU).
+    the size of the volume that XLA constant-folds at compile time (a large share of a
+    paper-size step's compile time on the CPU).
     """
     logits = logits.astype(jnp.float32)
     onehot = jax.nn.one_hot(label, logits.shape[-1], dtype=jnp.float32)

@@ -12,24 +12,19 @@ Forms (``conv_impl``):
   spatial dims, the first spatial dim folded into the batch (no transpose: it sits next to the
   batch axis). XLA:CPU runs 2D convs much faster than 3D ones. Forward: below 64 input
   channels a sum of ``k`` 2D convs on shifted slices, from 64 up ONE 2D conv with ``k * cout``
-  outputs whose slices are shifted and summed (``conv3d_slices_out``); ``lean`` (remat): ONE 2D
+  outputs whose slices are shifted and summed (``_conv3d_slices_out``); ``lean`` (remat): ONE 2D
   conv over the ``k`` shifted slices stacked on channels, in X-blocks. Backward (custom VJP):
   the input gradient is the same slice conv of the cotangent with the flipped kernel, the
   kernel gradient one matmul per tap (``kernel_grad.py``). The 2x2x2 stride-2 down-/up-sampling
   convs are exact space-to-depth / depth-to-space reshapes around one matmul.
 - ``"auto"``: ``"slices"`` on the CPU backend, ``"lax3d"`` on GPU/TPU (cuDNN/TPU convs are
-  fast natively, and the slice form needs ~2.7x the temporary memory). Resolved at trace time
-  from ``jax.default_backend()``.
+  fast natively, and the slice form needs several times the temporary memory). Resolved at
+  trace time from ``jax.default_backend()``.
 
-Measured with ``benchmarks/conv_probe.py`` on the 2-core dev machine, before the custom VJP and
-the forward-form choice (XLA:CPU, forward + backward, batch 1, 64x64x16; the machine was shared,
-load ~9, so ratios matter, not absolutes):
-3x3x3 conv C=32: lax3d 1810 ms, slices 525 ms (3.4x); C=64: 4194 vs 1841 ms (2.3x);
-temporary memory 24 -> 64 MiB (C=32). Stride-2 2x2x2 down-sampling C=32: lax 1189 ms vs
-space-to-depth matmul 18 ms; up-sampling: lax ``conv_transpose`` 3137 ms vs 63 ms. Whole paper
-UNet step (32/64/128/256, 32x32x16): lax3d 4561 ms, slices 1645 ms (2.8x), temp 121 vs 189 MiB;
-in process CPU time (robust to the load): lax3d 3132 ms, slices 1689 ms (1.9x), slices with
-bfloat16 compute 1764 ms (no gain from bfloat16 on this CPU), slices + remat 2256 ms.
+Why two forms: XLA:CPU's 3D convs and strided / transposed convs run far below its 2D conv and
+matmul rates, so on the CPU the slice form and the reshapes around one matmul are several times
+faster; on GPU/TPU the native convs are. ``benchmarks/conv_probe.py`` measures both forms; the
+dated numbers are in ``docs/BENCHMARKS.md`` and ``benchmarks/results/``.
 
 2D inputs (two spatial dims) always use the native 2D conv; the forms only differ for 3D.
 """
@@ -100,7 +95,7 @@ def _stack_padded(xp: jax.Array, kx: int) -> jax.Array:
     return stacked.reshape(b * m, ny, nz, kx * c)
 
 
-def stack_slices(x: jax.Array, kx: int) -> jax.Array:
+def _stack_slices(x: jax.Array, kx: int) -> jax.Array:
     """``(batch, X, Y, Z, c) -> (batch * X, Y, Z, kx * c)``: slice ``x + d - kx // 2`` (zero
     outside) on channels ``d * c : (d + 1) * c``."""
     pad = kx // 2
@@ -113,7 +108,7 @@ def stack_slices(x: jax.Array, kx: int) -> jax.Array:
 LEAN_BLOCK_BYTES = 256 * 2**20
 
 
-def lean_blocks(x_shape: tuple[int, ...], kx: int) -> int:
+def _lean_blocks(x_shape: tuple[int, ...], kx: int) -> int:
     """Number of X-blocks for a ``lean`` conv of ``x`` ``(batch, X, Y, Z, cin)``: the smallest
     that keeps each block's float32 stacked input within :data:`LEAN_BLOCK_BYTES` (at most X;
     float32 also for bfloat16 compute, as XLA:CPU converts conv inputs to float32)."""
@@ -121,20 +116,18 @@ def lean_blocks(x_shape: tuple[int, ...], kx: int) -> int:
     return max(1, min(x_shape[1], -(-stacked // LEAN_BLOCK_BYTES)))
 
 
-def _conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.Array:
+def _conv3d_slices_forward(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.Array:
     b, nx, ny, nz, _ = x.shape
     kx, ky, kz, cin, cout = kernel.shape
     if not lean:
-        # Timed on XLA:CPU (one forward conv, 96x96x32 / 48x48x16 / 24x24x8 / 12x12x4): the output
-        # form wins from 64 input channels (64->32: 336 vs 533 ms stacked; 64->64: 47 vs 81 ms;
-        # 256->256: 8.1 vs 11.3 ms), the sum of kx 2D convs below (32->32: 210 vs 232 ms;
-        # 32->64: 307 vs 364 ms; 10->32: 77 vs 80 ms).
+        # On XLA:CPU the output form (one wide 2D conv, no input copies) is faster from 64
+        # input channels on, the sum of kx 2D convs below that (benchmarks/conv_probe.py).
         if cin >= 64:
-            return conv3d_slices_out(x, kernel)
-        return conv3d_slices_sum(x, kernel)
+            return _conv3d_slices_out(x, kernel)
+        return _conv3d_slices_sum(x, kernel)
     # (kx, ky, kz, cin, cout) -> (ky, kz, kx * cin, cout), channel index d * cin + c as stacked.
     kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(ky, kz, kx * cin, cout)
-    blocks = lean_blocks(x.shape, kx)
+    blocks = _lean_blocks(x.shape, kx)
     pad = kx // 2
     xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
     bounds = [round(i * nx / blocks) for i in range(blocks + 1)]
@@ -152,7 +145,7 @@ def conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.Ar
 
     ``x`` ``(batch, X, Y, Z, cin)``, ``kernel`` ``(kx, ky, kz, cin, cout)``, all sizes odd.
     ``y[b, x] = sum_d conv2d(x_pad[b, x + d], kernel[d])``: forward as
-    :func:`conv3d_slices_sum` (below 64 input channels) or :func:`conv3d_slices_out` (from 64
+    :func:`_conv3d_slices_sum` (below 64 input channels) or :func:`_conv3d_slices_out` (from 64
     up); with ``lean``, as ONE 2D conv with slice ``d`` stacked on input channels
     ``d * cin : (d + 1) * cin``, in X-blocks of at most :data:`LEAN_BLOCK_BYTES`.
     Returns ``(batch, X, Y, Z, cout)``; equal to ``conv_lax(x, kernel)`` up to float rounding.
@@ -160,18 +153,18 @@ def conv3d_slices(x: jax.Array, kernel: jax.Array, lean: bool = False) -> jax.Ar
     Custom VJP (same gradients as autodiff, up to rounding): only ``x`` and ``kernel`` are saved,
     not the ``kx``-times larger stacked input; the input gradient is the same slice conv of the
     output cotangent with the flipped, in/out-transposed kernel (exact for odd sizes, "SAME"),
-    and the kernel gradient is ``kernel_grad.conv_kernel_grad``, one matmul per tap, 2-3x faster
-    on XLA:CPU than autodiff's conv form: on the restacked input (9 taps) by default, on ``x``
-    itself (27 taps, ~15 % slower, no ``kx``-times stacked copy alive) with ``lean=True``, the
-    choice of the rematerialising (memory-bound) U-Net.
+    and the kernel gradient is ``kernel_grad.conv_kernel_grad``, one matmul per tap (faster on
+    XLA:CPU than autodiff's conv form): on the restacked input (9 taps) by default, on ``x``
+    itself (27 taps, somewhat slower, but no ``kx``-times stacked copy alive) with
+    ``lean=True``, the choice of the rematerialising (memory-bound) U-Net.
     """
     _check_slices_kernel(x, kernel)
-    return _conv3d_slices(x, kernel, lean)
+    return _conv3d_slices_forward(x, kernel, lean)
 
 
 def _slices_fwd(x, kernel, lean):
     _check_slices_kernel(x, kernel)
-    return _conv3d_slices(x, kernel, lean), (x, kernel)
+    return _conv3d_slices_forward(x, kernel, lean), (x, kernel)
 
 
 def _slices_bwd(lean, res, g):
@@ -180,7 +173,7 @@ def _slices_bwd(lean, res, g):
     b, nx, ny, nz, _ = x.shape
     g = g.astype(x.dtype)
     flipped = jnp.flip(kernel, (0, 1, 2)).swapaxes(3, 4)
-    dx = _conv3d_slices(g, flipped, lean)
+    dx = _conv3d_slices_forward(g, flipped, lean)
     if lean:
         dk = conv_kernel_grad(x, g, kernel.shape)
         # The kernel gradient only feeds the optimiser, so XLA would defer it and keep ``g`` and
@@ -188,7 +181,7 @@ def _slices_bwd(lean, res, g):
         dx = after(dx, dk)
     else:
         dk2 = conv_kernel_grad(
-            stack_slices(x, kx), g.reshape(b * nx, ny, nz, cout), (ky, kz, kx * cin, cout)
+            _stack_slices(x, kx), g.reshape(b * nx, ny, nz, cout), (ky, kz, kx * cin, cout)
         )
         dk = dk2.reshape(ky, kz, kx, cin, cout).transpose(2, 0, 1, 3, 4)
     return dx, dk.astype(kernel.dtype)
@@ -197,11 +190,11 @@ def _slices_bwd(lean, res, g):
 conv3d_slices.defvjp(_slices_fwd, _slices_bwd)
 
 
-def conv3d_slices_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _conv3d_slices_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Same result as :func:`conv3d_slices`, as a sum of ``kx`` separate 2D convs.
 
-    The forward form of :func:`conv3d_slices` for fewer than 64 input channels (the timings
-    are in ``_conv3d_slices``).
+    The forward form of :func:`conv3d_slices` for fewer than 64 input channels (why: see
+    ``_conv3d_slices_forward``).
     """
     b, nx, ny, nz, cin = x.shape
     kx = kernel.shape[0]
@@ -214,7 +207,7 @@ def conv3d_slices_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.reshape(b, nx, ny, nz, kernel.shape[-1])
 
 
-def conv3d_slices_out(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _conv3d_slices_out(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Same result as :func:`conv3d_slices`: ONE 2D conv with ``kx * cout`` outputs, then shifts.
 
     ``z = conv2d(x, [kernel[0] | ... | kernel[kx-1]])`` on the unshifted input (first spatial
@@ -243,7 +236,7 @@ def conv_same(x: jax.Array, kernel: jax.Array, impl: str, lean: bool = False) ->
     return conv_lax(x, kernel)
 
 
-def downsample_space_to_depth(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _downsample_space_to_depth(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """2x...x2 stride-2 conv as space-to-depth + one matmul.
 
     ``x`` ``(batch, *spatial, cin)`` with every spatial size even, ``kernel`` ``(2, ..., 2, cin,
@@ -264,7 +257,7 @@ def downsample_space_to_depth(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return x @ kernel.reshape((2**rank) * cin, cout)
 
 
-def upsample_depth_to_space(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _upsample_depth_to_space(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """2x...x2 stride-2 transposed conv as one matmul + depth-to-space.
 
     ``x`` ``(batch, *spatial, cin)``, ``kernel`` ``(2, ..., 2, cin, cout)``;
@@ -282,8 +275,8 @@ def upsample_depth_to_space(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.transpose(perm).reshape(b, *[2 * n for n in spatial], cout)
 
 
-def upsample_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Same as :func:`upsample_depth_to_space` with ``lax.conv_transpose``.
+def _upsample_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Same as :func:`_upsample_depth_to_space` with ``lax.conv_transpose``.
 
     ``lax.conv_transpose`` (``transpose_kernel=False``) correlates the dilated input with the
     kernel, which places ``kernel[1 - o]`` at offset ``o``; flipping the kernel gives
@@ -303,12 +296,12 @@ def upsample_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def downsample(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     """Stride-2 2x..x2 conv in the form ``impl``; ``(batch, *S, cin) -> (batch, *S // 2, cout)``."""
     if impl == "slices":
-        return downsample_space_to_depth(x, kernel)
+        return _downsample_space_to_depth(x, kernel)
     return conv_lax(x, kernel, stride=2, padding="VALID")
 
 
 def upsample(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     """Stride-2 2x..x2 transposed conv; ``(batch, *S, cin) -> (batch, *S * 2, cout)``."""
     if impl == "slices":
-        return upsample_depth_to_space(x, kernel)
-    return upsample_lax(x, kernel)
+        return _upsample_depth_to_space(x, kernel)
+    return _upsample_lax(x, kernel)

@@ -2,22 +2,19 @@
 
 Autodiff of ``lax.conv_general_dilated`` gives the kernel gradient as another convolution, with
 the batch and feature dims swapped and the whole output as the "window". XLA:CPU runs that form
-far below its matmul rate: for a level-0 layer of the paper U-Net in slice form (96 x 96 x 32,
-32 channels, so 96 stacked inputs) the kernel gradient took 622 ms against 228 ms for the
-forward conv and 186 ms for the input gradient. Written as one matmul per tap,
+far below its matmul rate: in the slice-form U-Net it was the slowest of the three convs of a
+layer (forward, input gradient, kernel gradient). Written as one matmul per tap,
 
     dk[a, b] = sum_p s[p + (a - ky // 2, b - kz // 2)]^T g[p]
              = sum_q s[q]^T g_pad[q + (2 (ky // 2) - a, 2 (kz // 2) - b)],
 
 each a ``(pixels, cin)^T x (pixels, cout)`` product against a shifted copy of the (smaller)
-output cotangent, it took 256 instead of 743 ms in one timing run (and 103 instead of 260 ms at
-48 x 48 x 16, C = 64). On the
-unstacked 3D input (27 taps, ``lean`` in ``conv.conv3d_slices``) it takes 293 / 122 ms but needs
-no stacked copy of the input: 76 instead of 220 MiB of temporaries at 96 x 96 x 32
-(each gradient jitted alone, median of 3 calls, on the quiet 2-core machine).
+output cotangent, it runs at matmul speed. On the unstacked 3D input (27 taps, ``lean`` in
+``conv.conv3d_slices``) it does more, smaller products but needs no stacked copy of the input,
+which is what the memory-bound (rematerialising) U-Net wants. Timings: ``docs/BENCHMARKS.md``.
 
 The shifted copies are the price. XLA:CPU's scheduler would make all ``ky * kz`` of them at
-once (9 copies of a 400 MB cotangent at paper size); each copy is therefore made to depend on
+once (``ky * kz`` copies of a paper-size cotangent); each copy is therefore made to depend on
 the previous tap's product, so one copy is alive at a time.
 """
 

@@ -173,13 +173,12 @@ class UNet(nn.Module):
       conv_impl: ``"auto"`` | ``"slices"`` | ``"lax3d"`` (see ``conv.py``; same parameters).
       remat: rematerialise each residual block in the backward pass (``_remat_block``, a
         custom VJP whose recomputation depends on the block's output cotangent): same
-        parameters and outputs, gradients equal to float rounding, ~1/5 more FLOPs, no
-        forward-mode (``jvp``) differentiation. The slice-form convs then run ``lean``
-        (``conv.conv3d_slices``: X-blocks, 27-tap kernel gradient). Cuts XLA:CPU's compiled
-        temp memory, where ``nn.remat`` did not (its ``optimization_barrier`` is dropped by
-        XLA:CPU). Paper-size step (256x256x48, batch 1, plain diffusion, slices): bfloat16
-        compute planned 6.2 GiB and measured peak RSS 7.7-7.8 GiB (``make bench``); float32
-        planned 8.7 GiB; before this remat and the lean convs, 31.8 GiB planned.
+        parameters and outputs, gradients equal to float rounding, one extra forward pass per
+        block, no forward-mode (``jvp``) differentiation. The slice-form convs then run
+        ``lean`` (``conv.conv3d_slices``: X-blocks, 27-tap kernel gradient). Cuts XLA:CPU's
+        compiled temp memory, where ``nn.remat`` did not (its ``optimization_barrier`` is
+        dropped by XLA:CPU), so that a paper-size step fits a CPU machine's memory (planned and
+        measured peaks: ``benchmarks/memory_plan.py``, ``docs/BENCHMARKS.md``).
       dtype: compute dtype (``jnp.bfloat16`` for mixed precision); parameters are float32
         always and the output is float32.
       time_scale: multiplies ``t`` (= t_k / T) before the sinusoid; 1000 makes it the

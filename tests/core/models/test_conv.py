@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from diffseg3d.core.models.conv import (
+    _conv3d_slices_out,
+    _conv3d_slices_sum,
+    _lean_blocks,
     conv3d_slices,
-    conv3d_slices_out,
-    conv3d_slices_sum,
     conv_lax,
     downsample,
-    lean_blocks,
     resolve_conv_impl,
     upsample,
 )
@@ -31,7 +31,7 @@ def test_slices_conv_matches_lax_3d_conv_values_and_gradients(kernel_size, lean,
     # Forward: the sum of 2D convs (lean: the stacked form); the output form is tested below.
     x, k = _random(0, (2, 5, 6, 4, cin), (kernel_size,) * 3 + (cin, cout))
     np.testing.assert_allclose(conv3d_slices(x, k), conv_lax(x, k), atol=1e-5)
-    np.testing.assert_allclose(conv3d_slices_sum(x, k), conv_lax(x, k), atol=1e-5)
+    np.testing.assert_allclose(_conv3d_slices_sum(x, k), conv_lax(x, k), atol=1e-5)
 
     # A non-trivial cotangent (not all ones) so every output position weighs differently.
     w = np.random.default_rng(1).normal(size=(2, 5, 6, 4, cout)).astype(np.float32)
@@ -123,7 +123,7 @@ def test_lean_conv_in_x_blocks_equals_whole_volume_conv(monkeypatch):
     x, k = _random(6, (2, 7, 4, 3, 5), (3, 3, 3, 5, 4))
     stacked_bytes = 2 * 7 * 4 * 3 * 3 * 5 * 4
     monkeypatch.setattr(conv_module, "LEAN_BLOCK_BYTES", stacked_bytes // 3)
-    assert conv_module.lean_blocks(x.shape, 3) == 3
+    assert conv_module._lean_blocks(x.shape, 3) == 3
     w = np.random.default_rng(7).normal(size=(2, 7, 4, 3, 4)).astype(np.float32)
     np.testing.assert_allclose(conv3d_slices(x, k, True), conv_lax(x, k), atol=1e-5)
     grads = [jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) * w), argnums=(0, 1))(x, k)
@@ -134,16 +134,16 @@ def test_lean_conv_in_x_blocks_equals_whole_volume_conv(monkeypatch):
 
 def test_lean_blocks_budget():
     # Paper level 0 (256 slices of 256 x 48, 32 channels): 1.125 GiB stacked in float32.
-    assert lean_blocks((1, 256, 256, 48, 32), 3) == 5
-    assert lean_blocks((1, 8, 4, 4, 2), 3) == 1
-    assert lean_blocks((1, 2, 4096, 4096, 64), 3) == 2  # never more blocks than slices
+    assert _lean_blocks((1, 256, 256, 48, 32), 3) == 5
+    assert _lean_blocks((1, 8, 4, 4, 2), 3) == 1
+    assert _lean_blocks((1, 2, 4096, 4096, 64), 3) == 2  # never more blocks than slices
 
 
 def test_output_form_and_the_64_channel_forward_match_lax_conv():
     # From 64 input channels conv3d_slices takes the output form; both checked at tiny spatial size.
     x, k = _random(8, (1, 3, 4, 2, 64), (3, 3, 3, 64, 5))
     k = k / 4.0  # keep sums over 27 * 64 products O(1) for atol 1e-5
-    np.testing.assert_allclose(conv3d_slices_out(x, k), conv_lax(x, k), atol=1e-5)
+    np.testing.assert_allclose(_conv3d_slices_out(x, k), conv_lax(x, k), atol=1e-5)
     np.testing.assert_allclose(conv3d_slices(x, k), conv_lax(x, k), atol=1e-5)
     w = np.random.default_rng(9).normal(size=(1, 3, 4, 2, 5)).astype(np.float32)
     grads = [jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) * w), argnums=(0, 1))(x, k)
