@@ -21,8 +21,6 @@ PYTEST_ARGS ?=
 DATA_PREREQ := $(if $(filter $(PHANTOM),$(DATA)),$(PHANTOM)/dataset.json,)
 DATA_FLAGS  := $(if $(DATA),--data $(DATA),)
 
-export RAY_USAGE_STATS_ENABLED ?= 0
-export RAY_AUTH_MODE ?= disabled
 # The MLflow store of the main job (a `mlflow server` URL on a cluster). Passed to the commands that
 # need it only: exporting it globally would redirect the tests' own temporary stores.
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(OUT))/mlflow.db)
@@ -48,8 +46,10 @@ setup: $(STAMP) tex
 test: $(STAMP) tex
 	env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff, then the import rules of pyproject.toml's [tool.importlinter] (layers, forbidden imports).
 lint: $(STAMP)
-	$(BIN)/ruff check core experiments analysis tests benchmarks
+	$(BIN)/ruff check core experiments analysis cli tests benchmarks
+	$(BIN)/lint-imports
 
 $(PHANTOM)/dataset.json: | $(STAMP)
 	$(BIN)/diffseg3d data phantom --out $(PHANTOM) --cases $(PHANTOM_CASES)

@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from diffseg3d.experiments.config import ConfigError
+from diffseg3d.experiments.grid import absolute_root
+from diffseg3d.experiments.ray_env import set_ray_env_defaults
 from diffseg3d.experiments.record import TAG_FAILED_TRIALS
 from diffseg3d.experiments.resources import (
     ResourceRequestError,
@@ -48,9 +50,6 @@ __all__ = [
 #: File beside Tune's experiment state that ties a Tune experiment to a grid expansion and its
 #: MLflow parent run.
 MANIFEST_NAME = "diffseg3d_grid.json"
-
-#: Defaults Ray needs on one machine: no usage reporting, no auth token written under $HOME.
-RAY_ENV_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 class GridChangedError(ConfigError):
@@ -227,8 +226,7 @@ def failed_trials(results: Sequence[Mapping]) -> list[tuple[str, str]]:
 
 def _connect_ray():
     """`ray` after connecting: to RAY_ADDRESS when set, else a fresh local Ray on this machine."""
-    for key, value in RAY_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    set_ray_env_defaults()
     import ray
 
     if ray.is_initialized():
@@ -259,8 +257,8 @@ def _resolved_config_dict(config) -> dict:
     """JSON-able config with `data.root` absolute: trials run in their own working directories."""
     data = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
     root = data.get("data", {}).get("root")
-    if root and "://" not in root and not os.path.isabs(root):
-        data["data"]["root"] = str(Path(root).resolve())
+    if root:
+        data["data"]["root"] = absolute_root(root)
     return data
 
 

@@ -2,8 +2,9 @@
 
 import os
 
+from diffseg3d.experiments.ray_env import set_ray_env_defaults
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+set_ray_env_defaults()
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -2,7 +2,7 @@
 
 Modules: `phantom`, `prostate`, `amos`, `nifti` (preparation commands), `preprocess`
 (per-case chain), `resample`, `crop`, `nifti_io`, `sources`, `preparation` (atomic folder
-writer), `dataset` (`PreparedDataset`), `loader`, `augment` (JAX), `writeback`, `cli`.
+writer), `dataset` (`PreparedDataset`), `loader`, `augment` (JAX), `writeback`.
 `augment` is not imported here so that preparation does not pay for importing JAX.
 """
 

@@ -182,7 +182,7 @@ def test_resume_refuses_another_config(env, full_run):
 
 
 def test_train_command_runs_one_trial(env, full_run, tmp_path, monkeypatch, capsys):
-    from diffseg3d.experiments.cli import main
+    from diffseg3d.cli.main import main
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     profile = Path(__file__).parents[2] / "experiments" / "profiles" / "smoke.yaml"

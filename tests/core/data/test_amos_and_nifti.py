@@ -4,9 +4,9 @@ import json
 import zipfile
 
 import numpy as np
+from diffseg3d.cli.main import main
 from diffseg3d.core.data import PreparedDataset
 from diffseg3d.core.data.amos import split_validation
-from diffseg3d.core.data.cli import main
 from diffseg3d.core.data.nifti import random_split
 
 from .nifti_builders import load, make_amos_folder, oblique_affine, octant_label, write_nii

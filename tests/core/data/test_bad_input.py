@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+from diffseg3d.cli.main import main
 from diffseg3d.core.data import DataError, PreparedDataset
-from diffseg3d.core.data.cli import main
 from diffseg3d.core.data.nifti_io import nifti_bytes, read_volume
 from diffseg3d.core.data.phantom import PhantomSpec, make_phantom
 from diffseg3d.core.data.prostate import prepare_prostate_mr

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from diffseg3d.cli.main import main
 from diffseg3d.core.data import PreparedDataset
-from diffseg3d.core.data.cli import main
 from diffseg3d.core.data.phantom import (
     CLASS_NAMES,
     DEFAULT_SHAPE,

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from diffseg3d.cli.main import main
 from diffseg3d.core.data import PreparedDataset
-from diffseg3d.core.data.cli import main
 from diffseg3d.core.data.nifti_io import FileRef
 from diffseg3d.core.data.preprocess import Intensity, preprocess_case
 from diffseg3d.core.data.prostate import paper_split

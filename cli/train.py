@@ -1,0 +1,154 @@
+"""`diffseg3d train` (one trial in this process, no Ray) and `diffseg3d ablate` (a grid on Ray
+Tune). Library imports live inside the handlers (see `diffseg3d.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+TRAIN_HELP = "train and evaluate one config without Ray (progress bar, one MLflow run)"
+ABLATE_HELP = "run an ablation grid with Ray Tune (locally, or on RAY_ADDRESS's cluster)"
+
+#: MLflow experiment of `diffseg3d train` runs unless --experiment is given.
+DEFAULT_TRAIN_EXPERIMENT = "train"
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """--profile, --data and --out, shared by `train` and `ablate`."""
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="named settings applied on top: smoke (seconds), quick (CPU laptop), paper "
+        "(the paper's exact settings); see experiments/profiles/",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="prepared data set folder replacing the config's data.root (all data sets of a grid)",
+    )
+    parser.add_argument(
+        "--out",
+        default="runs",
+        metavar="DIR",
+        help="output folder: mlflow.db, mlartifacts/ and trial folders (default: runs); "
+        "MLFLOW_TRACKING_URI overrides the MLflow store",
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from diffseg3d.experiments import tracking
+    from diffseg3d.experiments.config import config_hash, load_config, set_dotted, validate_config
+    from diffseg3d.experiments.grid import absolute_root, data_set_label, trial_name
+    from diffseg3d.experiments.trial import run_trial
+
+    config = load_config(args.config, profile=args.profile)
+    if args.data is not None:
+        raw = config.model_dump(mode="json")
+        raw = set_dotted(raw, "data.root", absolute_root(args.data))
+        raw = set_dotted(raw, "data.name", data_set_label(args.data))
+        config = validate_config(raw, source=f"{args.config} with --data {args.data}")
+    if config.name == "trial":
+        config = config.model_copy(update={"name": trial_name(config)})
+    out = Path(args.out)
+    uri = tracking.default_tracking_uri(out)
+    tracking.ensure_experiment(
+        args.experiment, tracking.default_artifact_location(out, uri), tracking_uri=uri
+    )
+    workdir = out / "trials" / f"{config.name}_{config_hash(config)}"
+    result = run_trial(
+        config,
+        workdir=workdir,
+        tracking_uri=uri,
+        experiment=args.experiment,
+        resume_from=args.resume,
+        progress=True,
+    )
+    print(f"trial {result['trial']}: MLflow run {result['run_id']} in {uri}")
+    for key in ("test_dice", "test_hd95", "test_n_nan_dice", "test_n_nan_hd95"):
+        if key in result:
+            print(f"  {key} = {result[key]:.4f}")
+    print(f"  per-case metrics: {result['per_case_csv']}")
+    print(f"  final checkpoint: {result['checkpoint_dir']}")
+    return 0
+
+
+def _run_ablate(args: argparse.Namespace) -> int:
+    from diffseg3d.experiments.runner import failed_trials, run_grid
+
+    results = run_grid(
+        args.grid,
+        profile=args.profile,
+        data_override=args.data,
+        out_dir=args.out,
+        max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures,
+        storage_path=args.storage,
+    )
+    failures = failed_trials(results)
+    print(f"{len(results) - len(failures)} of {len(results)} trials finished")
+    for name, error in failures:
+        print(f"  failed: {name}: {error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def add_train_command(subparsers) -> argparse.ArgumentParser:
+    """Register `train` on the `diffseg3d` subparsers; the handler is `args.func`."""
+    train = subparsers.add_parser(
+        "train",
+        help=TRAIN_HELP,
+        description="Train, validate and test one config; log it as one MLflow run.",
+    )
+    train.add_argument("config", metavar="CONFIG", help="YAML config (partial: defaults fill in)")
+    _add_common(train)
+    train.add_argument(
+        "--experiment",
+        default=DEFAULT_TRAIN_EXPERIMENT,
+        help=f"MLflow experiment name (default: {DEFAULT_TRAIN_EXPERIMENT})",
+    )
+    train.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT_DIR",
+        help="continue from a checkpoint folder (<out>/trials/<trial>/checkpoints/step_N) and "
+        "its MLflow run",
+    )
+    train.set_defaults(func=_run_train)
+    return train
+
+
+def add_ablate_command(subparsers) -> argparse.ArgumentParser:
+    """Register `ablate` on the `diffseg3d` subparsers; the handler is `args.func`."""
+    ablate = subparsers.add_parser(
+        "ablate",
+        help=ABLATE_HELP,
+        description="Expand a grid (experiments/grids/*.yaml, or a shipped grid's name such as "
+        "paper) and run its trials with Ray Tune; each trial is one MLflow run under the "
+        "grid's parent run. Rerunning resumes an interrupted grid.",
+    )
+    ablate.add_argument("grid", metavar="GRID", help="grid YAML file or shipped grid name")
+    _add_common(ablate)
+    ablate.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=2,
+        metavar="N",
+        help="trials running at the same time (default 2)",
+    )
+    ablate.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        metavar="N",
+        help="retries of a lost or crashed trial from its last checkpoint (default 2)",
+    )
+    ablate.add_argument(
+        "--storage",
+        default=None,
+        metavar="PATH",
+        help="Tune storage for checkpoints and experiment state (default <out>/ray_results; "
+        "on a cluster a shared path or s3://... reachable from every node)",
+    )
+    ablate.set_defaults(func=_run_ablate)
+    return ablate

@@ -1,0 +1,15 @@
+"""Ray's environment defaults: set where unset, a user's exported value kept."""
+
+import os
+
+from diffseg3d.experiments.ray_env import RAY_ENV_DEFAULTS, set_ray_env_defaults
+
+
+def test_defaults_fill_unset_variables_and_keep_exported_ones(monkeypatch):
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    set_ray_env_defaults()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert RAY_ENV_DEFAULTS == {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
