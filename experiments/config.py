@@ -256,12 +256,41 @@ class EvalConfig(_Section):
 
 
 class ResourcesConfig(_Section):
-    """What one Ray Tune trial asks for."""
+    """What one Ray Tune trial asks for; `experiments/resources.py` turns it into Ray's request."""
 
-    gpus_per_trial: float = Field(
-        0.0, ge=0.0, description="GPUs per trial (fractions share a GPU; 0 = CPU only)."
+    accelerator: Literal["cpu", "gpu", "tpu"] = Field(
+        "cpu",
+        description="Where the trial computes: cpu (JAX on the host CPU), gpu (Ray's GPU "
+        "resource) or tpu (Ray's TPU resource: chips of one TPU VM host, used data parallel).",
     )
-    cpus_per_trial: float = Field(1.0, gt=0.0, description="CPUs per trial.")
+    accelerators_per_trial: float | None = Field(
+        None,
+        gt=0.0,
+        description="GPUs or TPU chips per trial (default 1; must be unset for cpu). GPUs: a "
+        "fraction < 1 packs several trials on one GPU, above 1 a whole number. TPU chips: 1, 2, "
+        "4 or 8 (Ray's TPU sizes); 4 = a whole v4-8 host, 8 = a whole v5e-8/v6e-8 host.",
+    )
+    cpus_per_trial: float = Field(1.0, gt=0.0, description="CPU cores Ray reserves per trial.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_gpus_per_trial(cls, data: Any) -> Any:
+        # Configs written before `accelerator` existed say `gpus_per_trial: g` (0 = CPU).
+        if isinstance(data, dict) and "gpus_per_trial" in data:
+            data = dict(data)
+            gpus = data.pop("gpus_per_trial")
+            if "accelerator" in data or "accelerators_per_trial" in data:
+                raise ValueError("gpus_per_trial (legacy) cannot be combined with accelerator")
+            if gpus:
+                data.update(accelerator="gpu", accelerators_per_trial=gpus)
+        return data
+
+    @model_validator(mode="after")
+    def _check_request(self) -> ResourcesConfig:
+        from diffseg3d.experiments.resources import check_accelerator_count
+
+        check_accelerator_count(self.accelerator, self.accelerators_per_trial)
+        return self
 
 
 class Config(_Section):
