@@ -104,7 +104,7 @@ def test_profile_overrides_file(tmp_path):
     paper = load_config(write(tmp_path, {}, "empty.yaml"), profile="paper")
     assert paper.model.channels == [32, 64, 128, 256] and paper.train.steps == 12500
     assert paper.data.batch_size == 8 and paper.model.compute_dtype == "bfloat16"
-    assert paper.resources.gpus_per_trial == 1
+    assert (paper.resources.accelerator, paper.resources.accelerators_per_trial) == ("gpu", 1)
 
 
 def test_missing_and_malformed_files(tmp_path):
