@@ -109,6 +109,7 @@ def test_identical_masks_give_one_and_bad_tolerance_raises():
 
 
 @pytest.mark.filterwarnings("ignore:the prediction of class 3 is all 0")
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecations
 def test_matches_monai_compute_surface_dice():
     """MONAI is an optional test dependency (it needs torch): `pip install torch==2.13.0 monai`."""
     torch = pytest.importorskip("torch", reason="MONAI comparison needs torch (test-only)")
