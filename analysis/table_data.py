@@ -46,6 +46,7 @@ class Cell:
 class Comparison:
     """Compared level vs the table's reference level on one data set (per-case Dice).
 
+    test.t_pvalue / test.wilcoxon_pvalue: unadjusted (the paper reports the raw t-test p).
     t_pvalue_holm / wilcoxon_pvalue_holm: Holm-adjusted across the table's comparisons.
     """
 
@@ -63,6 +64,12 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
+        """Raw paired t-test p < alpha: the paper's criterion (section 4, alpha = 0.01)."""
+        return bool(np.isfinite(self.test.t_pvalue) and self.test.t_pvalue < self.alpha)
+
+    @property
+    def significant_holm(self) -> bool:
+        """Holm-adjusted t-test p < alpha: the stricter reading over the table's comparisons."""
         return bool(np.isfinite(self.t_pvalue_holm) and self.t_pvalue_holm < self.alpha)
 
 

@@ -1,9 +1,12 @@
 """LaTeX tables shaped like the paper's, built with pandas `Styler.to_latex` (booktabs).
 
-Main tables: rows = settings (the table's axis), then p rows (t-test, Wilcoxon; Holm-adjusted,
-`$^{*}$` when significant at alpha); columns = data set x {Dice, HD95 (mm)}; cells
-`mean $\\pm$ std`; best mean per column in bold. Each file is a complete `table` float that
-compiles in a minimal document needing only `booktabs`.
+Main tables: rows = settings (the table's axis), then per compared setting three p rows: the
+raw paired t-test p as the paper reports it (`$^{*}$` when below alpha, the paper's criterion),
+the same p Holm-adjusted over the table's comparisons, and the Holm-adjusted Wilcoxon p; columns =
+data set x {Dice, HD95 (mm)}; cells `mean $\\pm$ std`; best mean per column in bold. Every user
+string (data set, class, setting names; notes in captions) goes through pandas' LaTeX escaping.
+Each file is a complete `table` float that compiles in a minimal document needing only
+`booktabs`.
 """
 
 from __future__ import annotations
@@ -33,12 +36,17 @@ HD95_DEFINITION = (
     "mask XOR its erosion, distances with the voxel spacing, maximum of the two directed 95th "
     "percentiles)"
 )
-LATEX_SPECIALS = str.maketrans({c: "\\" + c for c in "&%$#_{}"})
 
 
 def escape_latex(text: str) -> str:
-    """Escape LaTeX specials in free text (names from data, not our own markup)."""
-    return str(text).translate(LATEX_SPECIALS)
+    """Free text (names from data, not our own markup) with every LaTeX special escaped.
+
+    The same escaping as `Styler.format(escape="latex")` (`\\ ~ ^ & % $ # _ { }`), reached
+    through pandas' public Styler API rather than its private helper.
+    """
+    styler = pd.DataFrame([[str(text)]]).style.format(escape="latex")
+    rendered = styler.hide(axis="index").hide(axis="columns").to_string()
+    return rendered.removesuffix("\n")
 
 
 def data_set_name(name: str) -> str:
@@ -58,21 +66,34 @@ def format_p_latex(p: float, significant: bool) -> str:
     return text + ("$^{*}$" if significant else "")
 
 
-def p_row_labels(data: TableData, label: str) -> tuple[str, str]:
-    """Row labels of the t-test and Wilcoxon p rows of a compared level."""
+#: p rows of each compared level: (row name, Comparison attribute, whether it carries the mark).
+#: The mark follows the raw t-test p, as in the paper; the Holm rows are labelled as such.
+P_ROWS: tuple[tuple[str, str, bool], ...] = (
+    ("p (t-test)", "t_pvalue", True),
+    ("p (t-test, Holm)", "t_pvalue_holm", False),
+    ("p (Wilcoxon, Holm)", "wilcoxon_pvalue_holm", False),
+)
+
+
+def p_row_labels(data: TableData, label: str) -> tuple[str, ...]:
+    """Row labels of the p rows (`P_ROWS` order) of a compared level."""
     if len(data.levels) == 2:
-        return "p (t-test)", "p (Wilcoxon)"
+        return tuple(name for name, _, _ in P_ROWS)
     ref = data.levels[0][1]
-    return f"p (t-test), {label} vs {ref}", f"p (Wilcoxon), {label} vs {ref}"
+    return tuple(f"{name}, {label} vs {ref}" for name, _, _ in P_ROWS)
+
+
+def _pvalue(comp, attr: str) -> float:
+    return comp.test.t_pvalue if attr == "t_pvalue" else getattr(comp, attr)
 
 
 def display_frame(data: TableData, *, pm: str = "$\\pm$", p_format=format_p_latex
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(strings, bold mask) of one main table, shaped like the paper's.
 
-    Rows: one per level, then per compared level a t-test and a Wilcoxon p row (Holm-adjusted;
-    the tests are on Dice, so the p sits in the Dice column). Columns: MultiIndex (data set
-    display name, Dice | HD95 (mm)).
+    Rows: one per level, then per compared level the `P_ROWS` (raw t-test p with the mark,
+    Holm-adjusted t-test p, Holm-adjusted Wilcoxon p; the tests are on Dice, so the p sits in the
+    Dice column). Columns: MultiIndex (data set display name, Dice | HD95 (mm)).
     """
     labels = [label for _, label in data.levels]
     p_rows = {label: p_row_labels(data, label) for label in labels[1:]}
@@ -88,13 +109,12 @@ def display_frame(data: TableData, *, pm: str = "$\\pm$", p_format=format_p_late
                 cell = data.cells.get((label, data_set, metric))
                 strings[(label, col)] = format_cell(cell.mean, cell.std, pm=pm) if cell else EMPTY
                 bold[(label, col)] = label in best
-            for label, (t_row, w_row) in p_rows.items():
+            for label, rows in p_rows.items():
                 comp = data.comparison(data_set, label)
-                for row, attr in ((t_row, "t_pvalue_holm"), (w_row, "wilcoxon_pvalue_holm")):
+                for row, (_, attr, marked) in zip(rows, P_ROWS, strict=True):
                     text = ""
                     if metric == "dice":
-                        text = (p_format(getattr(comp, attr),
-                                         comp.significant and attr == "t_pvalue_holm")
+                        text = (p_format(_pvalue(comp, attr), marked and comp.significant)
                                 if comp else EMPTY)
                     strings[(row, col)] = text
                     bold[(row, col)] = False
@@ -117,10 +137,11 @@ def caption(data: TableData) -> str:
         escape_latex(data.spec.title),
         f"Cells: mean $\\pm$ std over test cases of the per-case mean over foreground "
         f"classes{seeds}; best in bold (Dice higher, HD95 lower is better).",
-        f"p: paired Student's t-test and Wilcoxon signed-rank test on per-case Dice "
-        f"against row {escape_latex(reference)}, Holm-corrected over the "
-        f"{len(data.comparisons)} comparison(s) of this table; $^{{*}}$: significant at "
-        f"$\\alpha = {data.comparisons[0].alpha if data.comparisons else 0.01:g}$.",
+        f"p (t-test): paired Student's t-test on per-case Dice against row "
+        f"{escape_latex(reference)}, unadjusted as in the paper; $^{{*}}$: significant at "
+        f"$\\alpha = {data.comparisons[0].alpha if data.comparisons else 0.01:g}$ by this p. "
+        f"p (t-test, Holm) and p (Wilcoxon, Holm): the t-test and the Wilcoxon signed-rank "
+        f"test, Holm-adjusted over the {len(data.comparisons)} comparison(s) of this table.",
         f"{HD95_DEFINITION}; {data.n_empty('hd95')} (case, class) values with an empty "
         f"prediction or ground truth are excluded from HD95 and {data.n_empty('dice')} with "
         f"both empty from Dice.",
@@ -129,7 +150,7 @@ def caption(data: TableData) -> str:
         parts.append("No finished runs feed this table.")
     else:
         shown = ", ".join(escape_latex(data_set_name(d)) for d in data.data_sets)
-        absent = ", ".join(data_set_name(d) for d in data.absent_paper_data_sets)
+        absent = ", ".join(escape_latex(data_set_name(d)) for d in data.absent_paper_data_sets)
         parts.append(f"Data sets with runs: {shown}"
                      + (f" (none for the paper's {absent})." if absent else "."))
     if data.notes:

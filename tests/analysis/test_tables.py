@@ -18,6 +18,7 @@ from diffseg3d.analysis.tables import (
     spearman_latex,
 )
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from .synthetic_runs import synthetic_frame
 
@@ -55,8 +56,9 @@ def test_table1_has_exactly_the_expected_cells_bold_and_p():
           f"{10 * (1 - n_case).mean():.3f} $\\pm$ {10 * n_case.std(ddof=1):.3f}"],
          [f"{y_case.mean():.3f} $\\pm$ {y_case.std(ddof=1):.3f}",
           f"{10 * (1 - y_case).mean():.3f} $\\pm$ {10 * y_case.std(ddof=1):.3f}"],
-         [f"{p:.3f}", ""], [f"{p_w:.3f}", ""]],
-        index=["N", "Y", "p (t-test)", "p (Wilcoxon)"],
+         # One comparison: the Holm-adjusted p equals the raw one.
+         [f"{p:.3f}", ""], [f"{p:.3f}", ""], [f"{p_w:.3f}", ""]],
+        index=["N", "Y", "p (t-test)", "p (t-test, Holm)", "p (Wilcoxon, Holm)"],
         columns=pd.MultiIndex.from_tuples([("Prostate MR", "Dice"),
                                            ("Prostate MR", "HD95 (mm)")]))
     assert text.values.tolist() == expected.values.tolist()
@@ -64,13 +66,54 @@ def test_table1_has_exactly_the_expected_cells_bold_and_p():
     assert text.values[0, 0] == "0.700 $\\pm$ 0.100"  # hand value
     # Y is better in both Dice (higher) and HD95 (lower); only those cells are bold.
     assert bold.values.tolist() == [[False, False], [True, True], [False, False],
-                                    [False, False]]
+                                    [False, False], [False, False]]
     assert p > 0.01  # three cases cannot reach alpha: no significance mark
     latex = main_table_latex(data)
     assert f"\\textbf{{{y_case.mean():.3f} $\\pm$ {y_case.std(ddof=1):.3f}}}" in latex
     assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
     assert "\\multicolumn{2}{c}{Prostate MR}" in latex
     assert "$^{*}$" not in latex.split("\\begin{tabular}")[1]
+
+
+# A second data set for Table 1 whose raw t-test p is below 0.01 and whose Holm-adjusted p (two
+# comparisons) is not: per-case Dice of N and Y on six cases, one class each.
+AMOS_N = np.array([0.60, 0.65, 0.70, 0.72, 0.68, 0.66])
+AMOS_Y = AMOS_N + np.array([0.05, 0.09, 0.02, 0.06, 0.07, 0.01])
+
+
+def _two_data_set_frame(names=("prostate-mr", "amos-ct")):
+    rows = _known_frame().assign(data_set=names[0]).to_dict("records")
+    for recycling, dices in ((False, AMOS_N), (True, AMOS_Y)):
+        for i, dice in enumerate(dices):
+            rows.append(dict(rows[0], run_id=f"amos-{recycling}", data_set=names[1],
+                             recycling=recycling, case=f"a{i}", **{"class": "k0"}, dice=dice,
+                             hd95=10 * (1 - dice)))
+    return pd.DataFrame(rows)
+
+
+def test_raw_and_holm_rows_equal_scipy_and_statsmodels_and_the_mark_follows_the_raw_p():
+    data = compute_table(_two_data_set_frame(), TABLES_BY_ID["table1_recycling"])
+    text, _ = display_frame(data)
+    raw = [stats.ttest_rel([0.8, 0.75, 0.95], [0.7, 0.6, 0.8]).pvalue,
+           stats.ttest_rel(AMOS_Y, AMOS_N).pvalue]
+    holm = multipletests(raw, method="holm")[1]
+    wilcoxon = multipletests([stats.wilcoxon([0.8, 0.75, 0.95], [0.7, 0.6, 0.8]).pvalue,
+                              stats.wilcoxon(AMOS_Y, AMOS_N).pvalue], method="holm")[1]
+    assert raw[1] < 0.01 <= holm[1] and holm[1] != raw[1]  # the rows can disagree
+    for i, (data_set, name) in enumerate((("prostate-mr", "Prostate MR"),
+                                         ("amos-ct", "Abdominal CT"))):
+        comp = data.comparison(data_set, "Y")
+        assert comp.test.t_pvalue == pytest.approx(raw[i], rel=1e-12)
+        assert comp.t_pvalue_holm == pytest.approx(holm[i], rel=1e-12)
+        assert comp.wilcoxon_pvalue_holm == pytest.approx(wilcoxon[i], rel=1e-12)
+        mark = "$^{*}$" if raw[i] < 0.01 else ""
+        assert text.loc["p (t-test)", (name, "Dice")] == f"{raw[i]:.3f}{mark}"
+        assert text.loc["p (t-test, Holm)", (name, "Dice")] == f"{holm[i]:.3f}"
+        assert text.loc["p (Wilcoxon, Holm)", (name, "Dice")] == f"{wilcoxon[i]:.3f}"
+    amos = data.comparison("amos-ct", "Y")
+    assert amos.significant and not amos.significant_holm
+    latex = main_table_latex(data)
+    assert "p (t-test, Holm)" in latex and "unadjusted as in the paper" in latex
 
 
 def test_significant_p_gets_mark_and_less_than_format():
@@ -113,6 +156,19 @@ def test_every_table_compiles_alone_with_pdflatex(tmp_path):
     files["spearman"] = spearman_latex(roi_dice_spearman(frame))
     files["empty"] = main_table_latex(
         compute_table(frame.iloc[:0], TABLES_BY_ID["table2_diffusion_vs_unet"]))
+    files["raw_and_holm"] = main_table_latex(
+        compute_table(_two_data_set_frame(), TABLES_BY_ID["table1_recycling"]))
+    # Every LaTeX special in data set, class and setting names (\\ ~ ^ & % $ # _ { }).
+    nasty = "a\\b~c^d&e%f$g#h_i{j}k ~ ^ \\ end"
+    files["specials_main"] = main_table_latex(
+        compute_table(_two_data_set_frame((nasty, "x^2_{y}")),
+                      TABLES_BY_ID["table1_recycling"]))
+    frame_nasty = frame.assign(data_set=nasty, setting=frame["setting"] + " " + nasty,
+                               **{"class": frame["class"] + "~^\\" + "&%$#_{}"})
+    for metric in ("dice", "hd95"):
+        files[f"specials_{metric}"] = per_class_latex(per_class_stats(frame_nasty, metric),
+                                                      nasty, metric)
+    files["specials_spearman"] = spearman_latex(roi_dice_spearman(frame_nasty))
     for name, tex in files.items():
         (tmp_path / f"{name}.tex").write_text(tex)
         (tmp_path / f"doc_{name}.tex").write_text(MINIMAL_DOCUMENT % name)
