@@ -147,4 +147,5 @@ def test_config_hash_is_sha_of_canonical_json_without_labels():
     relabelled = c.model_copy(update={"name": "other", "tables": ["2"]})
     assert config_hash(relabelled) == config_hash(c)
     assert config_hash(validate_config({"seed": 1})) != config_hash(c)
-    assert config_hash(validate_config({"data": {"max_translation": [2.0, 3.0, 3.0]}})) != config_hash(c)
+    moved = validate_config({"data": {"max_translation": [2.0, 3.0, 3.0]}})
+    assert config_hash(moved) != config_hash(c)
