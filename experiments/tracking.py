@@ -33,6 +33,7 @@ from diffseg3d.experiments.record import (
     TAG_TRIAL,
     flatten,
 )
+from diffseg3d.experiments.retry import with_retries
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -130,6 +131,13 @@ def start_parent_run(
     return run.info.run_id
 
 
+def _retried(fn, /, *args, **kwargs):
+    """`fn(*args, **kwargs)`, repeated on transient store errors (`retry.with_retries`): many
+    trials write to one store at once, and a locked SQLite file or a restarting server must not
+    fail a trial."""
+    return with_retries(lambda: fn(*args, **kwargs))
+
+
 def _chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -192,7 +200,7 @@ class TrialRun:
         }
         if parent_run_id:
             tags[TAG_PARENT] = parent_run_id
-        run = client.create_run(exp_id, tags=tags, run_name=config.name)
+        run = _retried(client.create_run, exp_id, tags=tags, run_name=config.name)
         for old in stale:
             client.set_tag(old.info.run_id, TAG_SUPERSEDED_BY, run.info.run_id)
             client.delete_run(old.info.run_id)
@@ -210,13 +218,13 @@ class TrialRun:
             raise ValueError(
                 f"cannot resume: MLflow run {run_id} not found at {client.tracking_uri} ({err})"
             ) from None
-        client.update_run(run_id, status="RUNNING")
+        _retried(client.update_run, run_id, status="RUNNING")
         return cls(client, run_id)
 
     def log_params(self, config: Config) -> None:
         """Params = `flatten(config)`, logged once: keys the run already has are skipped (MLflow
         rejects changing a param), and a changed value is an error naming the key."""
-        existing = self.client.get_run(self.run_id).data.params
+        existing = _retried(self.client.get_run, self.run_id).data.params
         new = []
         for key, value in flatten(config).items():
             if key in existing:
@@ -228,29 +236,30 @@ class TrialRun:
                 continue
             new.append(Param(key, value))
         for chunk in _chunks(new, MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=chunk)
+            _retried(self.client.log_batch, self.run_id, params=chunk)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log a dict of scalars at `step` in one `log_batch` request (NaN is stored as NaN)."""
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, int(step)) for k, v in sorted(metrics.items())]
         for chunk in _chunks(batch, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=chunk)
+            _retried(self.client.log_batch, self.run_id, metrics=chunk)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        _retried(self.client.log_batch, self.run_id, tags=batch)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, os.fspath(path), artifact_path)
+        _retried(self.client.log_artifact, self.run_id, os.fspath(path), artifact_path)
 
     def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, os.fspath(directory), artifact_path)
+        _retried(self.client.log_artifacts, self.run_id, os.fspath(directory), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        _retried(self.client.log_text, self.run_id, text, artifact_file)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        _retried(self.client.set_terminated, self.run_id, status=status)
 
 
 def finite_or_nan(value: float) -> float:
