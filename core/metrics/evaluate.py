@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,21 @@ def evaluate_case(
     ]
 
 
+def evaluate_cases(
+    case_ids: Sequence[str],
+    preds: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    spacing: Sequence[float],
+) -> list[dict[str, Any]]:
+    """`evaluate_case` rows of every case: preds and labels (cases, *spatial), `case_ids` in
+    the same order; len(case_ids) * len(class_names) rows, case by case."""
+    rows: list[dict[str, Any]] = []
+    for case_id, pred, label in zip(case_ids, preds, labels, strict=True):
+        rows += evaluate_case(case_id, pred, label, class_names, spacing)
+    return rows
+
+
 def write_per_case_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Writes rows to a CSV with header `ROW_KEYS` (NaN as `nan`); returns the path."""
     path = Path(path)
@@ -117,6 +132,29 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return float(valid.mean()), float(valid.std()), n_nan
 
 
+def _mean_of_case_means(per_case: Iterable[Sequence[float]]) -> float:
+    """Mean over cases of each case's mean over its non-NaN values; NaN cases are skipped."""
+    return _mean_std([_mean_std(values)[0] for values in per_case])[0]
+
+
+def mean_case_dice(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """`summarise`'s `mean_case_dice` straight from label maps, without the HD95 cost (the
+    validation score during training).
+
+    Args:
+        preds: (cases, *spatial) int predicted label maps.
+        labels: (cases, *spatial) int ground-truth label maps.
+        num_classes: C, including background.
+
+    Returns:
+        mean over cases of the mean foreground Dice over the classes present in either map;
+        NaN when no case has one.
+    """
+    return _mean_of_case_means(
+        dice_per_class(pred, label, num_classes) for pred, label in zip(preds, labels, strict=True)
+    )
+
+
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, float | int]:
     """NaN-skipping means of the per-case rows, with the NaN counts next to them.
 
@@ -144,8 +182,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, float | int]:
         for row in rows:
             by_case.setdefault(row["case"], []).append(row[metric])
             by_class.setdefault(row["class"], []).append(row[metric])
-        case_means = [_mean_std(values)[0] for values in by_case.values()]
-        summary[f"mean_case_{metric}"] = _mean_std(case_means)[0]
+        summary[f"mean_case_{metric}"] = _mean_of_case_means(by_case.values())
         for name, values in by_class.items():
             mean, _, n_nan = _mean_std(values)
             summary[f"{metric}/{name}"] = mean

@@ -1,5 +1,5 @@
 """diffseg3d.core.train: optimiser, train state, pure train steps (U-Net, diffusion, recycling),
-data-parallel sharding, orbax checkpoints and the training loop."""
+data-parallel sharding, orbax checkpoints and the pieces of the training loop."""
 
 from diffseg3d.core.train.checkpoint import (
     CheckpointError,
@@ -7,7 +7,7 @@ from diffseg3d.core.train.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from diffseg3d.core.train.loop import compile_train_step, fit
+from diffseg3d.core.train.loop import compile_train_step, window_means
 from diffseg3d.core.train.optimizer import make_lr_schedule, make_optimizer
 from diffseg3d.core.train.sharding import make_mesh, replicate, shard_batch, shard_batches
 from diffseg3d.core.train.state import TrainState, create_train_state
@@ -19,7 +19,6 @@ __all__ = [
     "TrainState",
     "compile_train_step",
     "create_train_state",
-    "fit",
     "latest_checkpoint_step",
     "make_loss_fn",
     "make_lr_schedule",
@@ -31,4 +30,5 @@ __all__ = [
     "save_checkpoint",
     "shard_batch",
     "shard_batches",
+    "window_means",
 ]

@@ -5,6 +5,10 @@ Layout: `<directory>/<step>/state` (the pytree, one orbax item) and `<directory>
 Saving is synchronous on purpose: the training loop donates the state's buffers to the next step,
 so an asynchronous save could read freed memory.
 
+`save_checkpoint_folder` wraps this for runs whose checkpoints are copied away whole (Ray Tune):
+one fresh folder per step, `<root>/step_0000100/orbax/...` plus a JSON file of the caller's, the
+newest `keep` folders kept.
+
 Restoring goes into an abstract target (shapes, dtypes and shardings of a freshly created state),
 and the stored tree is checked against it first: a mismatch (different model, optimiser or
 dtype) raises an error naming the directory and the first offending leaf rather than silently
@@ -13,7 +17,11 @@ casting or reshaping.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,6 +30,8 @@ import orbax.checkpoint as ocp
 
 _STATE = "state"
 _METADATA = "metadata"
+#: Subfolder of a `save_checkpoint_folder` folder that holds the orbax checkpoint.
+FOLDER_STATE = "orbax"
 
 
 class CheckpointError(RuntimeError):
@@ -63,6 +73,34 @@ def save_checkpoint(
         )
         manager.wait_until_finished()
     return step
+
+
+def save_checkpoint_folder(
+    root: str | os.PathLike, state: Any, info: dict, *, info_name: str, keep: int
+) -> Path:
+    """Save `state` into a fresh folder `<root>/step_<step:07d>` (orbax in `FOLDER_STATE`, replacing
+    a folder of the same step) with `{**info, "step": step}` as JSON in `<folder>/<info_name>`;
+    delete all but the newest `keep` (>= 1) step folders of `root`. Returns the folder."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    step = int(jax.device_get(state.step))
+    directory = Path(root) / f"step_{step:07d}"
+    if directory.exists():
+        shutil.rmtree(directory)
+    save_checkpoint(directory / FOLDER_STATE, state, {"step": step}, max_to_keep=1)
+    (directory / info_name).write_text(json.dumps({**info, "step": step}, indent=2))
+    for old in sorted(Path(root).glob("step_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def params_digest(params: Any) -> str:
+    """sha256 (16 hex) over every parameter's bytes in tree order: equal iff bit-identical (a
+    resumed run's parameters against an uninterrupted one's)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(jax.device_get(params)):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def latest_checkpoint_step(directory: str | os.PathLike) -> int | None:

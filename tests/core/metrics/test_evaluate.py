@@ -78,3 +78,19 @@ def test_summarise_skips_and_counts_nan():
 def test_write_rejects_rows_with_wrong_keys(tmp_path):
     with pytest.raises(ValueError, match="row 0"):
         write_per_case_csv([{"case": "a"}], tmp_path / "x.csv")
+
+
+def test_mean_case_dice_by_hand_and_as_summarise():
+    from diffseg3d.core.metrics.evaluate import mean_case_dice
+
+    a_pred, a_label = np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2])  # Dice 2/3 and 2/3
+    b_pred, b_label = np.array([0, 1, 1, 0]), np.array([0, 1, 1, 0])  # 1 and NaN (class 2 absent)
+    empty = np.zeros(4, dtype=int)  # both classes NaN: the case is skipped
+    preds, labels = np.stack([a_pred, b_pred, empty]), np.stack([a_label, b_label, empty])
+    assert mean_case_dice(preds, labels, 3) == pytest.approx((2 / 3 + 1) / 2, abs=1e-12)
+    assert math.isnan(mean_case_dice(empty[None], empty[None], 3))
+    pred, label = _case()
+    rows = evaluate_case("c01", pred, label, NAMES, spacing=(1.0, 1.0, 2.0))
+    rows += evaluate_case("c02", label, label, NAMES, spacing=(1.0, 1.0, 2.0))
+    assert mean_case_dice(np.stack([pred, label]), np.stack([label, label]), 4) == pytest.approx(
+        summarise(rows)["mean_case_dice"], abs=1e-12)

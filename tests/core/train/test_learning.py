@@ -8,7 +8,13 @@ from diffseg3d.core.diffusion import make_schedule
 from diffseg3d.core.infer import make_sampler, predict_unet
 from diffseg3d.core.metrics.dice import dice_per_class
 from diffseg3d.core.models.unet import UNet
-from diffseg3d.core.train import create_train_state, fit, make_optimizer, make_train_step
+from diffseg3d.core.train import (
+    compile_train_step,
+    create_train_state,
+    make_optimizer,
+    make_train_step,
+    window_means,
+)
 
 SPATIAL = (16, 16, 8)
 NUM_CLASSES = 3  # background, a large ellipsoid, a small sphere
@@ -61,9 +67,14 @@ def train(method):
     schedule = make_schedule(1000, 5)
     step = make_train_step(model, tx, lr, method=method, schedule=schedule,
                            output="x0", recycling=True)
-    losses = []
-    state = fit(step, state, batches(train_x, train_y, 1), jax.random.key(1), STEPS[method],
-                log_every=25, on_metrics=lambda s, m: losses.append(m["loss"]))
+    step_fn, key, data = compile_train_step(step), jax.random.key(1), batches(train_x, train_y, 1)
+    losses, window = [], []  # mean loss of every 25 steps
+    for i in range(STEPS[method]):
+        state, metrics = step_fn(state, next(data), jax.random.fold_in(key, i))
+        window.append(metrics)
+        if (i + 1) % 25 == 0:
+            losses.append(window_means(window)["loss"])
+            window = []
     return model, state.params, schedule, losses
 
 

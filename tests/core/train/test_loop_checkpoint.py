@@ -1,7 +1,10 @@
-"""fit(): one compile, fold_in(key, step), logging windows, checkpoint cadence; orbax resume is
-bit-for-bit; incompatible or missing checkpoints fail with the directory in the message."""
+"""The loop's pieces and the checkpoints: one compile, window means, fold_in(key, step) +
+orbax resume is bit-for-bit, checkpoint folders are pruned, incompatible or missing checkpoints
+fail with the directory in the message. (The trial's loop itself: tests/experiments/test_trial.py.)
+"""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +15,14 @@ from diffseg3d.core.train import (
     CheckpointError,
     compile_train_step,
     create_train_state,
-    fit,
     latest_checkpoint_step,
     make_optimizer,
     make_train_step,
     restore_checkpoint,
     save_checkpoint,
+    window_means,
 )
+from diffseg3d.core.train.checkpoint import FOLDER_STATE, params_digest, save_checkpoint_folder
 
 from tests.core.train.tiny_model import TinyDenoiser
 
@@ -74,20 +78,29 @@ def _leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
 
 
+def _train(step_fn, state, key, stop, losses, on_step=None):
+    """The loop of `experiments/trial.py` without logging: step s (from 0) gets batch s and
+    fold_in(key, s); `on_step(completed, state)` after each step."""
+    for s in range(int(state.step), stop):
+        state, metrics = step_fn(state, _batch_at(s), jax.random.fold_in(key, s))
+        losses.append((s + 1, float(metrics["loss"])))
+        if on_step is not None:
+            on_step(s + 1, state)
+    return state
+
+
 def test_resume_from_checkpoint_is_bit_for_bit(tmp_path):
     key = jax.random.key(42)
-    losses_full = []
+    losses_full, losses_resumed, saved = [], [], []
     state, step = _setup()
-    full = fit(step, state, _batches(0), key, TOTAL, log_every=1,
-               on_metrics=lambda s, m: losses_full.append((s, m["loss"])))
+    full = _train(step, state, key, TOTAL, losses_full)
 
-    losses_resumed = []
-    log = lambda s, m: losses_resumed.append((s, m["loss"]))
+    def checkpoint(completed, st):
+        if completed == TOTAL // 2:
+            saved.append(save_checkpoint(tmp_path, st, {"seed": 42}))
+
     state, step = _setup()
-    saved = []
-    fit(step, state, _batches(0), key, TOTAL // 2, log_every=1, on_metrics=log,
-        checkpoint_every=TOTAL // 2,
-        on_checkpoint=lambda s, st: saved.append(save_checkpoint(tmp_path, st, {"seed": 42})))
+    _train(step, state, key, TOTAL // 2, losses_resumed, on_step=checkpoint)
     assert saved == [TOTAL // 2] and latest_checkpoint_step(tmp_path) == TOTAL // 2
 
     # "fresh process": new jitted step and a target state from a different init seed
@@ -98,42 +111,55 @@ def test_resume_from_checkpoint_is_bit_for_bit(tmp_path):
     restored, meta = restore_checkpoint(tmp_path, abstract)
     assert meta == {"seed": 42, "step": TOTAL // 2}
     assert int(restored.step) == TOTAL // 2
-    resumed = fit(step, restored, _batches(int(restored.step)), key, TOTAL, log_every=1,
-                  on_metrics=log)
+    resumed = _train(step, restored, key, TOTAL, losses_resumed)
 
     assert [s for s, _ in losses_resumed] == list(range(1, TOTAL + 1))
     assert losses_resumed == losses_full  # exact floats
     for a, b in zip(_leaves(full), _leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
+    assert params_digest(full.params) == params_digest(resumed.params)
     # and the run did move: a different init is not silently what we compared
     assert not all(np.array_equal(a, b) for a, b in zip(_leaves(full), _leaves(target),
                                                         strict=True))
+    assert params_digest(full.params) != params_digest(target.params)
 
 
-def test_fit_compiles_once_and_logs_window_means():
-    state, step = _setup()
+def test_step_compiles_once_and_window_means_by_hand():
+    state, _ = _setup()
     traces = []
 
     def counted(state, batch, key):
         traces.append(1)  # runs only while tracing
         return _step()(state, batch, key)
 
-    per_step, windows, checkpoints = [], [], []
-    key = jax.random.key(0)
-    fit(counted, state, _batches(0), key, 5, log_every=1,
-        on_metrics=lambda s, m: per_step.append(m))
+    step_fn, key, per_step = compile_train_step(counted), jax.random.key(0), []
+    for s in range(3):
+        state, metrics = step_fn(state, _batch_at(s), jax.random.fold_in(key, s))
+        per_step.append(metrics)
     assert len(traces) == 1
-    state, _ = _setup()
-    fit(step, state, _batches(0), key, 5, log_every=2,
-        on_metrics=lambda s, m: windows.append((s, m)),
-        on_checkpoint=lambda s, st: checkpoints.append((s, int(st.step))), checkpoint_every=2)
-    assert [s for s, _ in windows] == [2, 4, 5]
-    assert checkpoints == [(2, 2), (4, 4)]
-    losses = [m["loss"] for m in per_step]
-    assert windows[0][1]["loss"] == pytest.approx(np.mean(losses[0:2]), rel=1e-6)
-    assert windows[1][1]["loss"] == pytest.approx(np.mean(losses[2:4]), rel=1e-6)
-    assert windows[2][1]["loss"] == pytest.approx(losses[4], rel=1e-6)
-    assert windows[1][1]["lr"] == pytest.approx(per_step[3]["lr"], rel=1e-6)
+    host = [{k: float(v) for k, v in m.items()} for m in per_step]
+    means = window_means(per_step)
+    assert means["loss"] == pytest.approx((host[0]["loss"] + host[1]["loss"] + host[2]["loss"]) / 3)
+    assert means["grad_norm"] == pytest.approx(sum(h["grad_norm"] for h in host) / 3)
+    assert means["lr"] == host[2]["lr"] != host[0]["lr"]  # the last step's rate, not a mean
+    assert all(isinstance(v, float) for v in means.values())
+    with pytest.raises(ValueError, match="empty"):
+        window_means([])
+
+
+def test_checkpoint_folders_hold_info_and_keep_the_newest(tmp_path):
+    state, step = _setup()
+    key, folders = jax.random.key(0), []
+    _train(step, state, key, 3, [], on_step=lambda s, st: folders.append(
+        save_checkpoint_folder(tmp_path, st, {"run": "r1"}, info_name="trial.json", keep=2)))
+    assert [f.name for f in folders] == ["step_0000001", "step_0000002", "step_0000003"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000002", "step_0000003"]
+    assert json.loads((folders[-1] / "trial.json").read_text()) == {"run": "r1", "step": 3}
+    target = jax.eval_shape(lambda: _setup()[0])
+    restored, meta = restore_checkpoint(folders[-1] / FOLDER_STATE, target)
+    assert int(restored.step) == 3 and meta == {"step": 3}
+    with pytest.raises(ValueError, match="keep"):
+        save_checkpoint_folder(tmp_path, restored, {}, info_name="x.json", keep=0)
 
 
 def test_restore_errors_name_the_directory(tmp_path):
