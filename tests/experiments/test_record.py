@@ -30,7 +30,7 @@ def test_cast_value_round_trips_every_flat_param():
     )
     typed = {k: record.cast_value(k, v) for k, v in record.flatten(c).items()}
     assert typed["model.channels"] == [4, 8] and typed["diffusion.recycling"] is False
-    assert typed["data.scale_range"] == (0.9, 1.1) and typed["optim.learning_rate"] == 3e-4
+    assert typed["data.max_scale"] == (0.1, 0.1, 0.1) and typed["optim.learning_rate"] == 3e-4
     tree: dict = {}
     for key, value in typed.items():
         tree = set_dotted(tree, key, value)
@@ -40,7 +40,7 @@ def test_cast_value_round_trips_every_flat_param():
 def test_cast_value_reads_python_str_and_json_values():
     # Python's str() of values (how other tools log params) casts too.
     assert record.cast_value("diffusion.recycling", "True") is True
-    assert record.cast_value("data.scale_range", "(0.8, 1.2)") == (0.8, 1.2)
+    assert record.cast_value("data.max_scale", "(0.15, 0.15, 0.1)") == (0.15, 0.15, 0.1)
     for key, value in record.flatten(Config()).items():  # unset optional fields
         if value == "null":
             assert record.cast_value(key, "None") is None
@@ -60,7 +60,7 @@ def test_config_default_is_the_schema_default():
     assert record.config_default("diffusion.train_steps") == c.diffusion.train_steps == 5
     assert record.config_default("loss.dice") is True
     assert record.config_default("method") == "diffusion"
-    assert record.config_default("data.scale_range") == (0.9, 1.1)
+    assert record.config_default("data.max_scale") == (0.1, 0.1, 0.1)
     with pytest.raises(ConfigError, match="section"):
         record.config_default("diffusion")
     with pytest.raises(ConfigError, match="loss.dise"):
