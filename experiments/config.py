@@ -10,6 +10,15 @@ those string parameters is `record.flatten` / `record.cast_value`, typed by `Con
 
 Layering used by `load_config` and `grid.expand` (later wins):
     schema defaults  <-  config file / grid base  <-  profile  <-  data set  <-  grid axes, seed
+
+Each layer the user writes (config file, grid base, each grid axis value) is validated ON ITS OWN
+before layering (`check_layer`), so a profile cannot hide an invalid value by replacing it; only
+rules that tie several keys together (`optim.warmup_steps < train.steps`, accelerator vs count)
+wait for the merged config. A profile value that replaces one the user set is printed
+(`profile smoke overrides train.steps: 500 -> 20`) and kept in `Config.overridden` (the MLflow
+tag `record.TAG_OVERRIDDEN`). A profile never moves a GPU/TPU request to the CPU: when the
+user's layer sets `resources.accelerator` to gpu or tpu and the profile says cpu, the user's
+accelerator (and count) are kept and the console says so.
 """
 
 from __future__ import annotations
@@ -19,18 +28,21 @@ import hashlib
 import json
 import math
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from diffseg3d.core.data.augment_presets import AUGMENT_PRESETS, DEFAULT_PRESET, augment_preset
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from diffseg3d.core.data.safe_name import check_safe_name
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 #: Folder of the named profiles (`<name>.yaml`, each a partial config).
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 
 #: Keys left out of `config_hash`: they label a trial but do not change what it computes.
-HASH_EXCLUDED_KEYS = ("name", "tables")
+HASH_EXCLUDED_KEYS = ("name", "tables", "overridden")
 
 
 class ConfigError(ValueError):
@@ -55,7 +67,8 @@ class DataConfig(_Section):
     name: str = Field(
         "phantom",
         description="Data set label used in trial names and tables, e.g. prostate-mr, amos-ct, "
-        "phantom.",
+        "phantom. A safe file name (letters, digits, `._+-=`; `core/data/safe_name.py`): it "
+        "becomes part of the trial's folder name.",
     )
     batch_size: int = Field(8, ge=1, description="Training batch size (paper: 8).")
     augment: bool = Field(
@@ -102,17 +115,36 @@ class DataConfig(_Section):
                     data[key] = value
         return data
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        return check_safe_name(name, what="data.name")
+
+    # One key each (field validators), so `check_layer` reports them against the layer's file.
+    @field_validator("max_rotation")
+    @classmethod
+    def _check_rotation(cls, value: tuple) -> tuple:
+        if any(not 0 <= r <= math.pi for r in value):
+            raise ValueError(f"data.max_rotation must be in [0, pi] radians per axis, got "
+                             f"{list(value)}")
+        return value
+
+    @field_validator("max_translation")
+    @classmethod
+    def _check_translation(cls, value: tuple) -> tuple:
+        if any(not t >= 0 for t in value):
+            raise ValueError(f"data.max_translation must be >= 0, got {list(value)}")
+        return value
+
+    @field_validator("max_scale")
+    @classmethod
+    def _check_scale(cls, value: tuple) -> tuple:
+        if any(not 0 <= m < 1 for m in value):
+            raise ValueError(f"data.max_scale must be in [0, 1) per axis, got {list(value)}")
+        return value
+
     @model_validator(mode="after")
     def _check_augment_ranges(self) -> DataConfig:
-        if any(r < 0 or r > math.pi for r in self.max_rotation):
-            raise ValueError(f"data.max_rotation must be in [0, pi] radians per axis, got "
-                             f"{list(self.max_rotation)}")
-        if any(t < 0 for t in self.max_translation):
-            raise ValueError(f"data.max_translation must be >= 0, got "
-                             f"{list(self.max_translation)}")
-        if any(not 0 <= m < 1 for m in self.max_scale):
-            raise ValueError(f"data.max_scale must be in [0, 1) per axis, got "
-                             f"{list(self.max_scale)}")
         if self.isotropic_scale and len(set(self.max_scale)) > 1:
             raise ValueError(f"data.isotropic_scale needs equal data.max_scale, got "
                              f"{list(self.max_scale)}")
@@ -143,11 +175,12 @@ class ModelConfig(_Section):
         "bfloat16", description="Compute dtype; parameters are float32 always (paper: bf16)."
     )
 
-    @model_validator(mode="after")
-    def _check_channels(self) -> ModelConfig:
-        if any(c < 1 for c in self.channels):
-            raise ValueError(f"model.channels must all be >= 1, got {self.channels}")
-        return self
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, channels: list[int]) -> list[int]:
+        if any(c < 1 for c in channels):
+            raise ValueError(f"model.channels must all be >= 1, got {channels}")
+        return channels
 
 
 class DiffusionConfig(_Section):
@@ -296,7 +329,12 @@ class ResourcesConfig(_Section):
 class Config(_Section):
     """Everything one trial needs. Dotted names (`data.batch_size`) are the MLflow params."""
 
-    name: str = Field("trial", description="Trial name (readable; not part of the config hash).")
+    name: str = Field(
+        "trial",
+        description="Trial name (readable; not part of the config hash). A safe file name "
+        "(letters, digits, `._+-=`, no `..`, at most 128 characters; `core/data/safe_name.py`): "
+        "it names the trial's folder under --out.",
+    )
     seed: int = Field(0, ge=0, description="Seed of initialisation, data order and noise.")
     tables: list[str] = Field(
         [], description="Paper tables this trial feeds, e.g. ['1', '3a'] (not hashed)."
@@ -318,6 +356,17 @@ class Config(_Section):
     resources: ResourcesConfig = Field(
         default_factory=ResourcesConfig, description="Ray Tune resources per trial."
     )
+    overridden: list[str] = Field(
+        [],
+        description="Set by `load_config` / `grid.expand`, not by hand: the values of the user's "
+        "config file or grid base that the profile replaced, `key: user -> profile (profile "
+        "P)`; recorded as the MLflow tag `diffseg3d.overridden` (not hashed).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        return check_safe_name(name, what="name")
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Config:
@@ -362,9 +411,9 @@ class Config(_Section):
 # Errors
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _format_errors(errors: list[dict], source: str) -> str:
     lines = []
-    for e in err.errors():
+    for e in errors:
         key = ".".join(str(p) for p in e["loc"]) or "<top level>"
         value = e.get("input")
         if e["type"] == "extra_forbidden":
@@ -386,7 +435,7 @@ def validate_config(raw: dict, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err.errors(), source)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +484,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Profiles
+# Profiles and layers
 
 
 def available_profiles() -> list[str]:
@@ -444,26 +493,132 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str | None) -> dict:
-    """The partial config of profile `name` (`{}` for None); unknown names list the known ones."""
+    """The partial config of the shipped profile `name` (`{}` for None).
+
+    Looked up by NAME only among `available_profiles()`: a path or any other value is an error
+    listing the profiles, so `--profile` never opens a file the user pointed at."""
     if name is None:
         return {}
+    known = available_profiles()
+    if name not in known:
+        hint = " (a profile is a name, not a path)" if "/" in name or "\\" in name else ""
+        raise ConfigError(f"unknown profile {name!r}{hint}; available profiles: {', '.join(known)}")
     path = PROFILES_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(
-            f"unknown profile {name!r}; available profiles: {', '.join(available_profiles())}"
-        )
     raw = read_yaml(path)
     # Validate the profile on its own, so a typo is reported against the profile file.
-    validate_config(deep_merge(raw, {}), source=str(path))
+    check_layer(raw, source=str(path))
     return raw
 
 
+def _is_cross_key(error: dict) -> bool:
+    # A model-level validator (input = the whole section): a rule over several keys, which only
+    # the merged config can judge (e.g. warmup_steps < steps with the steps from a profile).
+    return error["type"] == "value_error" and isinstance(error.get("input"), dict)
+
+
+def check_layer(raw: dict, source: str) -> None:
+    """Raise ConfigError naming `source` and each key whose value in the partial config `raw` is
+    invalid ON ITS OWN (unknown key, wrong type, out of range, unsafe name).
+
+    Rules over several keys are left to the merged config; this check exists so that a later
+    layer (a profile) cannot replace, and so hide, a bad value the user wrote."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a mapping, got {type(raw).__name__}")
+    try:
+        Config.model_validate(raw)
+    except ValidationError as err:
+        own = [e for e in err.errors() if not _is_cross_key(e)]
+        if own:
+            raise ConfigError(_format_errors(own, source)) from None
+
+
+def normalise_layer(raw: dict) -> dict:
+    """`raw` with the legacy `resources.gpus_per_trial: g` written as `resources.accelerator` /
+    `accelerators_per_trial`, so layers compare key by key (other keys unchanged)."""
+    resources = raw.get("resources")
+    if not isinstance(resources, dict) or "gpus_per_trial" not in resources:
+        return copy.deepcopy(raw)
+    if "accelerator" in resources or "accelerators_per_trial" in resources:
+        return copy.deepcopy(raw)  # the schema reports the combination
+    resources = dict(resources)
+    gpus = resources.pop("gpus_per_trial")
+    if gpus:
+        resources.update(accelerator="gpu", accelerators_per_trial=gpus)
+    return {**copy.deepcopy(raw), "resources": resources}
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+#: Keys of `resources` a profile may not take from a user's GPU/TPU request.
+_ACCELERATOR_KEYS = ("accelerator", "accelerators_per_trial")
+
+
+@dataclass(frozen=True)
+class Layered:
+    """A user layer with a profile applied: `raw` (the merged partial config), `overridden`
+    (`key: user -> profile (profile P)` per replaced user value) and `messages` (the console
+    lines: one per override, and one per kept accelerator request)."""
+
+    raw: dict
+    overridden: tuple[str, ...]
+    messages: tuple[str, ...]
+
+
+def apply_profile(user: dict, profile: str | None, source: str) -> Layered:
+    """Merge the profile `profile` over the user layer `user` (from `source`, e.g. a config file
+    or a grid's base), reporting what it replaces and keeping a GPU/TPU request.
+
+    Both layers are checked on their own first (`check_layer`)."""
+    prof = normalise_layer(load_profile(profile))
+    user = normalise_layer(user)
+    check_layer(user, source)
+    messages: list[str] = []
+    wanted = (user.get("resources") or {}).get("accelerator")
+    prof_res = prof.get("resources") or {}
+    if wanted in ("gpu", "tpu") and prof_res.get("accelerator") == "cpu":
+        prof = {**prof, "resources": {k: v for k, v in prof_res.items()
+                                      if k not in _ACCELERATOR_KEYS}}
+        messages.append(f"profile {profile} asks for resources.accelerator: cpu; keeping "
+                        f"resources.accelerator: {wanted} from {source} (a profile never moves a "
+                        "GPU/TPU request to the CPU)")
+    user_leaves, prof_leaves = _leaves(user), _leaves(prof)
+    overridden = []
+    for key in sorted(set(user_leaves) & set(prof_leaves)):
+        if user_leaves[key] != prof_leaves[key]:
+            change = f"{key}: {_show(user_leaves[key])} -> {_show(prof_leaves[key])}"
+            overridden.append(f"{change} (profile {profile})")
+            messages.append(f"profile {profile} overrides {change}")
+    return Layered(deep_merge(user, prof), tuple(overridden), tuple(messages))
+
+
+def say(lines) -> None:
+    """Print console notes (profile overrides) on stderr, one line each."""
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
 def load_config(path: str | os.PathLike, profile: str | None = None) -> Config:
-    """Load a YAML config (full or partial; defaults fill the rest) and apply `profile` on top."""
-    raw = read_yaml(path)
-    merged = deep_merge(raw, load_profile(profile))
+    """Load a YAML config (full or partial; defaults fill the rest) and apply `profile` on top.
+
+    The file is validated on its own first; profile overrides of its values are printed and
+    kept in `Config.overridden` (see the module docstring)."""
+    layered = apply_profile(read_yaml(path), profile, source=str(path))
+    say(layered.messages)
     source = str(path) if profile is None else f"{path} (profile {profile})"
-    return validate_config(merged, source=source)
+    config = validate_config(layered.raw, source=source)
+    return config.model_copy(update={"overridden": list(layered.overridden)})
 
 
 # ---------------------------------------------------------------------------------------------

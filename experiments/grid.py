@@ -19,6 +19,11 @@ Grid YAML (`experiments/grids/*.yaml`):
 
 Layering of one trial's config (later wins): schema defaults <- base <- profile <- data set
 (`data.name`, `data.root` made absolute against the current directory) <- axes values <- seed.
+The base of the grid and of each comparison, and every axis value, are validated on their own
+first (`config.check_layer`), so a profile cannot hide a bad value; profile overrides of base
+values are printed once per key and recorded per trial (`config.apply_profile`). The grid name
+and every trial name are safe file names (`core/data/safe_name.py`), and each trial's U-Net
+levels must divide its prepared data's spatial shape (checked before any trial starts).
 `--data DIR` replaces every data set by DIR (labelled with DIR's dataset.json name), so trials
 that differed only by data set collapse into one trial that keeps every table it feeds.
 """
@@ -33,17 +38,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
 from diffseg3d.experiments.config import (
     Config,
     ConfigError,
+    apply_profile,
+    check_layer,
     config_hash,
     deep_merge,
     load_profile,
     read_yaml,
+    say,
     set_dotted,
     validate_config,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 #: Folder of the shipped grids.
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
@@ -78,7 +87,10 @@ class Grid(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="Grid name: the MLflow experiment and parent run label.")
+    name: str = Field(
+        description="Grid name: the MLflow experiment and parent run label, and the folder of "
+        "its Tune experiment; a safe file name (letters, digits, `._+-=`)."
+    )
     description: str = Field("", description="Free text.")
     seeds: list[int] = Field([0], min_length=1, description="Seeds; each trial runs per seed.")
     data_sets: dict[str, str] = Field(
@@ -89,6 +101,11 @@ class Grid(BaseModel):
     include: list[str] = Field(
         [], description="Other grid files (relative to this one) whose comparisons are added."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        return check_safe_name(name, what="name")
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,7 @@ def load_grid(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> Grid:
     except ConfigError as err:
         raise GridError(str(err)) from None
     grid = _parse(raw, str(path))
+    _check_layers(grid, str(path))
     comparisons = [
         c.model_copy(update={"base": deep_merge(grid.base, c.base)}) for c in grid.comparisons
     ]
@@ -147,6 +165,20 @@ def load_grid(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> Grid:
     return grid.model_copy(
         update={"comparisons": comparisons, "data_sets": data_sets, "include": []}
     )
+
+
+def _check_layers(grid: Grid, source: str) -> None:
+    """Each user-written layer of one grid file on its own (`config.check_layer`)."""
+    layers = [(grid.base, f"{source} base")]
+    for c in grid.comparisons:
+        layers.append((c.base, f"{source} table {c.table} base"))
+        layers += [(set_dotted({}, key, value), f"{source} table {c.table} axis {key}={value!r}")
+                   for key, values in c.axes.items() for value in values]
+    for raw, where in layers:
+        try:
+            check_layer(raw, where)
+        except ConfigError as err:
+            raise GridError(str(err)) from None
 
 
 def _yn(flag: bool) -> str:
@@ -179,9 +211,49 @@ def data_set_label(root: str | os.PathLike) -> str:
             name = json.loads(meta.read_text()).get("name")
         except json.JSONDecodeError as err:
             raise GridError(f"{meta}: not valid JSON: {err}") from None
-        if isinstance(name, str) and name:
-            return name
-    return Path(root).resolve().name
+        if name is not None and name != "":
+            try:
+                return check_safe_name(name, what="key 'name'")
+            except UnsafeNameError as err:
+                raise GridError(f"{meta}: {err}") from None
+    try:
+        return check_safe_name(Path(root).resolve().name, what="data set folder name")
+    except UnsafeNameError as err:
+        raise GridError(f"{root}: no dataset.json name and {err}") from None
+
+
+def prepared_shape(root: str | os.PathLike) -> tuple[int, ...] | None:
+    """Spatial shape from a prepared folder's dataset.json; None when there is none yet (a URL,
+    or data not prepared: the trial then reports the missing data set)."""
+    if "://" in os.fspath(root):
+        return None
+    meta = Path(root) / "dataset.json"
+    if not meta.is_file():
+        return None
+    try:
+        shape = json.loads(meta.read_text()).get("shape")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise GridError(f"{meta}: not a JSON object: {err}") from None
+    if not isinstance(shape, list) or not all(isinstance(s, int) for s in shape):
+        return None  # the data set loader names this file and key
+    return tuple(shape)
+
+
+def check_levels_fit(config: Config, what: str) -> None:
+    """Raise GridError naming `what` (the trial) unless every spatial size of the prepared data
+    at `config.data.root` is divisible by 2**(levels - 1), levels = len(model.channels): the
+    U-Net halves each size at every level below the top."""
+    shape = prepared_shape(config.data.root)
+    levels = len(config.model.channels)
+    divisor = 2 ** (levels - 1)
+    if shape is None or all(size % divisor == 0 for size in shape):
+        return
+    raise GridError(
+        f"{what}: the prepared data's spatial shape {list(shape)} ({config.data.root}) is not "
+        f"divisible by {divisor} = 2**(levels-1) for model.channels {config.model.channels} "
+        f"({levels} levels); prepare the data with sizes divisible by {divisor} or use fewer "
+        "levels"
+    )
 
 
 def absolute_root(root: str | os.PathLike) -> str:
@@ -213,7 +285,7 @@ def expand(
     source = str(grid) if not isinstance(grid, Grid) else grid.name
     if not isinstance(grid, Grid):
         grid = load_grid(grid)
-    profile_raw = load_profile(profile)
+    load_profile(profile)  # an unknown profile fails before anything else
     if data_override is not None:
         data_sets = {name: absolute_root(data_override) for name in grid.data_sets}
         override_label = data_set_label(data_override)
@@ -223,14 +295,17 @@ def expand(
 
     order: list[str] = []
     by_hash: dict[str, tuple[Config, list[str]]] = {}
+    messages: list[str] = []
     for comp in grid.comparisons:
         names = comp.data_sets or list(grid.data_sets)
         keys = list(comp.axes)
         configs = []
+        layered = apply_profile(comp.base, profile, source=f"{source} table {comp.table} base")
+        messages += [m for m in layered.messages if m not in messages]
         for ds in names:
             for values in itertools.product(*(comp.axes[k] for k in keys)):
                 for seed in grid.seeds:
-                    raw = deep_merge(comp.base, profile_raw)
+                    raw = layered.raw
                     raw = set_dotted(raw, "data.name", override_label or ds)
                     raw = set_dotted(raw, "data.root", data_sets[ds])
                     for key, value in zip(keys, values, strict=True):
@@ -240,7 +315,9 @@ def expand(
                     config = validate_config(
                         raw, source=f"{source} table {comp.table} ({ds}; {label}; seed {seed})"
                     )
-                    configs.append(config)
+                    configs.append(
+                        config.model_copy(update={"overridden": list(layered.overridden)})
+                    )
         _check_budget(comp.table, configs, source)
         for config in configs:
             h = config_hash(config)
@@ -259,8 +336,14 @@ def expand(
         if names_seen[name] > 1:
             # Two different configs share a readable name (an axis not in the name): disambiguate.
             name = f"{name}_{h[:6]}"
+        try:
+            check_safe_name(name, what="trial name")
+        except UnsafeNameError as err:
+            raise GridError(f"{source}: {err}") from None
         config = config.model_copy(update={"name": name, "tables": list(tables)})
+        check_levels_fit(config, f"{source}: trial {name}")
         trials.append(Trial(name=name, config=config, hash=h, tables=tuple(tables)))
+    say(messages)
     return trials
 
 

@@ -51,6 +51,9 @@ TAG_SUPERSEDED_BY = "diffseg3d.superseded_by"
 TAG_FAILED_TRIALS = "diffseg3d.failed_trials"
 #: sha256 (16 hex) over the trained parameters' bytes: equal iff bit-identical weights.
 TAG_PARAMS_DIGEST = "diffseg3d.params_digest"
+#: The user's values a profile replaced, "; "-joined `Config.overridden` entries
+#: (`train.steps: 500 -> 20 (profile smoke)`); set only when a profile replaced something.
+TAG_OVERRIDDEN = "diffseg3d.overridden"
 
 # ---------------------------------------------------------------------------------------------
 # Artifacts of a trial run

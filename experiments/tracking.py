@@ -27,6 +27,7 @@ from diffseg3d.experiments.record import (
     TAG_GRID,
     TAG_GRID_HASH,
     TAG_KIND,
+    TAG_OVERRIDDEN,
     TAG_PARENT,
     TAG_SUPERSEDED_BY,
     TAG_TABLES,
@@ -200,6 +201,8 @@ class TrialRun:
         }
         if parent_run_id:
             tags[TAG_PARENT] = parent_run_id
+        if config.overridden:
+            tags[TAG_OVERRIDDEN] = "; ".join(config.overridden)
         run = _retried(client.create_run, exp_id, tags=tags, run_name=config.name)
         for old in stale:
             client.set_tag(old.info.run_id, TAG_SUPERSEDED_BY, run.info.run_id)

@@ -139,7 +139,7 @@ def test_yaml_round_trip(tmp_path):
 def test_config_hash_is_sha_of_canonical_json_without_labels():
     c = Config()
     data = c.model_dump(mode="json")
-    del data["name"], data["tables"]
+    del data["name"], data["tables"], data["overridden"]
     expected = hashlib.sha256(
         json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()[:16]
@@ -149,3 +149,21 @@ def test_config_hash_is_sha_of_canonical_json_without_labels():
     assert config_hash(validate_config({"seed": 1})) != config_hash(c)
     moved = validate_config({"data": {"max_translation": [2.0, 3.0, 3.0]}})
     assert config_hash(moved) != config_hash(c)
+
+
+@pytest.mark.parametrize(("raw", "key"), [
+    ({"name": "../../EVIL"}, "name"),
+    ({"name": "a/b"}, "name"),
+    ({"name": ".hidden"}, "name"),
+    ({"name": "x" * 129}, "name"),
+    ({"data": {"name": "../../EVILNAME"}}, "data.name"),
+])
+def test_names_that_become_paths_must_be_safe(tmp_path, raw, key):
+    # The trial folder is <out>/trials/<name>_<hash>; data.name is part of trial names.
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: invalid config:\n  - {key}: ")
+    with pytest.raises(ConfigError, match=f"  - {key}: "):
+        load_config(path, profile="smoke")  # a profile does not change that
+    assert load_config(write(tmp_path, {"name": "ok_name-1.2"})).name == "ok_name-1.2"

@@ -149,3 +149,50 @@ def test_data_roots_are_absolute_so_hashes_survive_other_working_dirs(tmp_path, 
     assert roots == {"prostate-mr": str(tmp_path / "data" / "prostate-mr"),
                      "amos-ct": str(tmp_path / "data" / "amos-ct")}
     assert all(t.hash == config_hash(t.config) for t in trials)
+
+
+def _prepared(folder, name, shape):
+    # The expansion reads only dataset.json's `name` and `shape` (the loader checks the rest).
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.json").write_text(json.dumps({"name": name, "shape": shape}))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ""])
+def test_grid_name_must_be_a_safe_file_name(tmp_path, name):
+    path = _grid(tmp_path, **{"name": name, "data_sets": {"phantom": "data/phantom"},
+                                  "comparisons": [{"table": "1", "axes": {"seed": [0]}}]})
+    with pytest.raises(GridError) as err:
+        expand(path, profile="smoke")
+    assert str(err.value).startswith(f"{path.resolve()}: invalid grid:\n  - name: ")
+
+
+def test_data_set_label_from_dataset_json_must_be_safe(tmp_path):
+    root = _prepared(tmp_path / "d", "../../EVILNAME", [16, 16, 8])
+    path = _grid(tmp_path, **{"name": "g", "data_sets": {"phantom": "data/phantom"},
+                                  "comparisons": [{"table": "1", "axes": {"seed": [0]}}]})
+    with pytest.raises(GridError, match=r"d/dataset.json: key 'name' '../../EVILNAME' must not"):
+        expand(path, profile="smoke", data_override=root)
+
+
+def test_overlong_trial_name_is_refused_naming_it(tmp_path):
+    label = "x" * 120  # a safe data set name, but the trial name built from it is too long
+    root = _prepared(tmp_path / "d", label, [16, 16, 8])
+    path = _grid(tmp_path, **{"name": "g", "data_sets": {label: str(root)},
+                                  "comparisons": [{"table": "1", "axes": {"seed": [0]}}]})
+    with pytest.raises(GridError, match=r"trial name 'xxxx.*characters long \(at most 128\)"):
+        expand(path, profile="smoke")
+
+
+def test_levels_must_divide_the_prepared_shape_before_any_trial_starts(tmp_path):
+    root = _prepared(tmp_path / "d", "phantom", [16, 16, 12])
+    path = _grid(tmp_path, **{"name": "g", "data_sets": {"phantom": str(root)},
+                                  "comparisons": [{"table": "1", "axes": {"seed": [0]}}]})
+    # smoke: 2 levels -> divisor 2, fine; quick: 4 levels -> 12 is not divisible by 8.
+    assert len(expand(path, profile="smoke")) == 1
+    with pytest.raises(GridError) as err:
+        expand(path, profile="quick")
+    message = str(err.value)
+    assert f"{path}: trial phantom_diffusion_x0_recycle-Y_dice-Y_k5_s0:" in message
+    assert "[16, 16, 12]" in message and "not divisible by 8 = 2**(levels-1)" in message
+    assert "model.channels [8, 16, 32, 64] (4 levels)" in message
