@@ -1,10 +1,12 @@
 """Per-case evaluation rows, the per-case metrics CSV, and NaN-aware summaries.
 
 One row per (case, foreground class) with keys exactly `ROW_KEYS`:
-    case, class, dice, hd95 (mm), roi_voxels, roi_mm3 (ground truth), pred_empty, label_empty.
-NaN Dice (class absent from both maps) and NaN HD95 (class absent from either) are kept in the
-rows and in the CSV (written as `nan`), skipped by the means of `summarise` and counted there, so
-nothing is dropped silently (design card, Metrics).
+    case, class, dice, hd95 (mm), roi_voxels, roi_mm3 (ground truth), pred_empty, label_empty,
+    nsd (normalised surface Dice at the evaluation's tolerance in mm, `nsd.py`).
+NaN Dice and NSD (class absent from both maps) and NaN HD95 (class absent from either) are kept
+in the rows and in the CSV (written as `nan`), skipped by the means of `summarise` and counted
+there, so nothing is dropped silently (design card, Metrics). NSD is 0 where exactly one map has
+the class (`pred_empty` / `label_empty` say which).
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ import numpy as np
 from diffseg3d.core.metrics.dice import dice_per_class
 from diffseg3d.core.metrics.hd95 import hd95_per_class
 from diffseg3d.core.metrics.inputs import check_pair, check_spacing
+from diffseg3d.core.metrics.nsd import DEFAULT_TOLERANCE_MM, check_tolerance, nsd_per_class
 from diffseg3d.core.metrics.roi import roi_size_per_class
 
-#: Keys of every row, in CSV column order.
-ROW_KEYS = ("case", "class", "dice", "hd95", "roi_voxels", "roi_mm3", "pred_empty", "label_empty")
+#: Keys of every row, in CSV column order (`nsd` last, so the older columns keep their place).
+ROW_KEYS = (
+    "case", "class", "dice", "hd95", "roi_voxels", "roi_mm3", "pred_empty", "label_empty", "nsd",
+)
+#: The per-case metrics `summarise` averages (NaN skipped and counted).
+SUMMARY_METRICS = ("dice", "hd95", "nsd")
 
 
 def evaluate_case(
@@ -31,8 +38,9 @@ def evaluate_case(
     label: np.ndarray,
     class_names: Sequence[str],
     spacing: Sequence[float],
+    nsd_tolerance_mm: float = DEFAULT_TOLERANCE_MM,
 ) -> list[dict[str, Any]]:
-    """Dice, HD95 and ROI size of every foreground class of one case.
+    """Dice, HD95, NSD and ROI size of every foreground class of one case.
 
     Args:
         case_id: the case identifier written in the `case` column.
@@ -40,6 +48,7 @@ def evaluate_case(
         label: (*spatial) int ground-truth label map.
         class_names: foreground class names; name i belongs to label value i + 1.
         spacing: voxel size in mm per spatial axis (of the space pred and label are in).
+        nsd_tolerance_mm: the NSD tolerance in mm (`nsd.nsd_per_class`).
 
     Returns:
         len(class_names) dicts with keys `ROW_KEYS`.
@@ -48,10 +57,12 @@ def evaluate_case(
     try:
         pred, label = check_pair(pred, label, num_classes)
         spacing = check_spacing(spacing, label.ndim)
+        nsd_tolerance_mm = check_tolerance(nsd_tolerance_mm)
     except ValueError as err:
         raise ValueError(f"case {case_id!r}: {err}") from err
     dice = dice_per_class(pred, label, num_classes)
     hd95 = hd95_per_class(pred, label, num_classes, spacing)
+    nsd = nsd_per_class(pred, label, num_classes, spacing, nsd_tolerance_mm)
     roi_voxels, roi_mm3 = roi_size_per_class(label, num_classes, spacing)
     pred_voxels = np.bincount(pred.ravel(), minlength=num_classes)[1:]
     return [
@@ -64,6 +75,7 @@ def evaluate_case(
             "roi_mm3": float(roi_mm3[i]),
             "pred_empty": bool(pred_voxels[i] == 0),
             "label_empty": bool(roi_voxels[i] == 0),
+            "nsd": float(nsd[i]),
         }
         for i, name in enumerate(class_names)
     ]
@@ -75,12 +87,13 @@ def evaluate_cases(
     labels: np.ndarray,
     class_names: Sequence[str],
     spacing: Sequence[float],
+    nsd_tolerance_mm: float = DEFAULT_TOLERANCE_MM,
 ) -> list[dict[str, Any]]:
     """`evaluate_case` rows of every case: preds and labels (cases, *spatial), `case_ids` in
     the same order; len(case_ids) * len(class_names) rows, case by case."""
     rows: list[dict[str, Any]] = []
     for case_id, pred, label in zip(case_ids, preds, labels, strict=True):
-        rows += evaluate_case(case_id, pred, label, class_names, spacing)
+        rows += evaluate_case(case_id, pred, label, class_names, spacing, nsd_tolerance_mm)
     return rows
 
 
@@ -117,6 +130,7 @@ def read_per_case_csv(path: str | Path) -> list[dict[str, Any]]:
                 "roi_mm3": float(raw["roi_mm3"]),
                 "pred_empty": raw["pred_empty"] == "True",
                 "label_empty": raw["label_empty"] == "True",
+                "nsd": float(raw["nsd"]),
             }
             for raw in reader
         ]
@@ -150,9 +164,35 @@ def mean_case_dice(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> f
         mean over cases of the mean foreground Dice over the classes present in either map;
         NaN when no case has one.
     """
-    return _mean_of_case_means(
-        dice_per_class(pred, label, num_classes) for pred, label in zip(preds, labels, strict=True)
+    return _mean_std(case_mean_dice(preds, labels, num_classes))[0]
+
+
+def case_mean_dice(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Each case's mean foreground Dice over the classes present in either map: (cases,)
+    float64, NaN for a case with no such class. preds, labels: (cases, *spatial) int."""
+    return np.array(
+        [_mean_std(dice_per_class(pred, label, num_classes))[0]
+         for pred, label in zip(preds, labels, strict=True)],
+        dtype=np.float64,
     )
+
+
+def mean_case_dice_per_step(
+    step_preds: np.ndarray, labels: np.ndarray, num_classes: int
+) -> list[float]:
+    """`mean_case_dice` of the label map of every sampling step (quality along the chain).
+
+    Args:
+        step_preds: (steps, cases, *spatial) int label maps, step k = argmax of the x0_hat of
+            sampling step k + 1 (`sampling.make_sampler(return_trajectory=True)`: row 0 is from
+            x_K, the last row is the sampler's own prediction).
+        labels: (cases, *spatial) int ground-truth label maps.
+        num_classes: C, including background.
+
+    Returns:
+        one mean Dice per step; the last equals `mean_case_dice` of the prediction exactly.
+    """
+    return [mean_case_dice(preds, labels, num_classes) for preds in step_preds]
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, float | int]:
@@ -160,20 +200,19 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, float | int]:
 
     Keys:
         `n_cases`, `n_rows`;
-        `mean_dice`, `std_dice`, `n_nan_dice` and `mean_hd95`, `std_hd95`, `n_nan_hd95`: over all
-            (case, class) rows that are not NaN;
-        `mean_case_dice`, `mean_case_hd95`: mean over cases of each case's mean over its non-NaN
-            classes (the paper's "averaged over foreground classes"; cases with no valid class are
-            skipped);
-        `dice/<class>`, `hd95/<class>`: per class means over cases, NaN skipped;
-        `n_nan_dice/<class>`, `n_nan_hd95/<class>`: per class NaN counts.
+        for each metric m of `SUMMARY_METRICS` (dice, hd95, nsd):
+        `mean_<m>`, `std_<m>`, `n_nan_<m>`: over all (case, class) rows that are not NaN;
+        `mean_case_<m>`: mean over cases of each case's mean over its non-NaN classes (the
+            paper's "averaged over foreground classes"; cases with no valid class are skipped);
+        `<m>/<class>`: per class means over cases, NaN skipped; `n_nan_<m>/<class>`: per class
+            NaN counts.
     Means of an all-NaN column are NaN (never a warning or an error).
     """
     summary: dict[str, float | int] = {
         "n_cases": len({row["case"] for row in rows}),
         "n_rows": len(rows),
     }
-    for metric in ("dice", "hd95"):
+    for metric in SUMMARY_METRICS:
         mean, std, n_nan = _mean_std([row[metric] for row in rows])
         summary[f"mean_{metric}"], summary[f"std_{metric}"] = mean, std
         summary[f"n_nan_{metric}"] = n_nan

@@ -92,3 +92,52 @@ def test_evaluate_missing_and_mismatched_cases(folders, capsys):
     save(pred / "case2.nii.gz", np.full((8, 8, 4), 5))
     assert main(args) == 2
     assert "case2" in capsys.readouterr().err
+
+
+def test_evaluate_nsd_column_and_tolerance(folders, capsys):
+    tmp, labels, pred = folders
+    out = tmp / "n.csv"
+    args = ["evaluate", "--pred", str(pred), "--labels", str(labels), "--out", str(out)]
+    assert main(args) == 0
+    assert "NSD at 2 mm" in capsys.readouterr().out
+    # case1 a: shifted one 1 mm voxel along x, so every surface voxel is within 2 mm.
+    assert float(read(out)["case1", "a"]["nsd"]) == 1.0
+    assert math.isnan(float(read(out)["case2", "a"]["nsd"]))  # empty in both
+    assert float(read(out)["case2", "b"]["nsd"]) == 0.0  # empty prediction
+    assert main([*args, "--nsd-tolerance", "0"]) == 0
+    assert 0.0 < float(read(out)["case1", "a"]["nsd"]) < 1.0
+    with pytest.raises(SystemExit):
+        main([*args, "--nsd-tolerance", "-1"])
+    assert "--nsd-tolerance" in capsys.readouterr().err
+
+
+def test_cli_default_tolerance_is_the_library_default():
+    from diffseg3d.cli.evaluate import DEFAULT_TOLERANCE_MM
+    from diffseg3d.core.metrics.nsd import DEFAULT_TOLERANCE_MM as LIBRARY_DEFAULT
+
+    assert DEFAULT_TOLERANCE_MM == LIBRARY_DEFAULT
+
+
+def test_evaluate_refuses_a_shifted_prediction_and_resamples_on_request(folders, capsys):
+    tmp, labels, pred = folders
+    out = tmp / "g.csv"
+    args = ["evaluate", "--pred", str(pred), "--labels", str(labels), "--out", str(out)]
+    assert main(args) == 0
+    before = read(out)
+    image = nib.load(str(pred / "case1.nii.gz"))
+    array = np.asarray(image.dataobj)
+    shifted = image.affine.copy()
+    shifted[:3, 3] += (100.0, 0.0, 0.0)
+    nib.save(nib.Nifti1Image(array, shifted), str(pred / "case1.nii.gz"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "case1" in err and "origin 100 mm apart" in err
+    # Flipped along y, stored with the matching affine: the same world content.
+    flip = np.diag([1.0, -1.0, 1.0, 1.0])
+    flip[1, 3] = array.shape[1] - 1
+    nib.save(nib.Nifti1Image(array[:, ::-1], image.affine @ flip), str(pred / "case1.nii.gz"))
+    assert main(args) == 2
+    assert "axis directions: prediction RPS, label RAS" in capsys.readouterr().err
+    assert main([*args, "--resample"]) == 0
+    assert "case1: prediction case1.nii.gz resampled" in capsys.readouterr().out
+    assert read(out) == before

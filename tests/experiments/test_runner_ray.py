@@ -35,7 +35,7 @@ TRIALS = (
 )
 KILLED = TRIALS[1]
 PER_CASE_COLUMNS = [
-    "case", "class", "dice", "hd95", "roi_voxels", "roi_mm3", "pred_empty", "label_empty",
+    "case", "class", "dice", "hd95", "roi_voxels", "roi_mm3", "pred_empty", "label_empty", "nsd",
 ]
 TEST_CASES, FOREGROUND_CLASSES = 2, 8  # phantom of 6 cases: 3 train, 1 valid, 2 test
 SMOKE_LOG_STEPS = [5, 10, 15, 20]  # smoke profile: 20 steps, log every 5, checkpoint every 10
