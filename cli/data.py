@@ -8,8 +8,51 @@ exits with status 2 (`diffseg3d.cli.main`).
 from __future__ import annotations
 
 import argparse
+import math
 
 HELP = "generate or prepare data sets"
+
+
+# argparse types: a bad value is argparse's one-line usage error (exit 2), not a traceback. The
+# core functions check the same rules (they are the API); these only answer earlier.
+def positive_float(text: str) -> float:
+    """A finite number > 0 (spacing in mm)."""
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite number (an intensity bound)."""
+    return _number(text, float)
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (a size in voxels, a count)."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number strictly between 0 and 1 (a split fraction)."""
+    value = _number(text, float)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be strictly between 0 and 1")
+    return value
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser, spacing=None, shape=None) -> None:
@@ -17,11 +60,13 @@ def _common(parser: argparse.ArgumentParser, spacing=None, shape=None) -> None:
     from diffseg3d.core.data.crop import CROP_CENTRES
 
     parser.add_argument("--out", required=True, help="prepared data set folder to write")
-    parser.add_argument("--spacing", type=float, nargs=3, default=spacing, metavar=("X", "Y", "Z"),
+    parser.add_argument("--spacing", type=positive_float, nargs=3, default=spacing,
+                        metavar=("X", "Y", "Z"),
                         required=spacing is None,
                         help="target voxel spacing in mm" + (f" (default {spacing})" if spacing
                                                             else " (required)"))
-    parser.add_argument("--shape", type=int, nargs=3, default=shape, metavar=("X", "Y", "Z"),
+    parser.add_argument("--shape", type=positive_int, nargs=3, default=shape,
+                        metavar=("X", "Y", "Z"),
                         required=shape is None,
                         help="target shape in voxels after centre crop/pad"
                         + (f" (default {shape})" if shape else " (required)"))
@@ -33,7 +78,7 @@ def _common(parser: argparse.ArgumentParser, spacing=None, shape=None) -> None:
 
 
 def _workers(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help="cases prepared in parallel processes (default 1; output identical)")
 
 
@@ -94,9 +139,9 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     ph.add_argument("--out", required=True, help="prepared data set folder to write")
     ph.add_argument("--cases", type=int, default=phantom.DEFAULT_CASES,
                     help=f"number of cases (default {phantom.DEFAULT_CASES}; >= 3)")
-    ph.add_argument("--shape", type=int, nargs=3, default=phantom.DEFAULT_SHAPE,
+    ph.add_argument("--shape", type=positive_int, nargs=3, default=phantom.DEFAULT_SHAPE,
                     metavar=("X", "Y", "Z"), help=f"grid (default {phantom.DEFAULT_SHAPE})")
-    ph.add_argument("--spacing", type=float, nargs=3, default=phantom.DEFAULT_SPACING,
+    ph.add_argument("--spacing", type=positive_float, nargs=3, default=phantom.DEFAULT_SPACING,
                     metavar=("X", "Y", "Z"), help=f"mm (default {phantom.DEFAULT_SPACING})")
     ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--overwrite", action="store_true",
@@ -128,11 +173,14 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     ni.add_argument("--class-names", nargs="+", default=None,
                     help="foreground class names, label 1 first (with --images/--labels)")
     ni.add_argument("--name", default="nifti", help="data set name in dataset.json and tables")
-    ni.add_argument("--clip", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                    help="fixed intensity window (e.g. CT HU); default 0.5/99.5 percentiles")
+    ni.add_argument("--clip", type=finite_float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="fixed intensity window, LO < HI (e.g. CT HU); default 0.5/99.5 "
+                    "percentiles")
     ni.add_argument("--split-seed", type=int, default=0, help="seed of the random split")
-    ni.add_argument("--valid-fraction", type=float, default=0.1, help="fraction for valid")
-    ni.add_argument("--test-fraction", type=float, default=0.2, help="fraction for test")
+    ni.add_argument("--valid-fraction", type=fraction, default=0.1,
+                    help="fraction for valid, in (0, 1) (default 0.1)")
+    ni.add_argument("--test-fraction", type=fraction, default=0.2,
+                    help="fraction for test, in (0, 1) (default 0.2); valid + test < 1")
     _common(ni)  # no default spacing/shape for a user's own data
     ni.set_defaults(func=_run_nifti)
     return data

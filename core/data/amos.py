@@ -20,9 +20,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 from diffseg3d.core.data.nifti_io import DataError
-from diffseg3d.core.data.preparation import prepare_pairs
+from diffseg3d.core.data.preparation import check_geometry, prepare_pairs
 from diffseg3d.core.data.preprocess import Intensity
-from diffseg3d.core.data.sources import SourceTree, strip_nifti_suffix
+from diffseg3d.core.data.sources import SourceTree, nifti_case, strip_nifti_suffix
 
 SPACING = (1.5, 1.5, 5.0)
 SHAPE = (192, 128, 128)
@@ -78,10 +78,12 @@ def _entries(tree: SourceTree, base: PurePosixPath, items, where: str, key: str)
             if not tree.has(name):
                 raise DataError(f"{where}: {key}[{i}].{field} = {item[field]!r} is missing "
                                 f"from {tree.path}")
+            nifti_case(rel.name, f"{where}: {key}[{i}].{field}")
             refs.append(tree.ref(name))
-        case_id = strip_nifti_suffix(PurePosixPath(item["image"]).name)
-        if case_id is None:
-            raise DataError(f"{where}: {key}[{i}].image is not a .nii/.nii.gz file")
+        case_id = nifti_case(PurePosixPath(item["image"]).name, f"{where}: {key}[{i}].image")
+        if case_id in pairs:
+            raise DataError(f"{where}: {key}[{i}] repeats case {case_id!r} (image "
+                            f"{item['image']!r})")
         pairs[case_id] = tuple(refs)
     return pairs
 
@@ -128,10 +130,14 @@ def _stem(entry) -> str:
 def prepare_amos_ct(source, out, *, spacing=SPACING, shape=SHAPE, crop_centre="image",
                     seed=SPLIT_SEED, overwrite=False, workers=1) -> Path:
     """Prepare the AMOS CT data set into `out`; see the module docstring."""
+    check_geometry(spacing, shape)  # bad arguments fail before the source is read
     class_names, train, official_valid, where = find_amos_files(source)
     if not train or not official_valid:
         raise DataError(f"{where}: needs CT cases (ids <= {MAX_CT_ID}) in both training and "
                         f"validation, found {len(train)} and {len(official_valid)}")
+    both = sorted(set(train) & set(official_valid))
+    if both:
+        raise DataError(f"{where}: cases in both training and validation: {both[:10]}")
     valid, test = split_validation(list(official_valid), seed)
     return prepare_pairs(
         out, name="amos-ct", class_names=class_names, pairs={**train, **official_valid},

@@ -9,22 +9,28 @@ Two layouts:
   `file_ending`, files `imagesTr/<case>_0000<ending>` and `labelsTr/<case><ending>`).
   Single-channel images only (channel 0000).
 
+Every image needs a label and every label an image (a file without its partner is an error
+naming it); a case listed twice in dataset.json is an error naming both entries; files that are
+not NIfTI (`.mha`, ...) are an error naming them.
+
 Splits: the sorted case ids shuffled with `np.random.default_rng(seed)`; the first
 round(test_fraction n) are test, the next round(valid_fraction n) valid (each >= 1 when n >= 3),
-the rest train. Intensities: `--clip LO HI` (fixed window, e.g. CT HU) or the image's 0.5 / 99.5
+the rest train. Both fractions must lie strictly between 0 and 1 and sum to less than 1.
+Intensities: `--clip LO HI` (fixed window, e.g. CT HU; LO < HI) or the image's 0.5 / 99.5
 percentiles, rescaled to [0, 1].
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from diffseg3d.core.data.nifti_io import DataError
-from diffseg3d.core.data.preparation import prepare_pairs
+from diffseg3d.core.data.preparation import check_geometry, prepare_pairs
 from diffseg3d.core.data.preprocess import Intensity
-from diffseg3d.core.data.sources import SourceTree, strip_nifti_suffix
+from diffseg3d.core.data.sources import SourceTree, nifti_case, strip_nifti_suffix
 
 VALID_FRACTION = 0.1
 TEST_FRACTION = 0.2
@@ -34,6 +40,7 @@ SPLIT_SEED = 0
 def random_split(case_ids: list[str], seed: int = SPLIT_SEED, valid_fraction=VALID_FRACTION,
                  test_fraction=TEST_FRACTION) -> dict[str, list[str]]:
     """Seeded train/valid/test split of the module docstring; ids sorted within each split."""
+    check_fractions(valid_fraction, test_fraction)
     ordered = sorted(case_ids)
     n = len(ordered)
     if n < 3:
@@ -47,6 +54,17 @@ def random_split(case_ids: list[str], seed: int = SPLIT_SEED, valid_fraction=VAL
     pick = [ordered[i] for i in perm]
     return {"test": sorted(pick[:n_test]), "valid": sorted(pick[n_test:n_test + n_valid]),
             "train": sorted(pick[n_test + n_valid:])}
+
+
+def check_fractions(valid_fraction, test_fraction) -> None:
+    """Raise DataError unless both split fractions are in (0, 1) and sum to less than 1."""
+    for key, value in (("valid fraction", valid_fraction), ("test fraction", test_fraction)):
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or not 0 < value < 1):
+            raise DataError(f"{key} must be a number strictly between 0 and 1, got {value!r}")
+    if valid_fraction + test_fraction >= 1:
+        raise DataError(f"valid fraction {valid_fraction} + test fraction {test_fraction} leave "
+                        "nothing for training (their sum must be < 1)")
 
 
 def _case_of_image(name: str) -> str | None:
@@ -77,7 +95,18 @@ def pair_folders(images: Path | str, labels: Path | str) -> dict:
         pairs[case] = (img_tree.ref(name), label_by_case[case])
     if not pairs:
         raise DataError(f"{img_tree.path}: no .nii/.nii.gz images")
+    _check_no_orphan_labels(label_by_case, pairs, str(img_tree.path))
     return pairs
+
+
+def _check_no_orphan_labels(label_by_case: dict, pairs: dict, images: str) -> None:
+    # A label without its image would silently drop a case the user meant to train on.
+    orphans = sorted(set(label_by_case) - set(pairs))
+    if orphans:
+        first = label_by_case[orphans[0]].name
+        more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
+        raise DataError(f"{first}: label with no image {orphans[0]}[_0000].nii(.gz) in "
+                        f"{images}{more}")
 
 
 def _labels_to_names(labels: dict, where: str) -> list[str]:
@@ -110,7 +139,7 @@ def find_msd_files(source: Path | str) -> tuple[list[str], dict, str]:
     if "labels" not in meta:
         raise DataError(f"{where}: missing key 'labels'")
     class_names = _labels_to_names(meta["labels"], where)
-    pairs = {}
+    pairs, entry_of = {}, {}
     if isinstance(meta.get("training"), list) and meta["training"]:
         for i, item in enumerate(meta["training"]):
             refs = []
@@ -121,17 +150,29 @@ def find_msd_files(source: Path | str) -> tuple[list[str], dict, str]:
                                     "outside the data root")
                 if not tree.has(str(rel)):
                     raise DataError(f"{where}: training[{i}].{field} = {str(rel)!r} is missing")
+                nifti_case(rel.name, f"{where}: training[{i}].{field}")
                 refs.append(tree.ref(str(rel)))
-            pairs[strip_nifti_suffix(PurePosixPath(str(rel)).name)] = tuple(refs)
+            case = nifti_case(rel.name, f"{where}: training[{i}].label")
+            if case in pairs:
+                raise DataError(f"{where}: training[{i}] repeats case {case!r} of "
+                                f"training[{entry_of[case]}] (label {str(rel)!r})")
+            pairs[case], entry_of[case] = tuple(refs), i
     else:
         ending = meta.get("file_ending", ".nii.gz")
+        if ending not in (".nii.gz", ".nii"):
+            raise DataError(f"{where}: file_ending {ending!r} is not NIfTI (.nii.gz or .nii); "
+                            "convert the files first (e.g. with SimpleITK)")
+        labels = {}
         for name in tree.names():
+            if name.startswith("labelsTr/") and name.endswith(ending):
+                labels[PurePosixPath(name).name[: -len(ending)]] = tree.ref(name)
             if name.startswith("imagesTr/") and name.endswith(f"_0000{ending}"):
                 case = PurePosixPath(name).name[: -len(f"_0000{ending}")]
                 label = f"labelsTr/{case}{ending}"
                 if not tree.has(label):
                     raise DataError(f"{tree.ref(name).name}: no label {label}")
                 pairs[case] = (tree.ref(name), tree.ref(label))
+        _check_no_orphan_labels(labels, pairs, f"{tree.path}/imagesTr")
     if not pairs:
         raise DataError(f"{where}: no training cases found")
     return class_names, pairs, where
@@ -141,7 +182,17 @@ def prepare_nifti(out, *, spacing, shape, images=None, labels=None, class_names=
                   source=None, name="nifti", clip=None, crop_centre="image", seed=SPLIT_SEED,
                   valid_fraction=VALID_FRACTION, test_fraction=TEST_FRACTION,
                   overwrite=False, workers=1) -> Path:
-    """Prepare a generic NIfTI data set (either layout of the module docstring) into `out`."""
+    """Prepare a generic NIfTI data set (either layout of the module docstring) into `out`.
+
+    Raises DataError on bad arguments (spacing, shape, clip window, split fractions) before any
+    file is read, and on bad files (naming them)."""
+    check_geometry(spacing, shape)
+    check_fractions(valid_fraction, test_fraction)
+    if clip is not None:
+        clip = list(clip)
+        if (len(clip) != 2 or not all(isinstance(c, int | float) and math.isfinite(c)
+                                      for c in clip) or clip[0] >= clip[1]):
+            raise DataError(f"--clip LO HI must be two finite numbers with LO < HI, got {clip}")
     if source is not None:
         class_names, pairs, _ = find_msd_files(source)
         provenance = {"kind": "nifti", "layout": "msd/nnunet", "path": str(Path(source).resolve())}

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from diffseg3d.core.data.nifti_io import DataError
-from diffseg3d.core.data.preparation import write_prepared
+from diffseg3d.core.data.preparation import check_geometry, write_prepared
 from diffseg3d.core.data.preprocess import PreparedCase
 from scipy import ndimage
 
@@ -199,10 +199,9 @@ class PhantomSpec:
 def make_phantom(out: Path | str, spec: PhantomSpec = PhantomSpec(), *,
                  overwrite: bool = False, workers: int = 1) -> Path:
     """Generate the phantom data set into the prepared folder `out` (atomic, see preparation)."""
-    if len(spec.shape) != 3 or min(spec.shape) < 8:
-        raise DataError(f"phantom --shape must be 3 sizes >= 8, got {spec.shape}")
-    if len(spec.spacing) != 3 or min(spec.spacing) <= 0:
-        raise DataError(f"phantom --spacing must be 3 positive numbers, got {spec.spacing}")
+    check_geometry(spec.spacing, spec.shape)  # finite positive spacing, whole sizes
+    if min(spec.shape) < 8:
+        raise DataError(f"phantom --shape must be 3 sizes >= 8, got {list(spec.shape)}")
     ids = [f"phantom_{i:03d}" for i in range(spec.cases)]
 
     return write_prepared(

@@ -10,7 +10,12 @@ one left by a killed process (its pid no longer running) is removed by the next 
 
 An output folder that already holds a preparation with the same fingerprint (name, classes,
 spacing, shape, splits, source, preprocessing) is left alone; a different preparation is an error
-unless `overwrite=True`. A non-empty folder without dataset.json is never touched.
+unless `overwrite=True` (the error names each setting that differs, old -> new). A non-empty
+folder without dataset.json is not a prepared data set and is never touched, `overwrite` or not.
+
+Arguments are checked before anything is read or written (`check_geometry`, `check_intensity`):
+spacing three finite numbers > 0 (mm), shape three whole numbers >= 1, an intensity window with
+low < high.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -33,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from diffseg3d.core.data.nifti_io import DataError, check_label_values, write_volume
 from diffseg3d.core.data.preprocess import Intensity, PreparedCase, preprocess_case
+from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +61,82 @@ def check_case_id(case_id: str) -> None:
         raise DataError(f"case id {case_id!r} is not a safe file name")
 
 
-def _existing_fingerprint(out: Path) -> str | None:
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def check_geometry(spacing, shape) -> None:
+    """Raise DataError unless `spacing` is 3 finite numbers > 0 (mm) and `shape` 3 whole
+    numbers >= 1 (voxels)."""
+    spacing, shape = list(spacing), list(shape)
+    if len(spacing) != 3 or not all(_is_number(s) and math.isfinite(s) and s > 0
+                                    for s in spacing):
+        raise DataError(f"spacing must be 3 finite numbers > 0 (mm per voxel), got {spacing}")
+    if len(shape) != 3 or not all(_is_number(s) and float(s).is_integer() and s >= 1
+                                  for s in shape):
+        raise DataError(f"shape must be 3 whole numbers >= 1 (voxels), got {shape}")
+
+
+def check_intensity(intensity: Intensity) -> None:
+    """Raise DataError unless the intensity window is usable: finite `low < high`, and for
+    percentiles within [0, 100] (`low >= high` would make every image blank)."""
+    low, high = intensity.low, intensity.high
+    if not (_is_number(low) and _is_number(high) and math.isfinite(low)
+            and math.isfinite(high)):
+        raise DataError(f"intensity window must be two finite numbers, got [{low}, {high}]")
+    if low >= high:
+        raise DataError(f"intensity window [{low:g}, {high:g}]: low must be < high")
+    if intensity.kind == "percentile" and not 0 <= low < high <= 100:
+        raise DataError(f"intensity percentiles [{low:g}, {high:g}] must lie in [0, 100]")
+
+
+def _existing_meta(out: Path) -> dict | None:
+    """The dataset.json of a prepared `out`; None when `out` is missing or empty."""
     meta = out / DATASET_JSON
     if not out.exists():
         return None
     if not meta.exists():
         if any(out.iterdir()):
-            raise DataError(f"{out}: exists, is not empty and has no {DATASET_JSON}; "
-                            "refusing to write a prepared data set there")
+            count = sum(1 for _ in out.iterdir())
+            raise DataError(f"{out}: exists with {count} entries but no {DATASET_JSON}, so it is "
+                            "not a prepared data set folder; it is never replaced or deleted "
+                            "(not even with --overwrite): choose a new or empty folder")
         return None
     try:
-        return json.loads(meta.read_text()).get("fingerprint", "")
+        data = json.loads(meta.read_text())
     except (json.JSONDecodeError, OSError) as err:
         raise DataError(f"{meta}: unreadable ({err}); remove the folder or choose another") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{meta}: not a JSON object; remove the folder or choose another")
+    return data
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+#: dataset.json keys that are results of a preparation, not its settings.
+_RESULT_KEYS = ("fingerprint", "cases", "cache")
+
+
+def spec_differences(old: dict, new: dict, *, nested: bool = False) -> list[str]:
+    """`key: old -> new` for every preparation setting that differs between an existing
+    dataset.json `old` and a spec `new` (dotted into `source`, `preprocessing` and `splits`)."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if not nested and key in _RESULT_KEYS:
+            continue
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += [f"{key}.{line}" for line in spec_differences(a, b, nested=True)]
+        elif nested and key in SPLITS and isinstance(a, list) and isinstance(b, list):
+            lines.append(f"{key}: {len(a)} -> {len(b)} cases, {len(set(a) ^ set(b))} ids differ")
+        else:
+            lines.append(f"{key}: {_short(a)} -> {_short(b)}")
+    return lines
 
 
 def write_prepared(
@@ -93,6 +163,11 @@ def write_prepared(
     split problems, or a prepared case of the wrong shape/labels (naming the case).
     """
     out = Path(out)
+    check_geometry(spacing, shape)
+    try:  # dataset.json's name labels trials and their folders
+        check_safe_name(name, what="data set name")
+    except UnsafeNameError as err:
+        raise DataError(str(err)) from None
     spacing = [float(s) for s in spacing]
     shape = [int(s) for s in shape]
     splits = {k: [str(c) for c in splits.get(k, [])] for k in SPLITS}
@@ -110,13 +185,15 @@ def write_prepared(
         "format_version": FORMAT_VERSION,
     }
     fp = fingerprint(spec)
-    existing = _existing_fingerprint(out)
-    if existing is not None and not overwrite:
-        if existing == fp:
+    old = _existing_meta(out)
+    if old is not None and not overwrite:
+        if old.get("fingerprint", "") == fp:
             logger.info("%s already holds this preparation; nothing to do", out)
             return out
-        raise DataError(f"{out}: already holds a different preparation (fingerprint "
-                        f"{existing[:12]} != {fp[:12]}); pass --overwrite or choose another folder")
+        changed = "; ".join(spec_differences(old, spec)) or (
+            f"fingerprint {str(old.get('fingerprint'))[:12]} -> {fp[:12]}")
+        raise DataError(f"{out}: already holds a different preparation ({changed}); pass "
+                        "--overwrite or choose another folder")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(out)
@@ -250,6 +327,8 @@ def prepare_pairs(out, *, name: str, class_names: list[str], pairs: dict, splits
                   overwrite: bool = False, workers: int = 1) -> Path:
     """Prepare image/label file pairs `{case_id: (image FileRef, label FileRef)}` with the
     chain of `preprocess.preprocess_case` into `out` (atomically, see `write_prepared`)."""
+    check_geometry(spacing, shape)
+    check_intensity(intensity)
     missing = [c for k in SPLITS for c in splits.get(k, []) if c not in pairs]
     if missing:
         raise DataError(f"{source.get('path', name)}: split cases without files: {missing[:10]}")

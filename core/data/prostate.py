@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from diffseg3d.core.data.nifti_io import DataError, FileRef
-from diffseg3d.core.data.preparation import prepare_pairs
+from diffseg3d.core.data.preparation import check_geometry, prepare_pairs
 from diffseg3d.core.data.preprocess import Intensity
 from diffseg3d.core.data.sources import SourceTree
 
@@ -101,6 +101,7 @@ def find_prostate_files(source: Path | str, institutions: Path | str | None = No
 def prepare_prostate_mr(source, out, *, spacing=SPACING, shape=SHAPE, crop_centre="image",
                         institutions=None, overwrite=False, workers=1) -> Path:
     """Prepare the prostate MR data set into `out`; see the module docstring."""
+    check_geometry(spacing, shape)  # bad arguments fail before the source is read
     pairs, rows, tree = find_prostate_files(source, institutions)
     return prepare_pairs(
         out, name="prostate-mr", class_names=CLASS_NAMES, pairs=pairs, splits=paper_split(rows),

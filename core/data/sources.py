@@ -57,6 +57,16 @@ class SourceTree:
             raise DataError(f"{self.ref(name).name}: not UTF-8 text ({err})") from err
 
 
+def nifti_case(name: str, where: str) -> str:
+    """Case id of a NIfTI file name (`case.nii.gz` -> `case`); DataError naming `where` and the
+    file for anything else (`.mha`, `.nrrd`, ...), which the preparation cannot read."""
+    stem = strip_nifti_suffix(str(name))
+    if stem is None:
+        raise DataError(f"{where}: {name!r} is not a NIfTI file (.nii or .nii.gz); convert it "
+                        "first (e.g. with SimpleITK)")
+    return stem
+
+
 def strip_nifti_suffix(name: str) -> str | None:
     """`case.nii.gz` / `case.nii` -> `case`; None for other files."""
     for suffix in (".nii.gz", ".nii"):

@@ -1,4 +1,5 @@
-"""Each bad input of issue #3 gives a DataError naming the file, and no partial output."""
+"""Each bad input of issues #3 and #14 (points 4, 9) gives a DataError naming the file, key or
+argument, and no partial output."""
 
 import functools
 import gzip
@@ -10,11 +11,19 @@ import numpy as np
 import pytest
 from diffseg3d.cli.main import main
 from diffseg3d.core.data import DataError, PreparedDataset
+from diffseg3d.core.data.amos import prepare_amos_ct
+from diffseg3d.core.data.nifti import prepare_nifti, random_split
 from diffseg3d.core.data.nifti_io import nifti_bytes, read_volume
 from diffseg3d.core.data.phantom import PhantomSpec, make_phantom
 from diffseg3d.core.data.prostate import prepare_prostate_mr
 
-from .nifti_builders import make_prostate_zip, oblique_affine, octant_label, write_nii
+from .nifti_builders import (
+    make_amos_folder,
+    make_prostate_zip,
+    oblique_affine,
+    octant_label,
+    write_nii,
+)
 
 ROWS = [(f"{i:03d}", "A") for i in range(3)]
 KW = {"spacing": (1.6, 1.6, 4.0), "shape": (8, 8, 4)}
@@ -136,11 +145,17 @@ def test_prepared_shape_mismatch_detected_from_headers(phantom_root):
 
 def test_output_folder_with_a_different_preparation(phantom_root, capsys):
     before = (phantom_root / "dataset.json").read_text()
-    with pytest.raises(DataError, match="different preparation"):
+    # The error names each setting that differs, old -> new.
+    with pytest.raises(DataError, match=r"different preparation \(source.seed: 0 -> 1\); pass "
+                                        r"--overwrite"):
         make_phantom(phantom_root, PhantomSpec(cases=4, shape=(16, 16, 8), seed=1))
     assert (phantom_root / "dataset.json").read_text() == before
     rc = main(["data", "phantom", "--out", str(phantom_root), "--cases", "5"])
-    assert rc == 2 and "different preparation" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "different preparation" in err and err.count("\n") == 1
+    for change in ("shape: [16, 16, 8] -> [32, 32, 16]", "source.cases: 4 -> 5",
+                   "splits.train: 2 -> 3 cases, 1 ids differ"):
+        assert change in err
     # --overwrite replaces it atomically; no temporary siblings are left behind.
     rc = main(["data", "phantom", "--out", str(phantom_root), "--cases", "5", "--shape", "16",
                "16", "8", "--overwrite"])
@@ -151,8 +166,13 @@ def test_output_folder_with_a_different_preparation(phantom_root, capsys):
 def test_non_prepared_folder_is_never_overwritten(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(DataError, match="no dataset.json"):
+    with pytest.raises(DataError) as err:
         make_phantom(tmp_path / "mine", PhantomSpec(cases=3, shape=(16, 16, 8)), overwrite=True)
+    # The refusal says why: not a prepared data set, so --overwrite will not delete it.
+    assert str(err.value) == (
+        f"{tmp_path / 'mine'}: exists with 1 entries but no dataset.json, so it is not a prepared "
+        "data set folder; it is never replaced or deleted (not even with --overwrite): choose a "
+        "new or empty folder")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
@@ -201,3 +221,166 @@ def test_interrupted_preparation_leaves_nothing_and_stale_partials_are_removed(t
     assert not dead.exists() and live.exists()
     assert PreparedDataset.load(tmp_path / "out").all_case_ids() == [f"phantom_00{i}"
                                                                      for i in range(3)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Nonsense preparation arguments (issue #14 point 4): DataError from the core functions (the
+# API), before anything is read or written.
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"shape": (0, 16, 8)}, r"shape must be 3 whole numbers >= 1 \(voxels\), got \[0, 16, 8\]"),
+    ({"shape": (16, -16, 8)}, r"shape must be 3 whole numbers >= 1"),
+    ({"shape": (16, 16)}, r"shape must be 3 whole numbers"),
+    ({"spacing": (1.0, 0.0, 2.0)}, r"spacing must be 3 finite numbers > 0 \(mm per voxel\)"),
+    ({"spacing": (1.0, -1.0, 2.0)}, r"spacing must be 3 finite numbers > 0"),
+    ({"spacing": (float("nan"), 1.0, 2.0)},
+     r"spacing must be 3 finite numbers > 0 \(mm per voxel\), got \[nan"),
+    ({"spacing": (float("inf"), 1.0, 2.0)}, r"spacing must be 3 finite numbers > 0"),
+])
+def test_bad_geometry_is_refused_by_every_preparation(tmp_path, kwargs, match):
+    zpath, _ = make_prostate_zip(tmp_path / "data.zip", ROWS)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=match):
+        prepare_prostate_mr(zpath, out, **{**KW, **kwargs})
+    _assert_nothing_written(tmp_path, out)
+    spec = PhantomSpec(cases=3, **{"shape": (16, 16, 8), "spacing": (1.0, 1.0, 2.0), **kwargs})
+    with pytest.raises(DataError, match=match):
+        make_phantom(out, spec)
+    _assert_nothing_written(tmp_path, out)
+
+
+def _own_folders(root, ids=("c0", "c1", "c2"), labels_only=()):
+    affine = oblique_affine((1.0, 1.0, 2.0))
+    for case in (*ids, *labels_only):
+        label = octant_label((12, 12, 6), 3, margin=1).astype(np.uint8)
+        if case not in labels_only:
+            write_nii(root / "imgs" / f"{case}_0000.nii.gz", label * 10.0, affine)
+        write_nii(root / "lbls" / f"{case}.nii.gz", label, affine)
+    return {"images": root / "imgs", "labels": root / "lbls", "class_names": ["a", "b", "c"],
+            "spacing": (1.0, 1.0, 2.0), "shape": (8, 8, 4)}
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"clip": (100.0, 0.0)}, r"--clip LO HI must be two finite numbers with LO < HI, got "
+                             r"\[100.0, 0.0\]"),
+    ({"clip": (5.0, 5.0)}, r"--clip LO HI must be two finite numbers with LO < HI"),
+    ({"clip": (float("nan"), 5.0)}, r"--clip LO HI must be two finite numbers"),
+    ({"test_fraction": -0.5}, r"test fraction must be a number strictly between 0 and 1, got -0.5"),
+    ({"test_fraction": 1.5}, r"test fraction must be a number strictly between 0 and 1, got 1.5"),
+    ({"valid_fraction": 0.0}, r"valid fraction must be a number strictly between 0 and 1"),
+    ({"valid_fraction": 0.5, "test_fraction": 0.5}, r"leave nothing for training"),
+])
+def test_nonsense_nifti_arguments_are_refused_not_clamped(tmp_path, kwargs, match):
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=match):
+        prepare_nifti(out, **{**_own_folders(tmp_path), **kwargs})
+    _assert_nothing_written(tmp_path, out)
+
+
+def test_random_split_refuses_fractions_outside_0_1():
+    ids = [f"c{i}" for i in range(10)]
+    with pytest.raises(DataError, match="test fraction .* got -0.5"):
+        random_split(ids, test_fraction=-0.5)
+    assert [len(v) for v in random_split(ids, valid_fraction=0.1, test_fraction=0.2).values()
+            ] == [2, 1, 7]
+
+
+def test_intensity_window_low_must_be_below_high():
+    from diffseg3d.core.data.preparation import check_intensity
+    from diffseg3d.core.data.preprocess import Intensity
+
+    check_intensity(Intensity(kind="range", low=-1000.0, high=400.0))
+    with pytest.raises(DataError, match=r"intensity window \[100, 0\]: low must be < high"):
+        check_intensity(Intensity(kind="range", low=100.0, high=0.0))
+    with pytest.raises(DataError, match=r"percentiles \[-1, 99.5\] must lie in \[0, 100\]"):
+        check_intensity(Intensity(kind="percentile", low=-1.0, high=99.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Source dataset.json and folders (issue #14 point 9)
+
+
+def _msd(root, training, extra_files=()):
+    """An MSD folder: three NIfTI cases, `training` written as given, plus `extra_files`."""
+    affine = oblique_affine((1.0, 1.0, 2.0))
+    for case in ("c0", "c1", "c2"):
+        label = octant_label((12, 12, 6), 2, margin=1).astype(np.uint8)
+        write_nii(root / "imagesTr" / f"{case}.nii.gz", label * 10.0, affine)
+        write_nii(root / "labelsTr" / f"{case}.nii.gz", label, affine)
+    for name in extra_files:
+        (root / name).write_bytes(b"not read")
+    (root / "dataset.json").write_text(json.dumps({
+        "labels": {"0": "background", "1": "a", "2": "b"}, "training": training}))
+    return root
+
+
+def _entry(case, label=None):
+    return {"image": f"imagesTr/{case}.nii.gz", "label": label or f"labelsTr/{case}.nii.gz"}
+
+
+def test_non_nifti_label_in_source_dataset_json_names_the_file(tmp_path):
+    root = _msd(tmp_path / "msd", [_entry("c0"), _entry("c1", "labelsTr/c1.mha"), _entry("c2")],
+                extra_files=["labelsTr/c1.mha"])
+    with pytest.raises(DataError, match=r"dataset.json: training\[1\].label: 'c1.mha' is not a "
+                                        r"NIfTI file \(.nii or .nii.gz\)"):
+        prepare_nifti(tmp_path / "out", source=root, **KW)
+    _assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_non_nifti_nnunet_file_ending_is_refused(tmp_path):
+    root = tmp_path / "nn"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "imagesTr" / "c0_0000.mha").write_bytes(b"x")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "a": 1},
+                                                   "file_ending": ".mha"}))
+    with pytest.raises(DataError, match=r"file_ending '.mha' is not NIfTI"):
+        prepare_nifti(tmp_path / "out", source=root, **KW)
+
+
+def test_duplicate_entries_in_source_dataset_json_name_the_duplicate(tmp_path):
+    root = _msd(tmp_path / "msd", [_entry("c0"), _entry("c1"), _entry("c2"), _entry("c1")])
+    with pytest.raises(DataError, match=r"dataset.json: training\[3\] repeats case 'c1' of "
+                                        r"training\[1\]"):
+        prepare_nifti(tmp_path / "out", source=root, **KW)
+    _assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_duplicate_amos_entries_name_the_duplicate(tmp_path):
+    base, _ = make_amos_folder(tmp_path / "src", [1, 2], [3, 4, 5])
+    meta = json.loads((base / "dataset.json").read_text())
+    meta["validation"].append(meta["validation"][0])
+    (base / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"validation\[3\] repeats case 'amos_0003'"):
+        prepare_amos_ct(tmp_path / "src", tmp_path / "out", spacing=(2.0, 2.0, 4.0),
+                        shape=(8, 8, 4))
+    meta["validation"].pop()
+    meta["training"].append(meta["validation"][0])
+    (base / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"cases in both training and validation: \['amos_0003'\]"):
+        prepare_amos_ct(tmp_path / "src", tmp_path / "out", spacing=(2.0, 2.0, 4.0),
+                        shape=(8, 8, 4))
+    _assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_label_without_image_is_an_error_naming_it(tmp_path):
+    kwargs = _own_folders(tmp_path, labels_only=("lonely",))
+    with pytest.raises(DataError, match=r"lbls/lonely.nii.gz: label with no image "
+                                        r"lonely\[_0000\].nii\(.gz\)"):
+        prepare_nifti(tmp_path / "out", **kwargs)
+    _assert_nothing_written(tmp_path, tmp_path / "out")
+    # nnU-Net layout (no training list): the same rule.
+    root = _msd(tmp_path / "nn", [])
+    for case in ("c0", "c1", "c2"):
+        (root / "imagesTr" / f"{case}.nii.gz").rename(root / "imagesTr" / f"{case}_0000.nii.gz")
+    shutil.copy(root / "labelsTr" / "c0.nii.gz", root / "labelsTr" / "extra.nii.gz")
+    with pytest.raises(DataError, match=r"labelsTr/extra.nii.gz: label with no image"):
+        prepare_nifti(tmp_path / "out", source=root, **KW)
+    (root / "labelsTr" / "extra.nii.gz").unlink()
+    assert prepare_nifti(tmp_path / "out", source=root, **KW) == tmp_path / "out"
+
+
+def test_unsafe_data_set_name_is_refused(tmp_path):
+    with pytest.raises(DataError, match=r"data set name '../../EVIL' must not start with"):
+        prepare_nifti(tmp_path / "out", name="../../EVIL", **_own_folders(tmp_path))
+    _assert_nothing_written(tmp_path, tmp_path / "out")
