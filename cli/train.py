@@ -38,9 +38,22 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from diffseg3d.core.data.dataset import PreparedDataset
+    from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
     from diffseg3d.experiments import tracking
-    from diffseg3d.experiments.config import config_hash, load_config, set_dotted, validate_config
-    from diffseg3d.experiments.grid import absolute_root, data_set_label, trial_name
+    from diffseg3d.experiments.config import (
+        ConfigError,
+        config_hash,
+        load_config,
+        set_dotted,
+        validate_config,
+    )
+    from diffseg3d.experiments.grid import (
+        absolute_root,
+        check_levels_fit,
+        data_set_label,
+        trial_name,
+    )
     from diffseg3d.experiments.trial import run_trial
 
     config = load_config(args.config, profile=args.profile)
@@ -51,6 +64,15 @@ def _run_train(args: argparse.Namespace) -> int:
         config = validate_config(raw, source=f"{args.config} with --data {args.data}")
     if config.name == "trial":
         config = config.model_copy(update={"name": trial_name(config)})
+    try:  # the trial's folder name under --out
+        check_safe_name(config.name, what="trial name")
+    except UnsafeNameError as err:
+        raise ConfigError(f"{args.config}: {err}") from None
+    # Everything above only reads; the checks end before --out is created. The data set's own
+    # names (dataset.json name, case ids) become prediction file names: refuse them here too.
+    if "://" not in config.data.root:
+        PreparedDataset.load(config.data.root, verify="none")
+    check_levels_fit(config, f"{args.config}: trial {config.name}")
     out = Path(args.out)
     uri = tracking.default_tracking_uri(out)
     tracking.ensure_experiment(

@@ -124,7 +124,8 @@ def _parse(raw: dict, source: str) -> Grid:
         return Grid.model_validate(raw)
     except ValidationError as err:
         lines = [
-            f"  - {'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            f"  - {'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')} "
+            f"(got {e.get('input')!r})"
             for e in err.errors()
         ]
         raise GridError(f"{source}: invalid grid:\n" + "\n".join(lines)) from None
