@@ -9,9 +9,10 @@ Two layouts:
   `file_ending`, files `imagesTr/<case>_0000<ending>` and `labelsTr/<case><ending>`).
   Single-channel images only (channel 0000).
 
-Every image needs a label and every label an image (a file without its partner is an error
-naming it); a case listed twice in dataset.json is an error naming both entries; files that are
-not NIfTI (`.mha`, ...) are an error naming them.
+Where cases are found by file name (`--images/--labels`, nnU-Net's imagesTr/labelsTr) every image
+needs a label and every label an image: a file without its partner is an error naming it, not a
+silently dropped case. A case listed twice in an MSD `training` list is an error naming both
+entries; a listed file that is not NIfTI (`.mha`, ...) is an error naming it.
 
 Splits: the sorted case ids shuffled with `np.random.default_rng(seed)`; the first
 round(test_fraction n) are test, the next round(valid_fraction n) valid (each >= 1 when n >= 3),
