@@ -473,9 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     record = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m benchmarks.mlflow_load "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(
+            ["python -m benchmarks.mlflow_load", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "machine": f"{os.cpu_count()} CPUs, {sys.platform}",
+        "load_average_1m_at_start": round(os.getloadavg()[0], 1),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "backends": [],
     }
