@@ -286,6 +286,24 @@ class EvalConfig(_Section):
     save_predictions: int = Field(
         4, ge=0, description="Number of cases of that split saved as NIfTI + PNG montage."
     )
+    checkpoint: Literal["last", "best_val"] = Field(
+        "last",
+        description="Parameters the split is scored with: last (after train.steps) or best_val "
+        "(those of the validation, every train.eval_every steps, with the highest mean "
+        "foreground Dice; the earliest on ties; the paper profile). best_val needs "
+        "train.eval_every > 0; the chosen step is logged (test_checkpoint_step) and kept "
+        "across a resume (trial.json + best_params.npz in each checkpoint folder).",
+    )
+    samplers: list[Literal["ddpm_fixed_large", "ddpm_fixed_small", "ddim"]] = Field(
+        [],
+        description="Diffusion only: sampling variants the same trained parameters are also "
+        "scored with (sampling variance study, Table 4): ddpm_fixed_large (variance beta_k, "
+        "the default and the released code), ddpm_fixed_small (beta-tilde_k, the paper's text) "
+        "and ddim (eta = 0). Each writes sampling/<variant>.csv and logs "
+        "sampling/<variant>/test_* metrics, with the test key of the main evaluation; the "
+        "variant of diffusion.sampler/variance reuses the main evaluation. Empty: none.",
+    )
+
 
 
 class ResourcesConfig(_Section):
@@ -386,6 +404,9 @@ class Config(_Section):
                 f"optim.warmup_steps={self.optim.warmup_steps} must be < train.steps="
                 f"{self.train.steps}"
             )
+        if self.eval.checkpoint == "best_val" and not self.train.eval_every:
+            raise ValueError("eval.checkpoint=best_val needs validation: train.eval_every must "
+                             "be > 0")
         return self
 
     @classmethod

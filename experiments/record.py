@@ -51,6 +51,9 @@ TAG_SUPERSEDED_BY = "diffseg3d.superseded_by"
 TAG_FAILED_TRIALS = "diffseg3d.failed_trials"
 #: sha256 (16 hex) over the trained parameters' bytes: equal iff bit-identical weights.
 TAG_PARAMS_DIGEST = "diffseg3d.params_digest"
+#: Parameters the test split was scored with: `<step> (<eval.checkpoint>)`, e.g. `7500 (best_val)`
+#: or `12500 (last)`; the step is also the metric `test_checkpoint_step`.
+TAG_TEST_CHECKPOINT = "diffseg3d.test_checkpoint"
 #: The user's values a profile replaced, "; "-joined `Config.overridden` entries
 #: (`train.steps: 500 -> 20 (profile smoke)`); set only when a profile replaced something.
 TAG_OVERRIDDEN = "diffseg3d.overridden"
@@ -66,6 +69,9 @@ ARTIFACT_CONFIG = "config.yaml"
 ARTIFACT_CHECKPOINT = "checkpoint"
 #: Folder with saved test predictions: `<case>.nii.gz` and a `<case>.png` montage.
 ARTIFACT_PREDICTIONS = "predictions"
+#: Folder with one per-case CSV per `eval.samplers` variant, `<variant>.csv` (columns
+#: `PER_CASE_COLUMNS`): the same parameters and test key, sampled another way (Table 4).
+ARTIFACT_SAMPLING = "sampling"
 
 #: Columns of `ARTIFACT_PER_CASE`, in order; defined by `core.metrics.evaluate` (its row keys).
 PER_CASE_COLUMNS: tuple[str, ...] = tuple(ROW_KEYS)
@@ -76,8 +82,13 @@ PER_CASE_COLUMNS: tuple[str, ...] = tuple(ROW_KEYS)
 #: JSON file inside each checkpoint folder: `{"mlflow_run_id", "step", "config_hash", "trial"}`,
 #: which a resumed trial reads to reopen its MLflow run and check its config.
 TRIAL_JSON = "trial.json"
-#: Keys a `TRIAL_JSON` must hold to resume from it (`trial` is informative only).
+#: Keys a `TRIAL_JSON` must hold to resume from it (`trial` is informative only). With
+#: `eval.checkpoint: best_val` it also holds `best_step` and `best_val_dice` (the best validation
+#: so far; `best_step` 0 = none yet), and the folder holds those parameters in `BEST_PARAMS`.
 TRIAL_JSON_REQUIRED_KEYS: tuple[str, ...] = ("mlflow_run_id", "step", "config_hash")
+#: NumPy `.npz` in a checkpoint folder: the parameters of `best_step`, leaves `leaf_<i>` in tree
+#: order of `TrainState.params`.
+BEST_PARAMS = "best_params.npz"
 
 # ---------------------------------------------------------------------------------------------
 # Params: config <-> MLflow strings
