@@ -31,7 +31,10 @@ def test_head_runs_the_mlflow_server_on_all_interfaces(cluster):
     server = next(c for c in cluster["head_start_ray_commands"] if "bin/mlflow server" in c)
     args = shlex.split(server.split("bin/mlflow server", 1)[1].split(">", 1)[0])
     opts = dict(zip(args[::2], args[1::2], strict=True))
-    assert opts["--backend-store-uri"].startswith("sqlite:////")
+    # PostgreSQL on the head (SQLite locks under concurrent trials); no password in the URI.
+    assert opts["--backend-store-uri"] == "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow"
+    setup = _commands(cluster, "head_setup_commands")
+    assert "createdb -O mlflow mlflow" in setup and "~/.pgpass" in setup
     assert opts["--artifacts-destination"].startswith("/mnt/shared/")
     assert opts["--host"] == "0.0.0.0"
     assert "ray start --head" in head
