@@ -54,11 +54,17 @@ def run_tables(args: argparse.Namespace) -> int:
     from diffseg3d.analysis.examples import load_example
     from diffseg3d.analysis.expected import expected_trial_names, missing_trials
     from diffseg3d.analysis.report import write_report
+    from diffseg3d.experiments.store_check import check_readable_store
 
     try:
         if args.csv_dir is not None:
             collection = collect_csv_folder(args.csv_dir)
         else:
+            import mlflow
+
+            # A reading command never creates or repairs a store (a typo in the URI, an empty
+            # or truncated mlflow.db): refuse with one line naming it instead.
+            check_readable_store(args.tracking_uri or mlflow.get_tracking_uri())
             collection = collect_mlflow(args.experiment, args.tracking_uri)
     except ValueError as err:
         print(f"diffseg3d tables: {err}", file=sys.stderr)
