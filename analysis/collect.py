@@ -13,19 +13,32 @@ Two sources, one result type (`Collection`):
   `{"trial": "unet-s0", "tables": ["table2_diffusion_vs_unet"],
     "params": {"data.name": "prostate-mr", "method": "unet", "seed": 0}}`.
   `<stem>` becomes the run id. Axes a sidecar omits take the config schema's defaults (the
-  paper's settings); `data.name` is required.
+  paper's settings); `data.name` is required. A sidecar may add `"metrics": {"test_dice": ...}`
+  with the run's scalar metrics (`RUN_METRIC_PATTERN`).
+
+Besides the per-case rows, a run's scalar test metrics that have no per-case CSV go to
+`Collection.run_metrics`: Dice along the sampling chain (`test_dice_step_<k>`), the ensemble's
+(`test_dice_ensemble`, `test_ensemble_samples`, `test_uncertainty_dice_spearman`) and the
+1-sample `test_dice` next to them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from diffseg3d.analysis.schema import PER_CASE_COLUMNS, TIDY_COLUMNS, axes_from_params
+from diffseg3d.analysis.schema import (
+    OPTIONAL_PER_CASE_COLUMNS,
+    PER_CASE_COLUMNS,
+    TIDY_COLUMNS,
+    axes_from_params,
+    run_params,
+)
 from diffseg3d.experiments.record import (
     ARTIFACT_PER_CASE,
     ARTIFACT_PREDICTIONS,
@@ -39,6 +52,10 @@ RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "trial", "status", "tables", "data_set", "method", "output", "recycling",
     "dice_loss", "train_steps", "seed", "data_root", "start_time", "n_rows", "problem",
 )
+# Scalar run metrics kept in Collection.run_metrics (sampling chain and ensemble evaluation).
+RUN_METRIC_PATTERN = re.compile(
+    r"test_(dice|dice_step_\d+|dice_ensemble|ensemble_samples|uncertainty_dice_spearman)")
+RUN_METRIC_COLUMNS: tuple[str, ...] = ("run_id", "metric", "value")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +66,15 @@ class Collection:
       paper-table ids); only runs without a problem contribute.
     runs: one row per child run (`RUN_COLUMNS`); `problem` is None for collected runs.
     source: where the runs came from (experiment name and tracking URI, or folder).
+    run_metrics: `RUN_METRIC_COLUMNS`, one row per collected run and scalar metric matching
+      `RUN_METRIC_PATTERN`.
     """
 
     frame: pd.DataFrame
     runs: pd.DataFrame
     source: str
+    run_metrics: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=list(RUN_METRIC_COLUMNS)))
 
     @property
     def problems(self) -> list[str]:
@@ -68,15 +89,19 @@ def read_per_case_csv(path: Path | str, *, source: str = "") -> pd.DataFrame:
     missing = [c for c in PER_CASE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{source or path}: per-case CSV lacks columns {missing}")
-    for column in ("dice", "hd95", "roi_voxels", "roi_mm3"):
+    for column in OPTIONAL_PER_CASE_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = float("nan")
+    for column in ("dice", "hd95", "roi_voxels", "roi_mm3", *OPTIONAL_PER_CASE_COLUMNS):
         frame[column] = pd.to_numeric(frame[column], errors="raise")
     return frame
 
 
 def _tidy_rows(per_case: pd.DataFrame, run: dict[str, Any]) -> pd.DataFrame:
-    rows = per_case.loc[:, list(PER_CASE_COLUMNS)].copy()
+    taken = PER_CASE_COLUMNS + OPTIONAL_PER_CASE_COLUMNS
+    rows = per_case.loc[:, list(taken)].copy()
     for column in TIDY_COLUMNS + ("tables",):
-        if column not in PER_CASE_COLUMNS:
+        if column not in taken:
             rows[column] = run[column]
     return rows.loc[:, list(TIDY_COLUMNS) + ["tables"]]
 
@@ -99,14 +124,18 @@ def _mark_superseded(records: list[dict[str, Any]], frames: dict[str, pd.DataFra
 
 
 def _finish(records: list[dict[str, Any]], frames: dict[str, pd.DataFrame],
-            source: str) -> Collection:
+            source: str, metrics: dict[str, dict[str, Any]] | None = None) -> Collection:
     _mark_superseded(records, frames)
+    kept = [(run_id, name, float(value)) for run_id, values in (metrics or {}).items()
+            if run_id in frames for name, value in sorted(values.items())
+            if RUN_METRIC_PATTERN.fullmatch(name)]
     runs = pd.DataFrame(records, columns=list(RUN_COLUMNS))
     runs = runs.astype({"problem": object}).sort_values(["trial", "run_id"], ignore_index=True)
     columns = list(TIDY_COLUMNS) + ["tables"]
     frame = (pd.concat(frames.values(), ignore_index=True) if frames
              else pd.DataFrame(columns=columns))
-    return Collection(frame=frame, runs=runs, source=source)
+    return Collection(frame=frame, runs=runs, source=source,
+                      run_metrics=pd.DataFrame(kept, columns=list(RUN_METRIC_COLUMNS)))
 
 
 def _tables_list(raw: Any) -> str:
@@ -127,6 +156,7 @@ def _record(run_id: str, trial: str, status: str, tables: str, params: dict[str,
                   data_root=params.get("data.root"))
     try:
         record.update(axes_from_params(params, source=source))
+        record.update(run_params(params, source=source))
     except (ValueError, KeyError) as err:
         record["problem"] = f"bad params: {err}"
     return record
@@ -156,7 +186,7 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
     uri = tracking_uri or mlflow.get_tracking_uri()
     if exp is None:
         raise ValueError(f"no MLflow experiment named {experiment!r} in {uri}")
-    records, frames = [], {}
+    records, frames, metrics = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="diffseg3d-collect-") as tmp:
         for run in _search_child_runs(client, exp.experiment_id):
             run_id, tags = run.info.run_id, run.data.tags
@@ -182,7 +212,8 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
                 continue
             record["n_rows"] = len(per_case)
             frames[run_id] = _tidy_rows(per_case, record)
-    return _finish(records, frames, f"MLflow experiment {experiment!r} at {uri}")
+            metrics[run_id] = run.data.metrics
+    return _finish(records, frames, f"MLflow experiment {experiment!r} at {uri}", metrics)
 
 
 def collect_csv_folder(folder: Path | str) -> Collection:
@@ -190,7 +221,7 @@ def collect_csv_folder(folder: Path | str) -> Collection:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder of per-case CSVs")
-    records, frames = [], {}
+    records, frames, metrics = [], {}, {}
     for csv_path in sorted(folder.glob("*.csv")):
         sidecar = csv_path.with_suffix(".json")
         if not sidecar.exists():
@@ -211,7 +242,8 @@ def collect_csv_folder(folder: Path | str) -> Collection:
         per_case = read_per_case_csv(csv_path)
         record["n_rows"] = len(per_case)
         frames[csv_path.stem] = _tidy_rows(per_case, record)
-    return _finish(records, frames, f"CSV folder {folder}")
+        metrics[csv_path.stem] = meta.get("metrics") or {}
+    return _finish(records, frames, f"CSV folder {folder}", metrics)
 
 
 def collect_metric_history(

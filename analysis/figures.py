@@ -3,6 +3,7 @@
 - `per_class_dice_boxplot`: Dice per class per setting (one data set).
 - `roi_dice_scatter`: mean ROI volume vs mean Dice per class, Spearman r in the legend.
 - `training_curves`: `loss` and `val_dice` from MLflow metric history, mean over seeds.
+- `dice_by_sampling_step`: mean test Dice of each sampling step's x0_hat, one line per setting.
 - `prediction_montage`: the paper's Fig. 2: image, ground truth and predictions of one slice
   (rendered by `core.viz.montage`, like the trial's per-case PNGs).
 
@@ -123,6 +124,41 @@ def training_curves(history: pd.DataFrame, runs: pd.DataFrame, stem: Path,
         ax.set_xlabel("training step")
         ax.set_ylabel(titles.get(key, key) + (" (log)" if log else ""))
         ax.set_title(titles.get(key, key) + " (mean over seeds)")
+    return save(fig, stem)
+
+
+def dice_by_sampling_step(steps: pd.DataFrame, stem: Path, figsize=(11.0, 4.5)) -> list[Path]:
+    """One panel per data set: mean test Dice vs sampling step (1 = from pure noise, the last =
+    the prediction), one line per setting, a band of +- one std over seeds where there are
+    several.
+
+    steps: output of `sampling_chain.step_dice`.
+    """
+    data_sets = list(dict.fromkeys(steps["data_set"]))
+    fig, axes = plt.subplots(1, len(data_sets), figsize=figsize, layout="constrained",
+                             squeeze=False, sharey=True)
+    palette = dict(zip(sorted(steps["setting"].unique()),
+                       sns.color_palette(n_colors=steps["setting"].nunique()), strict=True))
+    for ax, data_set in zip(axes[0], data_sets, strict=True):
+        rows = steps[steps["data_set"] == data_set]
+        for setting, line in rows.groupby("setting", sort=True):
+            line = line.sort_values("step")
+            ax.plot(line["step"], line["mean"], marker="o", linewidth=1.2,
+                    color=palette[setting], label=setting)
+            spread = line["std"].fillna(0.0)
+            ax.fill_between(line["step"], line["mean"] - spread, line["mean"] + spread,
+                            color=palette[setting], alpha=0.15, linewidth=0)
+        ax.set_xticks(sorted(rows["step"].unique()))
+        ax.set_xlabel("sampling step (last = prediction)")
+        ax.set_title(data_set_name(data_set))
+    axes[0][0].set_ylabel("mean test Dice of the step's $\\hat{x}_0$")
+    legend = {}  # label -> handle, over all panels (settings may differ between data sets)
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    labels, handles = list(legend), list(legend.values())
+    fig.legend(handles, labels, loc="outside lower center", fontsize=7, frameon=False,
+               ncol=min(3, max(1, len(labels))))
+    fig.suptitle("Quality along the sampling chain (mean over seeds)")
     return save(fig, stem)
 
 

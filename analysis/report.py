@@ -1,8 +1,11 @@
 """Everything `diffseg3d tables` writes into one output folder, from one `Collection`.
 
 Files: the five paper tables (`table1_recycling.tex`, ...), per-class supplements
-(`supplement_{dice,hd95}_<data set>.tex`), `roi_vs_dice_spearman.tex`, `summary.md`, `tidy.csv`
-and `runs.csv` (the numbers and runs behind everything), and `figures/` (PNG + PDF).
+(`supplement_{dice,hd95,nsd}_<data set>.tex`; NSD when the runs scored it, its tolerance in the
+caption), `roi_vs_dice_spearman.tex`, the diffusion sampling tables (`sampling_steps.tex`: Dice
+per sampling step, with `figures/dice_per_sampling_step`; `ensemble.tex`: 1 vs N samples, when
+runs logged an ensemble), `summary.md`, `tidy.csv`, `runs.csv` and `run_metrics.csv` (the
+numbers and runs behind everything), and `figures/` (PNG + PDF).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from diffseg3d.analysis import figures
 from diffseg3d.analysis.collect import Collection
 from diffseg3d.analysis.comparisons import TABLES, add_setting_column
 from diffseg3d.analysis.examples import Example
+from diffseg3d.analysis.sampling_chain import ensemble_dice, step_dice, summary_section
 from diffseg3d.analysis.spearman import roi_dice_spearman
 from diffseg3d.analysis.stats import ALPHA
 from diffseg3d.analysis.summary import (
@@ -27,8 +31,10 @@ from diffseg3d.analysis.summary import (
 )
 from diffseg3d.analysis.table_data import compute_table, data_set_order, per_class_stats
 from diffseg3d.analysis.tables import (
+    ensemble_latex,
     main_table_latex,
     per_class_latex,
+    sampling_steps_latex,
     spearman_latex,
     write_text,
 )
@@ -44,6 +50,12 @@ class Report:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+
+
+def _supplement_metrics(rows: pd.DataFrame) -> tuple[str, ...]:
+    """dice and hd95, and nsd when some run of these rows scored it (older runs did not)."""
+    has_nsd = "nsd" in rows.columns and bool(rows["nsd"].notna().any())
+    return ("dice", "hd95", "nsd") if has_nsd else ("dice", "hd95")
 
 
 def write_report(
@@ -85,10 +97,13 @@ def write_report(
     sections.append("## Per-class results (supplement)\n")
     for data_set in data_sets:
         rows = frame[frame["data_set"] == data_set]
-        for metric in ("dice", "hd95"):
+        for metric in _supplement_metrics(rows):
             stats = per_class_stats(rows, metric)
             path = out / f"supplement_{metric}_{_safe(data_set)}.tex"
-            report.written.append(write_text(path, per_class_latex(stats, data_set, metric)))
+            tolerances = rows.loc[rows["nsd"].notna(), "nsd_tolerance_mm"] if metric == "nsd" \
+                else ()
+            report.written.append(write_text(path, per_class_latex(stats, data_set, metric,
+                                                                   tolerances)))
             sections.append(per_class_section(stats, data_set, metric))
 
     spearman = roi_dice_spearman(frame, n_resamples=n_resamples)
@@ -96,6 +111,16 @@ def write_report(
     report.written.append(write_text(out / "roi_vs_dice_spearman.tex", spearman_latex(spearman)))
 
     fig_dir = out / "figures"
+    steps = step_dice(collection.run_metrics, runs)
+    ensembles = ensemble_dice(collection.run_metrics, runs)
+    sections.append(summary_section(steps, ensembles))
+    if steps.empty:
+        report.skipped.append("Dice per sampling step: no run logged test_dice_step_<k>")
+    else:
+        report.written.append(write_text(out / "sampling_steps.tex", sampling_steps_latex(steps)))
+        report.written += figures.dice_by_sampling_step(steps, fig_dir / "dice_per_sampling_step")
+    if not ensembles.empty:
+        report.written.append(write_text(out / "ensemble.tex", ensemble_latex(ensembles)))
     for data_set in data_sets:
         tag = _safe(data_set)
         report.written += figures.per_class_dice_boxplot(frame, data_set,
@@ -118,7 +143,8 @@ def write_report(
 
     frame.to_csv(out / "tidy.csv", index=False)
     runs.to_csv(out / "runs.csv", index=False)
-    report.written += [out / "tidy.csv", out / "runs.csv"]
+    collection.run_metrics.to_csv(out / "run_metrics.csv", index=False)
+    report.written += [out / "tidy.csv", out / "runs.csv", out / "run_metrics.csv"]
     rel = [str(p.relative_to(out)) for p in report.written if p.parent == fig_dir]
     sections.append(figures_section(rel, report.skipped))
     report.written.append(write_text(out / "summary.md", "\n".join(sections)))

@@ -15,7 +15,7 @@ from diffseg3d.experiments.record import cast_value, config_default
 # Columns of the tidy per-(run, case, class) frame, in order (docs/ARCHITECTURE.md, analysis).
 TIDY_COLUMNS: tuple[str, ...] = (
     "run_id", "trial", "data_set", "method", "output", "recycling", "dice_loss", "train_steps",
-    "seed", "case", "class", "dice", "hd95", "roi_voxels", "roi_mm3",
+    "seed", "case", "class", "dice", "hd95", "roi_voxels", "roi_mm3", "nsd", "nsd_tolerance_mm",
 )
 
 # Tidy column <- dotted config key (the MLflow param name). These are the axes of the paper grid.
@@ -33,11 +33,19 @@ AXIS_PARAMS: dict[str, str] = {
 # while any other missing axis (e.g. a CSV sidecar without `loss.dice`) takes the config default.
 REQUIRED_PARAMS: tuple[str, ...] = ("data.name",)
 
+# Per-case CSV columns the tidy frame takes when present and fills with NaN otherwise (CSVs
+# written before NSD was scored, or by tools that do not score it).
+OPTIONAL_PER_CASE_COLUMNS: tuple[str, ...] = ("nsd",)
+
 # Per-case CSV columns the tidy frame needs: the record's columns that are tidy columns (its
 # other columns, e.g. `pred_empty`, are optional for per-case CSVs scored elsewhere).
 PER_CASE_COLUMNS: tuple[str, ...] = tuple(
-    c for c in RECORD_PER_CASE_COLUMNS if c in TIDY_COLUMNS
+    c for c in RECORD_PER_CASE_COLUMNS if c in TIDY_COLUMNS and c not in OPTIONAL_PER_CASE_COLUMNS
 )
+
+# Tidy column <- dotted config key of run settings that qualify a metric rather than define a
+# setting (not axes: they never split or pair runs); a missing param takes the config default.
+RUN_PARAMS: dict[str, str] = {"nsd_tolerance_mm": "eval.nsd_tolerance_mm"}
 
 
 def cast_param(dotted_key: str, raw: Any, *, source: str = "") -> Any:
@@ -49,6 +57,13 @@ def cast_param(dotted_key: str, raw: Any, *, source: str = "") -> Any:
         return cast_value(dotted_key, raw)
     except ValueError as err:  # ConfigError is a ValueError
         raise ValueError(f"{source}: {err}") from None
+
+
+def run_params(params: dict[str, Any], *, source: str = "") -> dict[str, Any]:
+    """`RUN_PARAMS` tidy columns from a run's flattened params (config default when missing)."""
+    return {column: config_default(key) if params.get(key) is None
+            else cast_param(key, params[key], source=source)
+            for column, key in RUN_PARAMS.items()}
 
 
 def axes_from_params(params: dict[str, Any], *, source: str = "") -> dict[str, Any]:

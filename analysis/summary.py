@@ -95,7 +95,8 @@ def per_class_section(stats: pd.DataFrame, data_set: str, metric: str) -> str:
                              zip(stats[(s, "mean")], stats[(s, "std")], strict=True)]
                          for s in settings}, index=stats.index)
     text.columns.name = "Class"
-    return (f"### Per-class {metric.upper() if metric == 'hd95' else 'Dice'}: "
+    title = {"hd95": "HD95", "nsd": "NSD"}.get(metric, "Dice")
+    return (f"### Per-class {title}: "
             f"{data_set_name(data_set)}\n\n{markdown_table(text)}\n")
 
 

@@ -26,7 +26,7 @@ def data_set_order(name: str) -> tuple[int, str]:
 
 
 METRICS: tuple[str, ...] = ("dice", "hd95")
-HIGHER_IS_BETTER: dict[str, bool] = {"dice": True, "hd95": False}
+HIGHER_IS_BETTER: dict[str, bool] = {"dice": True, "hd95": False, "nsd": True}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ from diffseg3d.analysis.table_data import HIGHER_IS_BETTER, TableData
 DATA_SET_NAMES: dict[str, str] = {
     "prostate-mr": "Prostate MR", "amos-ct": "Abdominal CT", "phantom": "Phantom",
 }
-METRIC_HEADERS: dict[str, str] = {"dice": "Dice", "hd95": "HD95 (mm)"}
+METRIC_HEADERS: dict[str, str] = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD"}
 BOLD = "textbf: --rwrap;"  # Styler LaTeX css: wraps the cell as \textbf{...}
 # Styler table style that emits `\small` after `\begin{table}`, so two data sets fit a page.
 SMALL = [{"selector": "small", "props": ":;"}]
@@ -186,10 +186,21 @@ def setting_header(label: str) -> str:
     return "\\shortstack{" + "\\\\".join(escape_latex(p) for p in parts) + "}"
 
 
-def per_class_latex(stats: pd.DataFrame, data_set: str, metric: str) -> str:
+def nsd_definition(tolerances_mm) -> str:
+    """Caption sentence defining NSD at the tolerance(s) of the runs shown (mm)."""
+    values = sorted({float(t) for t in tolerances_mm if np.isfinite(t)})
+    stated = " / ".join(f"{t:g}" for t in values) or "an unrecorded"
+    return (f"NSD: normalised surface Dice at a tolerance of {stated} mm (MONAI definition: the "
+            "fraction of both surfaces, mask XOR its erosion, within the tolerance of the other, "
+            "distances with the voxel spacing)")
+
+
+def per_class_latex(stats: pd.DataFrame, data_set: str, metric: str,
+                    nsd_tolerances_mm=()) -> str:
     """Supplement table: rows = classes, columns = settings; cells mean $\\pm$ std over cases.
 
-    stats: output of `table_data.per_class_stats` for one data set and metric.
+    stats: output of `table_data.per_class_stats` for one data set and metric (dice, hd95 or
+    nsd); nsd_tolerances_mm: the NSD tolerances of its runs, stated in the caption.
     """
     settings = list(dict.fromkeys(stats.columns.get_level_values(0)))
     text = pd.DataFrame({setting_header(s): [format_cell(m, sd) for m, sd in
@@ -205,11 +216,14 @@ def per_class_latex(stats: pd.DataFrame, data_set: str, metric: str) -> str:
     styler = styler.format_index(escape="latex", axis=0)
     styler = styler.set_table_styles(FOOTNOTESIZE, overwrite=False)
     n_empty = int(stats.xs("empty", axis=1, level=1).sum().sum())
+    definition = {"hd95": f" {HD95_DEFINITION};",
+                  "nsd": f" {nsd_definition(nsd_tolerances_mm)};"}.get(metric, "")
     cap = (f"Per-class {METRIC_HEADERS[metric]} on {escape_latex(data_set_name(data_set))}: "
            f"mean $\\pm$ std over test cases (mean over seeds first); best per class in bold."
-           + (f" {HD95_DEFINITION}; {n_empty} (run, case, class) values with an empty mask "
+           + (f"{definition} {n_empty} (run, case, class) values with an empty mask "
               "are excluded." if metric == "hd95" else
-              f" {n_empty} (run, case, class) values where both masks are empty are excluded."))
+              f"{definition} {n_empty} (run, case, class) values where both masks are empty "
+              "are excluded."))
     safe_id = "".join(c if c.isalnum() else "-" for c in data_set)
     return styler.to_latex(
         caption=cap, label=f"tab:per-class-{metric}-{safe_id}", hrules=True,
@@ -239,6 +253,71 @@ def spearman_latex(table: pd.DataFrame) -> str:
            + ("over all pairings (exact)." if exact else
               "(exact up to 8 classes, else 9,999 random pairings with a fixed seed)."))
     return styler.to_latex(caption=cap, label="tab:roi-vs-dice", hrules=True,
+                           position_float="centering", environment="table",
+                           column_format="llcccc")
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if np.isfinite(value) else EMPTY
+
+
+def sampling_steps_frame(steps: pd.DataFrame) -> pd.DataFrame:
+    """Plain-text cells of the Dice-per-sampling-step table: columns `Data set`, `Setting`, then
+    one per step k (1..K, the union over settings; `--` where a setting has fewer steps).
+
+    steps: output of `sampling_chain.step_dice`.
+    """
+    wide = steps.pivot_table(index=["data_set", "setting"], columns="step", values="mean",
+                             sort=False)
+    text = pd.DataFrame({
+        "Data set": [data_set_name(d) for d, _ in wide.index],
+        "Setting": [s for _, s in wide.index],
+        **{f"step {int(k)}": [_number(v) for v in wide[k]] for k in sorted(wide.columns)},
+    })
+    return text
+
+
+def sampling_steps_latex(steps: pd.DataFrame) -> str:
+    """Mean test Dice of each sampling step's x0_hat (argmax) per data set and setting.
+
+    steps: output of `sampling_chain.step_dice` (non-empty).
+    """
+    text = sampling_steps_frame(steps)
+    n_runs = int(steps["n_runs"].max()) if len(steps) else 0
+    styler = text.style.hide(axis="index").format(escape="latex", subset=["Data set", "Setting"])
+    styler = styler.set_table_styles(SMALL, overwrite=False)
+    cap = ("Quality along the sampling chain: mean test Dice (mean over cases of the per-case "
+           "mean over foreground classes) of the label map of each sampling step's $\\hat{x}_0$"
+           ", step 1 from pure noise, the last step being the prediction"
+           + (f"; mean over up to {n_runs} seeds." if n_runs > 1 else "."))
+    return styler.to_latex(caption=cap, label="tab:dice-per-sampling-step", hrules=True,
+                           position_float="centering", environment="table",
+                           column_format="ll" + "c" * (text.shape[1] - 2))
+
+
+def ensemble_frame(ensembles: pd.DataFrame) -> pd.DataFrame:
+    """Plain-text cells of the 1-sample vs N-sample table (`sampling_chain.ensemble_dice`)."""
+    return pd.DataFrame({
+        "Data set": [data_set_name(d) for d in ensembles["data_set"]],
+        "Setting": list(ensembles["setting"]),
+        "N": [str(int(n)) if n > 0 else EMPTY for n in ensembles["samples"]],
+        "Dice (1 sample)": [_number(v) for v in ensembles["dice_single"]],
+        "Dice (N samples)": [_number(v) for v in ensembles["dice_ensemble"]],
+        "Spearman r": [_number(v) for v in ensembles["spearman_r"]],
+    })
+
+
+def ensemble_latex(ensembles: pd.DataFrame) -> str:
+    """1-sample Dice next to the N-sample ensemble's, with the entropy-Dice Spearman r."""
+    text = ensemble_frame(ensembles)
+    styler = text.style.hide(axis="index").format(escape="latex", subset=["Data set", "Setting"])
+    styler = styler.set_table_styles(SMALL, overwrite=False)
+    cap = ("Ensembles of N independent diffusion samples: mean test Dice of one sample and of "
+           "the N-sample ensemble (argmax of the mean class probabilities), the first sample "
+           "being shared; Spearman r between each case's mean voxel entropy of the ensemble and "
+           "its ensemble Dice (negative: the uncertainty flags the poor cases). Means over "
+           "seeds.")
+    return styler.to_latex(caption=cap, label="tab:ensemble", hrules=True,
                            position_float="centering", environment="table",
                            column_format="llcccc")
 

@@ -286,6 +286,18 @@ class EvalConfig(_Section):
     save_predictions: int = Field(
         4, ge=0, description="Number of cases of that split saved as NIfTI + PNG montage."
     )
+    nsd_tolerance_mm: float = Field(
+        2.0, ge=0.0, allow_inf_nan=False,
+        description="Normalised surface Dice tolerance in mm (`core/metrics/nsd.py`): a surface "
+        "voxel within this distance of the other surface counts; stated in the tables' captions.",
+    )
+    samples: int = Field(
+        1, ge=1,
+        description="Diffusion only: with N > 1 the split is also sampled N times (batched) and "
+        "the ensemble label (argmax of the mean probabilities) scored as `test_dice_ensemble`, "
+        "with the Spearman r between mean voxel entropy and per-case Dice "
+        "(`test_uncertainty_dice_spearman`); 1 = off.",
+    )
     checkpoint: Literal["last", "best_val"] = Field(
         "last",
         description="Parameters the split is scored with: last (after train.steps) or best_val "

@@ -7,7 +7,8 @@ Random streams (one seed -> same numbers, also across a resume):
     init:  fold_in(key, 0)    parameters
     train: fold_in(key, 1)    step s (from 0) uses fold_in(train_key, s) (augmentation, t, noise)
     eval:  fold_in(key, 2)    validation after step s: fold_in(eval_key, s), batch j fold_in(., j)
-    test:  fold_in(key, 3)    the final evaluation, batch j fold_in(test_key, j)
+    test:  fold_in(key, 3)    the final evaluation, batch j fold_in(test_key, j); ensemble
+                              sample s >= 1 of batch j fold_in(fold_in(test_key, j), s)
     data:  config.seed        batch i depends only on (seed, i) (`data.loader.batch_iterator`)
 
 Logging: the mean of the per-step metrics since the last log, every `train.log_every` steps and
@@ -53,7 +54,7 @@ from diffseg3d.core.train.checkpoint import (
 from diffseg3d.core.train.loop import compile_train_step, window_means
 from diffseg3d.core.train.sharding import check_batch_divisible, make_mesh, replicate, shard_batches
 from diffseg3d.core.train.state import create_train_state
-from diffseg3d.experiments import build, record
+from diffseg3d.experiments import build, record, sampling_eval
 from diffseg3d.experiments.config import Config, DiffusionConfig, config_hash, to_yaml
 from diffseg3d.experiments.montage import save_montage
 from diffseg3d.experiments.tracking import TrialRun, finite_or_nan
@@ -65,10 +66,11 @@ KEEP_CHECKPOINTS = 2
 #: `report(metrics, checkpoint_dir)`, e.g. Ray Tune's `tune.report` (`trainable.py`).
 Report = Callable[[dict[str, float], str], None]
 #: The split's means logged as `test_<name>`: name -> key of `core.metrics.summarise`.
-_TEST_MEANS = {"dice": "mean_case_dice", "hd95": "mean_case_hd95", "n_nan_dice": "n_nan_dice",
-               "n_nan_hd95": "n_nan_hd95", "n_cases": "n_cases"}
+_TEST_MEANS = {"dice": "mean_case_dice", "hd95": "mean_case_hd95", "nsd": "mean_case_nsd",
+               "n_nan_dice": "n_nan_dice", "n_nan_hd95": "n_nan_hd95", "n_nan_nsd": "n_nan_nsd",
+               "n_cases": "n_cases"}
 #: Metrics whose std over cases is logged as `test_<m>_std` (`_std_over_cases`).
-_TEST_STDS = ("dice", "hd95")
+_TEST_STDS = ("dice", "hd95", "nsd")
 
 
 class TrialError(RuntimeError):
@@ -196,16 +198,25 @@ def run_trial(
         test_step = best.get("best_step") or final_step  # no finite validation Dice: last
         test_params = best_params if test_step != final_step else state.params
         split = config.eval.split
-        preds, labels = _predict(predict, test_params, dataset, split, batch_size, test_key)
+        if config.method == "diffusion":  # one pass: prediction, every step's x0_hat, ensemble
+            sampled = sampling_eval.sample_split(
+                build.sampler(config, model, dataset.num_classes), test_params, dataset, split,
+                batch_size, test_key, config.eval.samples if config.eval.samples > 1 else None)
+            preds, labels = sampled.preds, sampled.labels
+        else:
+            preds, labels = _predict(predict, test_params, dataset, split, batch_size, test_key)
         case_ids = dataset.case_ids(split)
 
         def score(predicted: np.ndarray) -> list[dict]:
             return evaluate.evaluate_cases(case_ids, predicted, labels, dataset.class_names,
-                                           dataset.spacing)
+                                           dataset.spacing, config.eval.nsd_tolerance_mm)
 
         rows = score(preds)
         summary = _test_means(rows, split, dataset.class_names)
         summary[f"{split}_checkpoint_step"] = test_step
+        if config.method == "diffusion":
+            summary.update({k: finite_or_nan(v) for k, v in sampling_eval.chain_metrics(
+                sampled, dataset.num_classes, "test" if split == "test" else split).items()})
         sampling = {  # variant -> rows; the trained variant is the main evaluation
             v: rows if v == _sampling_variant(config.diffusion) else score(_predict(
                 build.predictor(_with_sampling_variant(config, v), model, dataset.num_classes),
@@ -271,11 +282,13 @@ def _predict(
 def _test_means(rows: list[dict], split: str, class_names) -> dict[str, float]:
     """The split's means as MLflow metrics: `test_dice`, `test_hd95` (means over cases of the
     per-case class means), their std over cases (`_std_over_cases`, as the tables), NaN counts,
-    `test_n_cases`, and `test_dice/<class>`, `test_hd95/<class>` (prefix = split unless test)."""
+    `test_n_cases`, and `test_dice/<class>`, `test_hd95/<class>`; the same for `test_nsd` (at
+    `eval.nsd_tolerance_mm`). The prefix is the split's name unless test."""
     s, prefix = evaluate.summarise(rows), "test" if split == "test" else split
     out = {f"{prefix}_{name}": s[key] for name, key in _TEST_MEANS.items()}
     out.update({f"{prefix}_{m}_std": _std_over_cases(rows, m) for m in _TEST_STDS})
-    out.update({f"{prefix}_{m}/{c}": s[f"{m}/{c}"] for c in class_names for m in ("dice", "hd95")})
+    out.update({f"{prefix}_{m}/{c}": s[f"{m}/{c}"] for c in class_names
+                for m in evaluate.SUMMARY_METRICS})
     return {k: finite_or_nan(v) for k, v in out.items()}
 
 

@@ -29,7 +29,8 @@ def synthetic_frame(*, data_sets=("prostate-mr",), n_cases=20, seeds=(0,), noise
                     settings=tuple(SETTINGS), seed=0) -> pd.DataFrame:
     """Tidy rows: Dice = 0.6 + 0.3 * volume rank / (classes - 1) + offset + case effect + noise.
 
-    Dice increases with ROI size (for the Spearman test); HD95 = 20 * (1 - Dice) mm.
+    Dice increases with ROI size (for the Spearman test); HD95 = 20 * (1 - Dice) mm; NSD (at
+    2 mm) = min(1, Dice + 0.05).
     """
     rng = np.random.default_rng(seed)
     classes = list(CLASS_VOLUMES_MM3)
@@ -50,5 +51,6 @@ def synthetic_frame(*, data_sets=("prostate-mr",), n_cases=20, seeds=(0,), noise
                             run_id=run_id, trial=f"{name}-s{s}", data_set=data_set, seed=s,
                             case=f"case{i:03d}", **{"class": cls}, dice=dice,
                             hd95=20.0 * (1.0 - dice), roi_voxels=CLASS_VOLUMES_MM3[cls] / 2.0,
-                            roi_mm3=CLASS_VOLUMES_MM3[cls], tables=tables, **axes))
+                            roi_mm3=CLASS_VOLUMES_MM3[cls], nsd=min(1.0, dice + 0.05),
+                            nsd_tolerance_mm=2.0, tables=tables, **axes))
     return pd.DataFrame(rows).loc[:, list(TIDY_COLUMNS) + ["tables"]]

@@ -1,0 +1,141 @@
+"""A diffusion trial's test split sampled once with its trajectory, and optionally as an ensemble.
+
+`sample_split` runs the K-step sampler (paper 3.1) over the split's padded batches with
+`return_trajectory=True`, so one pass gives
+  - the prediction: the sampler's label (argmax of the last x0_hat), as `build.predictor` gives;
+  - the label map of every step's x0_hat (quality along the sampling chain: does recycling,
+    paper 3.2, make the early steps better?); the last step's map IS the prediction;
+  - with `samples = N`, the N-sample ensemble (`core.infer.ensemble.ensemble_maps`): sample 0 is
+    that same pass's final x0_hat, samples 1..N-1 are drawn in one batched (vmapped) call, so
+    the 1-sample and N-sample scores are paired on the same first sample.
+
+Keys: batch j of the split uses kj = fold_in(key, j) (as the trial's `_predict`), ensemble sample
+s >= 1 of that batch fold_in(kj, s).
+
+`chain_metrics` turns a `SplitSamples` into MLflow metrics (`<split>_dice_step_<k>`, k = 1..K in
+sampling order; `<split>_dice_ensemble`; `<split>_uncertainty_dice_spearman`), all with the
+definition of `test_dice` (`core.metrics.evaluate.mean_case_dice`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from diffseg3d.core.data.dataset import PreparedDataset
+from diffseg3d.core.data.loader import eval_batches
+from diffseg3d.core.diffusion import mask_to_label
+from diffseg3d.core.infer.ensemble import ensemble_maps
+from diffseg3d.core.metrics.evaluate import case_mean_dice, mean_case_dice, mean_case_dice_per_step
+from diffseg3d.core.metrics.uncertainty import uncertainty_dice_spearman
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSamples:
+    """One sampling pass over a split, cases in `dataset.case_ids(split)` order.
+
+    preds: (cases, *S) int32, the sampler's labels (the test prediction).
+    labels: (cases, *S) int32 ground truth.
+    step_preds: (K, cases, *S) int32, argmax of the x0_hat of each sampling step, in sampling
+      order (row 0 from x_K); `step_preds[-1]` equals `preds`.
+    ensemble: (cases, *S) int32 label of the N-sample ensemble, or None when not asked for.
+    entropy: (cases,) float32 mean over voxels of the ensemble's entropy (nats), or None.
+    samples: N of the ensemble (0 without one).
+    """
+
+    preds: np.ndarray
+    labels: np.ndarray
+    step_preds: np.ndarray
+    ensemble: np.ndarray | None = None
+    entropy: np.ndarray | None = None
+    samples: int = 0
+
+
+def _batch_function(sample: Callable[..., Any], samples: int | None) -> Callable:
+    """Jitted `(params, image, key) -> (label, step labels, ensemble label, mean entropy)`;
+    the last two are None without an ensemble."""
+
+    def run(params, image, key):
+        label, x0_hats = sample(params, image, key, return_trajectory=True)
+        steps = mask_to_label(x0_hats)  # (K, B, *S): argmax over classes of every step
+        if samples is None:
+            return label, steps, None, None
+        keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(1, samples))
+        others = jax.vmap(lambda k: sample(params, image, k, return_trajectory=True)[1][-1])(keys)
+        finals = jnp.concatenate([x0_hats[-1][None], others])  # (N, B, *S, C)
+        ensemble, entropy, _ = ensemble_maps(finals)
+        return label, steps, ensemble, entropy.mean(axis=tuple(range(1, entropy.ndim)))
+
+    return jax.jit(run)
+
+
+def sample_split(
+    sample: Callable[..., Any],
+    params: Any,
+    dataset: PreparedDataset,
+    split: str,
+    batch_size: int,
+    key: jax.Array,
+    samples: int | None = None,
+) -> SplitSamples:
+    """Sample every case of `split` once with its trajectory (and as an ensemble of `samples`).
+
+    Args:
+      sample: `make_sampler`'s `sample(params, image, key, return_trajectory=False)`
+        (`build.sampler`).
+      params: the model parameters.
+      dataset, split, batch_size: the cases, in padded batches of `batch_size`
+        (`loader.eval_batches`; one compiled shape).
+      key: the split's key; batch j uses fold_in(key, j).
+      samples: N >= 1 for an N-sample ensemble as well (N = 1 gives the prediction itself);
+        None: no ensemble.
+    """
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples must be >= 1 or None, got {samples}")
+    run = _batch_function(sample, samples)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("preds", "labels", "steps", "ens",
+                                                          "entropy")}
+    for j, batch in enumerate(eval_batches(dataset, split, batch_size)):
+        valid = batch["valid"]
+        label, steps, ensemble, entropy = jax.device_get(
+            run(params, batch["image"], jax.random.fold_in(key, j)))
+        parts["preds"].append(np.asarray(label)[valid])
+        parts["labels"].append(batch["label"][valid])
+        parts["steps"].append(np.asarray(steps)[:, valid])
+        if samples is not None:
+            parts["ens"].append(np.asarray(ensemble)[valid])
+            parts["entropy"].append(np.asarray(entropy)[valid])
+    join = {k: (np.concatenate(v, axis=1 if k == "steps" else 0) if v else None)
+            for k, v in parts.items()}
+    return SplitSamples(
+        preds=join["preds"].astype(np.int32), labels=join["labels"],
+        step_preds=join["steps"].astype(np.int32),
+        ensemble=None if join["ens"] is None else join["ens"].astype(np.int32),
+        entropy=join["entropy"], samples=samples or 0,
+    )
+
+
+def chain_metrics(sampled: SplitSamples, num_classes: int, prefix: str = "test"
+                  ) -> dict[str, float]:
+    """Dice per sampling step and, with an ensemble, its Dice and the uncertainty-Dice Spearman r.
+
+    Keys: `<prefix>_dice_step_<k>` for k = 1..K (k = K is the prediction, equal to
+    `<prefix>_dice`); with an ensemble `<prefix>_ensemble_samples` (N),
+    `<prefix>_dice_ensemble` (the ensemble label's mean case Dice, next to the 1-sample
+    `<prefix>_dice`) and `<prefix>_uncertainty_dice_spearman`
+    (Spearman r between each case's mean voxel entropy and its ensemble Dice; negative when the
+    uncertainty flags the poor cases). NaN where undefined (`core.metrics`).
+    """
+    per_step = mean_case_dice_per_step(sampled.step_preds, sampled.labels, num_classes)
+    out = {f"{prefix}_dice_step_{k}": value for k, value in enumerate(per_step, start=1)}
+    if sampled.ensemble is not None:
+        out[f"{prefix}_ensemble_samples"] = float(sampled.samples)
+        out[f"{prefix}_dice_ensemble"] = mean_case_dice(sampled.ensemble, sampled.labels,
+                                                        num_classes)
+        out[f"{prefix}_uncertainty_dice_spearman"] = uncertainty_dice_spearman(
+            sampled.entropy, case_mean_dice(sampled.ensemble, sampled.labels, num_classes))
+    return out
