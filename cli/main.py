@@ -2,7 +2,8 @@
 
     diffseg3d train CONFIG [--profile P] [--data DIR] [--out DIR]       one trial, no Ray
     diffseg3d ablate GRID [--profile P] [--data DIR] [--out DIR] [--max-concurrent N]
-    diffseg3d evaluate --pred DIR --labels DIR [--spacing-from-labels] [--classes A,B] --out CSV
+    diffseg3d evaluate --pred DIR --labels DIR --out CSV [--classes A,B] [--nsd-tolerance MM]
+                       [--resample] [--spacing-from-labels]               score predictions
     diffseg3d data ...                                                  prepare data sets
     diffseg3d tables ...                                                paper tables (LaTeX)
 
