@@ -6,6 +6,7 @@
                        [--resample] [--spacing-from-labels]               score predictions
     diffseg3d data ...                                                  prepare data sets
     diffseg3d tables ...                                                paper tables (LaTeX)
+    diffseg3d predict --model MODEL --input FILE_OR_DIR --out DIR [--samples N] ...  new volumes
 
 Errors in user input (config, grid, data, files) print one `error: ...` line and exit 2.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffseg3d.cli import data, evaluate, tables, train
+from diffseg3d.cli import data, evaluate, predict, tables, train
 from diffseg3d.experiments.ray_env import set_ray_env_defaults
 
 #: Command -> (its line in `diffseg3d --help`, the function adding its full parser, which sets
@@ -26,6 +27,7 @@ COMMANDS = {
     "evaluate": (evaluate.HELP, evaluate.add_evaluate_command),
     "data": (data.HELP, data.add_data_commands),
     "tables": (tables.HELP, tables.add_tables_command),
+    "predict": (predict.HELP, predict.add_predict_command),
 }
 
 

@@ -114,8 +114,15 @@ def predictor(config: Config, model: UNet, num_classes: int) -> Predictor:
     for the U-Net (which ignores `key`)."""
     if config.method == "unet":
         return lambda params, image, key: predict_unet(model, params, image)
+    sample = sampler(config, model, num_classes)
+    return lambda params, image, key: sample(params, image, key)
+
+
+def sampler(config: Config, model: UNet, num_classes: int) -> Callable:
+    """`infer.make_sampler`'s `sample(params, image, key, return_trajectory=False)` of
+    `config.diffusion` (K = `diffusion.sample_steps`, its sampler, variance, output, clip_x0)."""
     d = config.diffusion
-    sampler = make_sampler(
+    return make_sampler(
         model,
         schedule(config, d.sample_steps),
         output=d.output,
@@ -124,4 +131,3 @@ def predictor(config: Config, model: UNet, num_classes: int) -> Predictor:
         num_classes=num_classes,
         clip_x0=d.clip_x0,
     )
-    return lambda params, image, key: sampler(params, image, key)

@@ -6,7 +6,8 @@ One trial is one MLflow child run under its grid's parent run:
     params     `flatten(config)`: dotted config key -> string (`data.batch_size` -> "8")
     metrics    loss parts, `val_dice`, and the `test_*` means after training
     artifacts  `ARTIFACT_PER_CASE` (columns `PER_CASE_COLUMNS`), `ARTIFACT_CONFIG`,
-               `ARTIFACT_CHECKPOINT/` (orbax state + `TRIAL_JSON`), `ARTIFACT_PREDICTIONS/`
+               `ARTIFACT_CHECKPOINT/` (orbax state + `TRIAL_JSON`), `ARTIFACT_PREDICTIONS/`,
+               `ARTIFACT_PREPARATION`, `ARTIFACT_MODEL/` (what `diffseg3d predict` loads)
 
 The experiments write it (`tracking`, `trial`); the analysis reads it (`analysis.collect`,
 `analysis.schema`) through this module and `grid` only. MLflow keeps every param as a string,
@@ -69,6 +70,17 @@ ARTIFACT_CONFIG = "config.yaml"
 ARTIFACT_CHECKPOINT = "checkpoint"
 #: Folder with saved test predictions: `<case>.nii.gz` and a `<case>.png` montage.
 ARTIFACT_PREDICTIONS = "predictions"
+#: What `diffseg3d predict` replays on a new volume, JSON (also in the trial's folder): the data
+#: set's `name`, `class_names` (foreground), `spacing`, `shape`, its dataset.json `preprocessing`
+#: record (`core.data.inference.PreparationRecipe.from_record`) and `channels` (image channels
+#: the model reads).
+ARTIFACT_PREPARATION = "preparation.json"
+#: Keys of `ARTIFACT_PREPARATION`.
+PREPARATION_KEYS: tuple[str, ...] = ("name", "class_names", "spacing", "shape", "preprocessing",
+                                     "channels")
+#: MLflow pyfunc model folder (`experiments.pyfunc_model`): `mlflow.pyfunc.load_model(
+#: "runs:/<run_id>/model")`; its artifacts are the checkpoint, config and preparation record.
+ARTIFACT_MODEL = "model"
 #: Folder with one per-case CSV per `eval.samplers` variant, `<variant>.csv` (columns
 #: `PER_CASE_COLUMNS`): the same parameters and test key, sampled another way (Table 4).
 ARTIFACT_SAMPLING = "sampling"

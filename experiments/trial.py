@@ -57,6 +57,7 @@ from diffseg3d.core.train.state import create_train_state
 from diffseg3d.experiments import build, record, sampling_eval
 from diffseg3d.experiments.config import Config, DiffusionConfig, config_hash, to_yaml
 from diffseg3d.experiments.montage import save_montage
+from diffseg3d.experiments.pyfunc_model import log_trained_model
 from diffseg3d.experiments.tracking import TrialRun, finite_or_nan
 from tqdm import tqdm
 
@@ -251,6 +252,7 @@ def run_trial(
         run.set_tags({record.TAG_PARAMS_DIGEST: digest,
                       record.TAG_TEST_CHECKPOINT: f"{test_step} ({test_mode})"})
         run.log_artifacts(final_dir, record.ARTIFACT_CHECKPOINT)
+        log_trained_model(run, config, dataset.meta, final_dir, workdir)  # for `predict`
         result = {"run_id": run.run_id, "trial": config.name, "config_hash": chash,
                   "step": final_step, "checkpoint_dir": str(final_dir),
                   "per_case_csv": str(csv_path), "params_digest": digest,
