@@ -14,7 +14,12 @@ Two sources, one result type (`Collection`):
     "params": {"data.name": "prostate-mr", "method": "unet", "seed": 0}}`.
   `<stem>` becomes the run id. Axes a sidecar omits take the config schema's defaults (the
   paper's settings); `data.name` is required. A sidecar may add `"metrics": {"test_dice": ...}`
-  with the run's scalar metrics (`RUN_METRIC_PATTERN`).
+  with the run's scalar metrics (`RUN_METRIC_PATTERN`) and `"test_checkpoint": "7500 (best_val)"`;
+  the run's sampling variants (`eval.samplers`) sit in `<stem>.sampling/<variant>.csv`.
+
+A run's per-variant CSVs (MLflow: `record.ARTIFACT_SAMPLING/<variant>.csv`) go to
+`Collection.sampling` with a `sampling` column (Table 4, `comparisons.SAMPLING_TABLE`), never
+into `Collection.frame`, whose rows stay one evaluation per run.
 
 Besides the per-case rows, a run's scalar test metrics that have no per-case CSV go to
 `Collection.run_metrics`: Dice along the sampling chain (`test_dice_step_<k>`), the ensemble's
@@ -42,8 +47,10 @@ from diffseg3d.analysis.schema import (
 from diffseg3d.experiments.record import (
     ARTIFACT_PER_CASE,
     ARTIFACT_PREDICTIONS,
+    ARTIFACT_SAMPLING,
     TAG_PARENT,
     TAG_TABLES,
+    TAG_TEST_CHECKPOINT,
     TAG_TRIAL,
 )
 
@@ -51,7 +58,10 @@ from diffseg3d.experiments.record import (
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "trial", "status", "tables", "data_set", "method", "output", "recycling",
     "dice_loss", "train_steps", "seed", "data_root", "start_time", "n_rows", "problem",
+    "test_checkpoint", "samplers",
 )
+#: Columns of `Collection.sampling`: the tidy columns, the sampling variant, the tables tag.
+SAMPLING_COLUMNS: tuple[str, ...] = (*TIDY_COLUMNS, "sampling", "tables")
 # Scalar run metrics kept in Collection.run_metrics (sampling chain and ensemble evaluation).
 RUN_METRIC_PATTERN = re.compile(
     r"test_(dice|dice_step_\d+|dice_ensemble|ensemble_samples|uncertainty_dice_spearman)")
@@ -75,6 +85,9 @@ class Collection:
     source: str
     run_metrics: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=list(RUN_METRIC_COLUMNS)))
+    #: `SAMPLING_COLUMNS` rows from the runs' `eval.samplers` CSVs (Table 4), collected runs only.
+    sampling: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=list(SAMPLING_COLUMNS)))
 
     @property
     def problems(self) -> list[str]:
@@ -186,7 +199,7 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
     uri = tracking_uri or mlflow.get_tracking_uri()
     if exp is None:
         raise ValueError(f"no MLflow experiment named {experiment!r} in {uri}")
-    records, frames, metrics = [], {}, {}
+    records, frames, metrics, variants = [], {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="diffseg3d-collect-") as tmp:
         for run in _search_child_runs(client, exp.experiment_id):
             run_id, tags = run.info.run_id, run.data.tags
@@ -195,6 +208,7 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
                              _tables_list(tags.get(TAG_TABLES, run.data.params.get("tables"))),
                              run.data.params, f"run {run_id}")
             record["start_time"] = run.info.start_time
+            record["test_checkpoint"] = tags.get(TAG_TEST_CHECKPOINT)
             records.append(record)
             if record["problem"]:
                 continue
@@ -213,7 +227,9 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
             record["n_rows"] = len(per_case)
             frames[run_id] = _tidy_rows(per_case, record)
             metrics[run_id] = run.data.metrics
-    return _finish(records, frames, f"MLflow experiment {experiment!r} at {uri}", metrics)
+            variants[run_id] = _sampling_mlflow(client, run_id, record, tmp)
+    collection = _finish(records, frames, f"MLflow experiment {experiment!r} at {uri}", metrics)
+    return _with_sampling(collection, variants)
 
 
 def collect_csv_folder(folder: Path | str) -> Collection:
@@ -221,7 +237,7 @@ def collect_csv_folder(folder: Path | str) -> Collection:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder of per-case CSVs")
-    records, frames, metrics = [], {}, {}
+    records, frames, metrics, variants = [], {}, {}, {}
     for csv_path in sorted(folder.glob("*.csv")):
         sidecar = csv_path.with_suffix(".json")
         if not sidecar.exists():
@@ -236,6 +252,7 @@ def collect_csv_folder(folder: Path | str) -> Collection:
         record = _record(csv_path.stem, meta.get("trial", csv_path.stem),
                          meta.get("status", "FINISHED"), _tables_list(meta.get("tables")),
                          meta["params"], str(sidecar))
+        record["test_checkpoint"] = meta.get("test_checkpoint")
         records.append(record)
         if record["problem"]:
             continue
@@ -243,7 +260,46 @@ def collect_csv_folder(folder: Path | str) -> Collection:
         record["n_rows"] = len(per_case)
         frames[csv_path.stem] = _tidy_rows(per_case, record)
         metrics[csv_path.stem] = meta.get("metrics") or {}
-    return _finish(records, frames, f"CSV folder {folder}", metrics)
+        variant_folder = folder / f"{csv_path.stem}.{ARTIFACT_SAMPLING}"
+        variants[csv_path.stem] = _read_variants(
+            record, {p.stem: p for p in sorted(variant_folder.glob("*.csv"))})
+    return _with_sampling(_finish(records, frames, f"CSV folder {folder}", metrics), variants)
+
+
+def _read_variants(record: dict[str, Any], paths: dict[str, Any]) -> list[pd.DataFrame]:
+    """Tidy rows (`SAMPLING_COLUMNS`) of one run's sampling variants, variant -> CSV path; a file
+    that cannot be read is named in the run's `samplers` column instead of being skipped quietly.
+    """
+    frames, names = [], []
+    for variant, path in paths.items():
+        try:
+            rows = _tidy_rows(read_per_case_csv(path, source=f"{record['run_id']} {variant}"),
+                              record)
+        except (OSError, ValueError) as err:
+            names.append(f"{variant} (not read: {err})")
+            continue
+        frames.append(rows.assign(sampling=variant).loc[:, list(SAMPLING_COLUMNS)])
+        names.append(variant)
+    record["samplers"] = ", ".join(names) or None
+    return frames
+
+
+def _sampling_mlflow(client, run_id: str, record: dict[str, Any], tmp: str) -> list[pd.DataFrame]:
+    """`_read_variants` of a run's `ARTIFACT_SAMPLING/<variant>.csv` artifacts."""
+    paths = {}
+    for info in client.list_artifacts(run_id, ARTIFACT_SAMPLING):
+        if not info.is_dir and info.path.endswith(".csv"):
+            paths[Path(info.path).stem] = client.download_artifacts(run_id, info.path, tmp)
+    return _read_variants(record, paths)
+
+
+def _with_sampling(collection: Collection, variants: dict[str, list[pd.DataFrame]]) -> Collection:
+    """`collection` with the sampling-variant rows of its collected runs (not superseded ones)."""
+    kept = set(collection.runs.loc[collection.runs["problem"].isna(), "run_id"])
+    frames = [f for run_id, fs in variants.items() if run_id in kept for f in fs]
+    if not frames:
+        return collection
+    return dataclasses.replace(collection, sampling=pd.concat(frames, ignore_index=True))
 
 
 def collect_metric_history(

@@ -25,6 +25,7 @@ class TableSpec:
       is compared against (the paper's "N"/baseline row).
     where: tidy column -> value filter used only when runs carry no table tags.
     paper_data_sets: the data sets of this table in the paper (absent ones are named).
+    note: caption sentence on how the numbers were sampled (plain text, escaped when rendered).
     """
 
     table_id: str
@@ -34,31 +35,56 @@ class TableSpec:
     levels: tuple[tuple[Any, str], ...]
     where: tuple[tuple[str, Any], ...] = ()
     paper_data_sets: tuple[str, ...] = ("prostate-mr", "amos-ct")
+    note: str = ""
 
 
+#: How every diffusion row of Tables 1-3 is sampled (the paper's text and its code disagree).
+DEFAULT_SAMPLING_NOTE = (
+    "Sampling (unless a grid changes it): DDPM over K = diffusion.sample_steps steps with "
+    "variance beta_k ('fixed_large', the default, as the authors' released code); the paper's "
+    "text states the posterior variance beta-tilde_k ('fixed_small'): Table 4 compares both."
+)
 TABLES: tuple[TableSpec, ...] = (
     TableSpec("table1_recycling", "1", "DDPM with recycling (Table 1).", "recycling",
               ((False, "N"), (True, "Y")),
               (("method", "diffusion"), ("output", "x0"), ("dice_loss", True),
-               ("train_steps", 5))),
+               ("train_steps", 5)), note=DEFAULT_SAMPLING_NOTE),
     TableSpec("table2_diffusion_vs_unet", "2",
               "Comparison between diffusion models and non-diffusion models (Table 2).",
               "method", (("unet", "N"), ("diffusion", "Y")),
               (("dice_loss", True), ("output", "x0"), ("recycling", True),
-               ("train_steps", 5))),
+               ("train_steps", 5)), note=DEFAULT_SAMPLING_NOTE),
     TableSpec("table3a_output", "3a", "Ablation (a): mask or noise prediction (Table 3a).",
               "output",
               (("eps", "Noise"), ("x0", "Mask")),
               (("method", "diffusion"), ("recycling", True), ("dice_loss", True),
-               ("train_steps", 5)), ("prostate-mr",)),
+               ("train_steps", 5)), ("prostate-mr",), DEFAULT_SAMPLING_NOTE),
     TableSpec("table3b_dice_loss", "3b", "Ablation (b): Dice loss (Table 3b).", "dice_loss",
               ((False, "N"), (True, "Y")),
               (("method", "diffusion"), ("output", "x0"), ("recycling", True),
-               ("train_steps", 5)), ("prostate-mr",)),
+               ("train_steps", 5)), ("prostate-mr",), DEFAULT_SAMPLING_NOTE),
     TableSpec("table3c_train_steps", "3c", "Ablation (c): number of training steps (Table 3c).",
               "train_steps", ((1000, "1000"), (5, "5")),
               (("method", "diffusion"), ("output", "x0"), ("recycling", True),
-               ("dice_loss", True)), ("prostate-mr",)),
+               ("dice_loss", True)), ("prostate-mr",), DEFAULT_SAMPLING_NOTE),
+)
+
+#: Table 4 (beyond the paper): the default model's trained parameters sampled three ways within
+#: one trial (`eval.samplers`), read from the runs' `sampling/<variant>.csv` into
+#: `Collection.sampling`, whose `sampling` column is the axis. Not in `TABLES`: its rows are
+#: not the per-run test rows of Tables 1-3.
+SAMPLING_TABLE = TableSpec(
+    "table4_sampling_variance", "4",
+    "Sampling variance of the default model (Table 4, beyond the paper).", "sampling",
+    (("ddpm_fixed_large", "DDPM fixed_large"), ("ddpm_fixed_small", "DDPM fixed_small"),
+     ("ddim", "DDIM")),
+    (("method", "diffusion"), ("output", "x0"), ("recycling", True), ("dice_loss", True),
+     ("train_steps", 5)),
+    note="Rows: the same trained parameters of the default model (recycling, mask prediction, "
+    "Dice loss, K = 5 training steps) sampled with DDPM and variance beta_k ('fixed_large', "
+    "the default and the released code's; the reference row), DDPM with the posterior "
+    "variance beta-tilde_k ('fixed_small', the paper's text) and DDIM (eta = 0, no noise), "
+    "with the same test noise key.",
 )
 
 DIFFUSION_ONLY_AXES = frozenset({"output", "recycling", "train_steps"})
@@ -68,7 +94,7 @@ TABLES_BY_ID: dict[str, TableSpec] = {t.table_id: t for t in TABLES}
 # Row-label column names per axis (the paper's header cell above the row labels).
 AXIS_HEADERS: dict[str, str] = {
     "recycling": "Recycling", "method": "Diffusion", "output": "Output",
-    "dice_loss": "Dice loss", "train_steps": "Steps (training)",
+    "dice_loss": "Dice loss", "train_steps": "Steps (training)", "sampling": "Sampling",
 }
 
 

@@ -1,6 +1,7 @@
 """Everything `diffseg3d tables` writes into one output folder, from one `Collection`.
 
-Files: the five paper tables (`table1_recycling.tex`, ...), per-class supplements
+Files: the five paper tables (`table1_recycling.tex`, ...) and Table 4 beyond the paper
+(`table4_sampling_variance.tex`, from `Collection.sampling`), per-class supplements
 (`supplement_{dice,hd95,nsd}_<data set>.tex`; NSD when the runs scored it, its tolerance in the
 caption), `roi_vs_dice_spearman.tex`, the diffusion sampling tables (`sampling_steps.tex`: Dice
 per sampling step, with `figures/dice_per_sampling_step`; `ensemble.tex`: 1 vs N samples, when
@@ -17,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from diffseg3d.analysis import figures
 from diffseg3d.analysis.collect import Collection
-from diffseg3d.analysis.comparisons import TABLES, add_setting_column
+from diffseg3d.analysis.comparisons import SAMPLING_TABLE, TABLES, add_setting_column
 from diffseg3d.analysis.examples import Example
 from diffseg3d.analysis.sampling_chain import ensemble_dice, step_dice, summary_section
 from diffseg3d.analysis.spearman import roi_dice_spearman
@@ -89,8 +90,10 @@ def write_report(
 
     sections = ["# diffseg3d results\n", collection_section(collection.source, runs,
                                                            collection.problems, missing)]
-    for spec in TABLES:
-        data = compute_table(frame, spec, alpha)
+    # Table 4 reads the runs' sampling-variant rows, not their one test evaluation each.
+    tables = [(spec, frame) for spec in TABLES] + [(SAMPLING_TABLE, collection.sampling)]
+    for spec, rows in tables:
+        data = compute_table(rows, spec, alpha)
         report.written.append(write_text(out / f"{spec.table_id}.tex", main_table_latex(data)))
         sections.append(table_section(data))
 

@@ -73,8 +73,10 @@ def table_section(data: TableData) -> str:
         absent = ", ".join(data_set_name(d) for d in data.absent_paper_data_sets)
         lines += [f"No runs for the paper's {absent}: the table shows the data sets that have "
                   "runs.", ""]
-    lines += [markdown_table(text, bold), "",
-              "Cells: mean ± std over test cases of the per-case mean over foreground classes; "
+    lines += [markdown_table(text, bold), ""]
+    if data.spec.note:
+        lines += [data.spec.note, ""]
+    lines += ["Cells: mean ± std over test cases of the per-case mean over foreground classes; "
               "p (t-test): paired t-test on per-case Dice vs the first row, unadjusted as in "
               "the paper, * significant at alpha by this p; p (t-test, Holm) and p (Wilcoxon, "
               "Holm): Holm-adjusted over the table's comparisons. HD95 empty (excluded) values: "
@@ -135,7 +137,25 @@ def collection_section(source: str, runs: pd.DataFrame, problems: list[str],
         lines += ["", "Trials of the grid without a usable run:"] + [f"- {m}" for m in missing]
     else:
         lines += ["", "Every trial of the grid has a collected run."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + checkpoint_lines(runs)) + "\n"
+
+
+def checkpoint_lines(runs: pd.DataFrame) -> list[str]:
+    """Per collected run, the parameters its test split was scored with (`eval.checkpoint`:
+    `7500 (best_val)`, `12500 (last)`) and its sampling variants (Table 4); empty without
+    collected runs. Runs logged before the tag existed show `not recorded`."""
+    ok = runs[runs["problem"].isna()] if "problem" in runs else runs.iloc[:0]
+    if ok.empty:
+        return []
+    lines = ["", "Test-time checkpoint per trial (step (eval.checkpoint)), and the sampling "
+             "variants scored (Table 4):"]
+    for r in ok.sort_values(["trial", "run_id"]).itertuples():
+        step = getattr(r, "test_checkpoint", None)
+        samplers = getattr(r, "samplers", None)
+        lines.append(f"- {r.trial} ({r.run_id}): "
+                     f"{step if isinstance(step, str) and step else 'not recorded'}"
+                     + (f"; sampled as {samplers}" if isinstance(samplers, str) else ""))
+    return lines
 
 
 def figures_section(written: list[str], skipped: list[str]) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from diffseg3d.analysis.comparisons import AXIS_HEADERS
+from diffseg3d.analysis.comparisons import AXIS_HEADERS, DEFAULT_SAMPLING_NOTE
 from diffseg3d.analysis.stats import format_pvalue
 from diffseg3d.analysis.table_data import HIGHER_IS_BETTER, TableData
 
@@ -135,6 +135,7 @@ def caption(data: TableData) -> str:
     reference = data.levels[0][1]
     parts = [
         escape_latex(data.spec.title),
+        *([escape_latex(data.spec.note)] if data.spec.note else []),
         f"Cells: mean $\\pm$ std over test cases of the per-case mean over foreground "
         f"classes{seeds}; best in bold (Dice higher, HD95 lower is better).",
         f"p (t-test): paired Student's t-test on per-case Dice against row "
@@ -226,7 +227,8 @@ def per_class_latex(stats: pd.DataFrame, data_set: str, metric: str,
               "are excluded."))
     safe_id = "".join(c if c.isalnum() else "-" for c in data_set)
     return styler.to_latex(
-        caption=cap, label=f"tab:per-class-{metric}-{safe_id}", hrules=True,
+        caption=f"{cap} {escape_latex(DEFAULT_SAMPLING_NOTE)}",
+        label=f"tab:per-class-{metric}-{safe_id}", hrules=True,
         position_float="centering", environment="table",
         column_format="l" + "c" * text.shape[1],
     )
@@ -252,7 +254,8 @@ def spearman_latex(table: pd.DataFrame) -> str:
            "and mean Dice per class. p: asymptotic (scipy); p (perm.): permutation test "
            + ("over all pairings (exact)." if exact else
               "(exact up to 8 classes, else 9,999 random pairings with a fixed seed)."))
-    return styler.to_latex(caption=cap, label="tab:roi-vs-dice", hrules=True,
+    return styler.to_latex(caption=f"{cap} {escape_latex(DEFAULT_SAMPLING_NOTE)}",
+                           label="tab:roi-vs-dice", hrules=True,
                            position_float="centering", environment="table",
                            column_format="llcccc")
 

@@ -19,9 +19,9 @@ PAPER = GRIDS_DIR / "paper.yaml"
 # (data set, method-specific name part) -> tables, written out by hand from the paper.
 EXPECTED_PAPER = {
     "prostate-mr_diffusion_x0_recycle-N_dice-Y_k5_s0": ("1",),
-    "prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0": ("1", "2", "3a", "3b", "3c"),
+    "prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0": ("1", "2", "3a", "3b", "3c", "4"),
     "amos-ct_diffusion_x0_recycle-N_dice-Y_k5_s0": ("1",),
-    "amos-ct_diffusion_x0_recycle-Y_dice-Y_k5_s0": ("1", "2"),
+    "amos-ct_diffusion_x0_recycle-Y_dice-Y_k5_s0": ("1", "2", "4"),
     "prostate-mr_unet_dice-Y_s0": ("2",),
     "amos-ct_unet_dice-Y_s0": ("2",),
     "prostate-mr_diffusion_eps_recycle-Y_dice-Y_k5_s0": ("3a",),
@@ -38,6 +38,19 @@ def test_paper_grid_has_every_comparison_once():
         assert t.hash == config_hash(t.config) and t.config.name == t.name
         assert tuple(t.config.tables) == t.tables
         assert t.config.train.steps == 20  # the smoke profile reached every trial
+
+
+def test_table4_resamples_the_default_model_without_training_another():
+    # Table 4's trials are the default models of Tables 1-2, same hashes: nothing retrains.
+    table4 = expand(GRIDS_DIR / "table4_sampling_variance.yaml", profile="quick")
+    paper = {t.hash: t for t in expand(PAPER, profile="quick")}
+    assert [t.name for t in table4] == ["prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0",
+                                        "amos-ct_diffusion_x0_recycle-Y_dice-Y_k5_s0"]
+    for t in table4:
+        assert t.hash in paper and "4" in paper[t.hash].tables
+        assert t.config.eval.samplers == ["ddpm_fixed_large", "ddpm_fixed_small", "ddim"]
+        assert (t.config.diffusion.variance, t.config.diffusion.sampler) == ("fixed_large",
+                                                                             "ddpm")
 
 
 def test_each_table_compares_exactly_its_axis():
@@ -78,7 +91,8 @@ def test_data_override_collapses_data_sets(tmp_path):
     trials = expand(PAPER, profile="smoke", data_override=data)
     assert len(trials) == 6
     names = {t.name: t.tables for t in trials}
-    assert names["phantom_diffusion_x0_recycle-Y_dice-Y_k5_s0"] == ("1", "2", "3a", "3b", "3c")
+    assert names["phantom_diffusion_x0_recycle-Y_dice-Y_k5_s0"] == ("1", "2", "3a", "3b", "3c",
+                                                                  "4")
     assert names["phantom_unet_dice-Y_s0"] == ("2",)
     assert all(t.config.data.root == str(data) for t in trials)
 
