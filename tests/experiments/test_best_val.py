@@ -10,6 +10,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from diffseg3d.analysis.collect import collect_mlflow
+from diffseg3d.analysis.comparisons import SAMPLING_TABLE
+from diffseg3d.analysis.table_data import compute_table
 from diffseg3d.core.data.dataset import PreparedDataset
 from diffseg3d.core.data.phantom import PhantomSpec, make_phantom
 from diffseg3d.core.metrics import evaluate
@@ -40,7 +43,9 @@ def env(tmp_path_factory):
     tracking.ensure_experiment(
         EXPERIMENT, tracking.default_artifact_location(root, uri), tracking_uri=uri
     )
-    return {"root": root, "data": Path(data), "uri": uri}
+    parent = tracking.start_parent_run(EXPERIMENT, "best-val-grid", grid_hash="g1",
+                                       tracking_uri=uri)
+    return {"root": root, "data": Path(data), "uri": uri, "parent": parent}
 
 
 def tiny_config(env, name):
@@ -62,7 +67,7 @@ def full(env):
         copies[step] = shutil.copytree(directory, env["root"] / f"copy_{step}")
 
     result = run_trial(config, workdir=env["root"] / "full", tracking_uri=env["uri"],
-                       experiment=EXPERIMENT, report=keep_copy)
+                       experiment=EXPERIMENT, parent_run_id=env["parent"], report=keep_copy)
     copies[result["step"]] = Path(result["checkpoint_dir"])
     return config, result, copies
 
@@ -149,6 +154,21 @@ def test_each_sampling_variant_writes_a_csv_and_the_trained_one_is_the_main_resu
     got = _read_rows(folder / "ddim.csv")
     assert [float(r["dice"]) for r in got] == pytest.approx([r["dice"] for r in rows],
                                                             nan_ok=True, abs=1e-12)
+
+
+def test_the_analysis_reads_the_variants_into_table4(env, full):
+    _, result, _ = full
+    collection = collect_mlflow(EXPERIMENT, env["uri"])
+    (run,) = collection.runs[collection.runs["run_id"] == result["run_id"]].itertuples()
+    assert run.test_checkpoint == f"{result['test_checkpoint_step']} (best_val)"
+    assert run.samplers == "ddim, ddpm_fixed_large, ddpm_fixed_small"
+    rows = collection.sampling[collection.sampling["run_id"] == result["run_id"]]
+    assert sorted(rows["sampling"].unique()) == sorted(VARIANTS)
+    data = compute_table(collection.sampling, SAMPLING_TABLE)
+    large = data.cells[("DDPM fixed_large", "phantom", "dice")]
+    assert large.mean == pytest.approx(result["test_dice"], abs=1e-12)  # the main result
+    assert {label for label, _, _ in data.cells} == {"DDPM fixed_large", "DDPM fixed_small",
+                                                    "DDIM"}
 
 
 def test_best_val_needs_validation():
