@@ -9,6 +9,8 @@
     `config.yaml` and `preparation.json` (written when the trial finishes);
   - a model bundle folder holding `checkpoint/`, `config.yaml`, `preparation.json`, or an MLflow
     pyfunc model folder (`MLmodel` + that bundle in `artifacts/`).
+The parameters are those the trial was tested with: the checkpoint's, or with
+`eval.checkpoint: best_val` those of the best validation step saved beside them.
 
 `predict_volumes` runs every case through the same chain:
   1. `inference.prepare_volume` replays the data set's preparation (RAS, intensity window,
@@ -172,7 +174,24 @@ def restore_params(config: Config, preparation: dict, checkpoint_dir: Path) -> A
     except (CheckpointError, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PredictError(f"{checkpoint_dir}: unreadable checkpoint ({first})") from None
-    return state.params
+    return _tested_params(Path(checkpoint_dir), state.params)
+
+
+def _tested_params(checkpoint_dir: Path, last: Any) -> Any:
+    """The parameters the trial was tested with: those of `best_step` (`record.BEST_PARAMS`)
+    when `eval.checkpoint: best_val` chose an earlier step than the checkpoint's, else `last`."""
+    meta_path = checkpoint_dir / record.TRIAL_JSON
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PredictError(f"{meta_path}: unreadable ({err})") from None
+    best = meta.get("best_step")
+    if not best or best == meta.get("step"):
+        return last
+    # Imported here: the trial imports `pyfunc_model`, which imports this module.
+    from diffseg3d.experiments.trial import _read_params
+
+    return _read_params(checkpoint_dir / record.BEST_PARAMS, last)
 
 
 def load_bundle(config_path: Path, preparation_path: Path, checkpoint_dir: Path,

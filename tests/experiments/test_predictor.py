@@ -6,6 +6,7 @@ seeds, the MLflow model and bad inputs."""
 import csv
 import json
 import math
+import shutil
 
 import jax
 import mlflow
@@ -16,6 +17,7 @@ from diffseg3d.core.data.inference import prepare_volume, restore_label
 from diffseg3d.core.infer.ensemble import ensemble_maps
 from diffseg3d.core.metrics.evaluate import mean_case_dice
 from diffseg3d.core.train.checkpoint import params_digest
+from diffseg3d.experiments import record
 from diffseg3d.experiments.predictor import (
     CasePredictor,
     PredictError,
@@ -225,3 +227,19 @@ def test_bad_models_and_options_are_one_line_errors(trial, model, tmp_path, monk
     assert resolve_settings(model, samples=3, batch=8).batch == 3
     with pytest.raises(PredictError, match="no .nii"):
         predict_volumes(model, tmp_path, tmp_path / "out", progress=False)
+
+
+def test_a_best_validation_checkpoint_gives_the_best_parameters(trial, model, tmp_path):
+    """`eval.checkpoint: best_val` tests the parameters of the best validation step, saved
+    beside the last state; predict loads those (here: the last ones halved, as step 10)."""
+    folder = tmp_path / "trial"
+    shutil.copytree(trial["workdir"], folder)
+    checkpoint = sorted((folder / "checkpoints").glob("step_*"))[-1]
+    best = jax.tree_util.tree_map(lambda x: np.asarray(x) * 0.5, model.params)
+    np.savez(checkpoint / record.BEST_PARAMS,
+             **{f"leaf_{i}": leaf for i, leaf in enumerate(jax.tree_util.tree_leaves(best))})
+    meta = json.loads((checkpoint / record.TRIAL_JSON).read_text())
+    assert meta["step"] == 20
+    (checkpoint / record.TRIAL_JSON).write_text(json.dumps({**meta, "best_step": 10}))
+    assert params_digest(load_model(folder).params) == params_digest(best)
+    assert params_digest(load_model(trial["workdir"]).params) == params_digest(model.params)
