@@ -147,7 +147,9 @@ def add_ablate_command(subparsers) -> argparse.ArgumentParser:
         help=ABLATE_HELP,
         description="Expand a grid (experiments/grids/*.yaml, or a shipped grid's name such as "
         "paper) and run its trials with Ray Tune; each trial is one MLflow run under the "
-        "grid's parent run. Rerunning resumes an interrupted grid.",
+        "grid's parent run. Rerunning the same command resumes an interrupted grid; the grid "
+        "expanded differently (e.g. another --data) runs beside it, in its own Tune folder "
+        "<out>/ray_results/<grid>_<hash> and parent run.",
     )
     ablate.add_argument("grid", metavar="GRID", help="grid YAML file or shipped grid name")
     _add_common(ablate)

@@ -5,26 +5,33 @@ scale-out"):
 
 1. Expand the grid (`grid.expand`) into named trials with resolved configs.
 2. Connect to Ray: the cluster at `RAY_ADDRESS` when set, else a local Ray with the machine's
-   CPUs and no dashboard. Refuse at once, before any trial starts, trials that no node can
-   ever hold (e.g. GPUs on a CPU-only cluster), instead of letting Tune wait forever.
+   CPUs, no dashboard, every Ray server bound to 127.0.0.1 and token authentication on (Ray
+   generates the token in `~/.ray/auth_token`; see `_connect_ray`). Refuse at once, before
+   any trial starts, trials that no node can ever hold (e.g. GPUs on a CPU-only cluster),
+   instead of letting Tune wait forever.
 3. On the driver, create the MLflow experiment (named after the grid) and the grid's parent run
    once; trials only open child runs (creating the experiment from several trials races).
 4. Run the trials with `tune.Tuner` over `tune.grid_search` of the trial names; resources per
-   trial from each config (`resources.trial_resources`). Checkpoints go to Tune's storage
-   (`<out_dir>/ray_results/<grid>` or `storage_path`, shared storage on a cluster) and a lost
-   trial is retried from its last checkpoint up to `max_failures` times.
-5. Rerunning the same command after an interruption finds the Tune experiment
-   (`Tuner.can_restore`) and restores it: finished trials are not rerun, unfinished and errored
-   ones continue from their checkpoints, and the same MLflow parent run is reused. The grid's
-   manifest (`<storage>/<grid>/diffseg3d_grid.json`, written on the driver) records the trial
-   hashes and the parent run id; a rerun whose expansion differs is refused with the
-   differences named rather than silently mixed into the old experiment.
+   trial from each config (`resources.trial_resources`). The Tune experiment folder is keyed
+   by the expansion, `<storage>/<grid>_<expansion hash>` (storage `<out_dir>/ray_results` or
+   `storage_path`, shared storage on a cluster): the same grid on another data set (or any
+   other change of a trial config) gets its own folder and MLflow parent run beside the first.
+   A lost trial is retried from its last checkpoint up to `max_failures` times.
+5. Rerunning the same command after an interruption finds the Tune experiment of the same
+   expansion (`Tuner.can_restore`) and restores it: finished trials are not rerun, unfinished
+   and errored ones continue from their checkpoints, and the same MLflow parent run is reused
+   (the manifest `<experiment folder>/diffseg3d_grid.json` records it). A trial whose last
+   checkpoint Tune never registered (the driver was SIGKILLed right after the trial saved it)
+   resumes from its working folder `<experiment folder>/<trial>/work/checkpoints/` instead
+   (`trainable.train_trial`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -41,8 +48,8 @@ from diffseg3d.experiments.resources import (
 from diffseg3d.experiments.trainable import FAULT_KILL_TRIAL_ENV, FAULT_MARKER_DIR_ENV, train_trial
 
 __all__ = [
-    "GridChangedError",
     "ResourceRequestError",
+    "experiment_folder_name",
     "failed_trials",
     "run_grid",
 ]
@@ -50,11 +57,11 @@ __all__ = [
 #: File beside Tune's experiment state that ties a Tune experiment to a grid expansion and its
 #: MLflow parent run.
 MANIFEST_NAME = "diffseg3d_grid.json"
-
-
-class GridChangedError(ConfigError):
-    """The grid expands differently from the interrupted Tune experiment it would resume
-    (a `ConfigError`, so `diffseg3d ablate` reports it in one line)."""
+#: Hex digits of the expansion hash (`grid.grid_hash`) in the Tune experiment folder's name.
+EXPANSION_HASH_CHARS = 8
+#: Ray reads this once, at import: "0" makes a Linux node take 127.0.0.1 as its IP, so every
+#: Ray server of a local run binds to loopback (`_loopback_only`).
+RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def run_grid(
@@ -110,12 +117,14 @@ def run_grid(
     if not trials:
         raise ConfigError(f"{grid_path}: the grid expands to no trials")
     grid_name = _grid_name(grid, grid_path)
+    expansion = grid_hash(trials)
+    folder_name = experiment_folder_name(grid_name, expansion)
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or default_tracking_uri(out)
     storage = storage_path or str(out / "ray_results")
-    experiment_path = _join(storage, grid_name)
+    experiment_path = _join(storage, folder_name)
 
     configs = {t.name: _resolved_config_dict(t.config) for t in trials}
     requests = {name: trial_resources(cfg) for name, cfg in configs.items()}
@@ -133,11 +142,11 @@ def run_grid(
 
     manifest = _read_manifest(experiment_path)
     restoring = tune.Tuner.can_restore(experiment_path)
-    if restoring and manifest is not None:
-        _check_same_grid(manifest["trials"], hashes, experiment_path)
+    print(f"grid {grid_name}: {'resuming' if restoring else 'starting'} {len(trials)} trials "
+          f"in {experiment_path}", file=sys.stderr)
 
     experiment_id, parent_run_id = _parent_run(
-        tracking_uri, out, grid_name, manifest if restoring else None, grid_hash(trials)
+        tracking_uri, out, grid_name, manifest if restoring else None, expansion
     )
     _write_manifest(
         experiment_path,
@@ -148,6 +157,7 @@ def run_grid(
             "tracking_uri": tracking_uri,
             "experiment": grid_name,
             "experiment_id": experiment_id,
+            "expansion": expansion,
             "parent_run_id": parent_run_id,
             "trials": hashes,
         },
@@ -161,6 +171,7 @@ def run_grid(
             tracking_uri=tracking_uri,
             experiment=grid_name,
             parent_run_id=parent_run_id,
+            experiment_path=None if "://" in experiment_path else experiment_path,
             fault={k: os.environ[k] for k in (FAULT_KILL_TRIAL_ENV, FAULT_MARKER_DIR_ENV)
                    if k in os.environ},
         ),
@@ -180,7 +191,7 @@ def run_grid(
                 trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
-                name=grid_name,
+                name=folder_name,
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -191,6 +202,12 @@ def run_grid(
     results = _collect(result_grid, [t.name for t in trials], hashes)
     _close_parent_run(tracking_uri, parent_run_id, results)
     return results
+
+
+def experiment_folder_name(grid_name: str, expansion: str) -> str:
+    """`<grid>_<first EXPANSION_HASH_CHARS of the expansion hash>`: the Tune experiment folder
+    (and Tune experiment name) of one expansion of a grid."""
+    return f"{grid_name}_{expansion[:EXPANSION_HASH_CHARS]}"
 
 
 def check_reachable_from_all_nodes(tracking_uri: str, storage: str, node_ips: set[str]) -> None:
@@ -225,7 +242,14 @@ def failed_trials(results: Sequence[Mapping]) -> list[tuple[str, str]]:
 
 
 def _connect_ray():
-    """`ray` after connecting: to RAY_ADDRESS when set, else a fresh local Ray on this machine."""
+    """`ray` after connecting: to RAY_ADDRESS when set, else a fresh local Ray on this machine.
+
+    A local Ray is reachable from this machine only: no dashboard, every server (GCS, raylet,
+    object manager, runtime-env agent, driver and worker gRPC) bound to 127.0.0.1
+    (`_loopback_only`), and token authentication on unless the user exported
+    RAY_AUTH_MODE=disabled (Ray generates `~/.ray/auth_token` on first use, or reads
+    RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH).
+    """
     set_ray_env_defaults()
     import ray
 
@@ -235,8 +259,40 @@ def _connect_ray():
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        # RAY_AUTH_MODE unset: Ray turns token authentication on for a cluster it starts
+        # (and tells its own already-imported config so); setting the variable here instead
+        # would leave this driver's cached config without auth, and the GCS would refuse it.
+        with _loopback_only():
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
     return ray
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """While a local Ray starts: make Ray take 127.0.0.1 as this node's IP.
+
+    `ray.init(_node_ip_address="127.0.0.1")` is not enough: Ray replaces a loopback address by
+    the host's LAN address (`services.resolve_ip_for_localhost`) and then binds its gRPC servers
+    to the wildcard address. With `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` Ray keeps 127.0.0.1 and
+    binds every server to it. The processes started now (GCS, raylet, and through the raylet
+    the agents and workers) inherit the variable; Ray's already-imported constant is set too,
+    as it was read at import. Both are put back afterwards: on Linux the same setting makes
+    `ray start --address` refuse to add a node, which later `ray start` commands of this
+    process (tests, notebooks) may need.
+    """
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(RAY_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[RAY_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[RAY_CLUSTER_ENV] = saved_env
 
 
 def _trial_name(trial) -> str:
@@ -260,19 +316,6 @@ def _resolved_config_dict(config) -> dict:
     if root:
         data["data"]["root"] = absolute_root(root)
     return data
-
-
-def _check_same_grid(old: Mapping[str, str], new: Mapping[str, str], path: str) -> None:
-    if dict(old) == dict(new):
-        return
-    added = sorted(set(new) - set(old))
-    removed = sorted(set(old) - set(new))
-    changed = sorted(n for n in set(old) & set(new) if old[n] != new[n])
-    raise GridChangedError(
-        f"{path} holds an interrupted run of a different expansion of this grid "
-        f"(added: {added or '-'}; removed: {removed or '-'}; config changed: {changed or '-'}). "
-        "Use another --out (or storage path), or delete that folder to start over."
-    )
 
 
 def _join(storage: str, name: str) -> str:

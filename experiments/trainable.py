@@ -12,6 +12,14 @@ a lost worker Tune restarts the trial with `tune.get_checkpoint()` set; it is co
 folder and handed to `run_trial(resume_from=...)`, which continues the same step, random
 stream and MLflow run.
 
+A driver killed with SIGKILL may die after the trial saved a checkpoint but before Tune
+recorded it in its experiment state; the restored trial then gets no (or an older) checkpoint
+from Tune. So the trial's working folder is kept on Tune's storage beside Tune's own trial
+folder (`<experiment folder>/<trial>/work`, the same path in every driver session, unlike
+Ray's per-session working directory) and the newest complete checkpoint of either source is
+resumed (`newest_checkpoint`): `run_trial` writes `trial.json` after the orbax state, so a
+folder with a valid `trial.json` of this config is complete.
+
 Fault hook (for the fault-tolerance test and for drills on a real cluster): when the driver's
 environment has `DIFFSEG3D_FAULT_KILL_TRIAL=<trial name>` (or `*` for every trial) and
 `DIFFSEG3D_FAULT_MARKER_DIR=<folder on storage every node sees>`, the trial's worker process
@@ -22,10 +30,11 @@ variables to the trial, so they need not be set on the worker nodes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +72,7 @@ def train_trial(
     experiment: str,
     parent_run_id: str | None,
     fault: Mapping[str, str],
+    experiment_path: str | None = None,
 ) -> None:
     """Tune function trainable for the trial named `param["trial"]`.
 
@@ -70,26 +80,32 @@ def train_trial(
     envs: trial name -> environment from `resources.trial_env`; both are bound on the driver with
     `tune.with_parameters`. Metrics go to Tune through `tune.report`; the final report carries
     the test means (`run_trial`'s last report, with the final checkpoint).
+    experiment_path: the Tune experiment folder when Tune's storage is a local (or mounted)
+    path: the trial works in `<experiment_path>/<trial>/work`, which outlives a killed driver;
+    None (s3:// storage): in Ray's working directory of the trial.
     """
     name = param["trial"]
     apply_env(envs.get(name, {}))
 
-    from diffseg3d.experiments.config import validate_config
+    from diffseg3d.experiments.config import config_hash, validate_config
     from diffseg3d.experiments.trial import run_trial
     from ray import tune
 
     config = validate_config(configs[name], source=f"trial {name}")
-    workdir = Path.cwd() / "work"
+    base = Path(experiment_path) / name if experiment_path else Path.cwd()
+    workdir = base / "work"
     workdir.mkdir(parents=True, exist_ok=True)
 
-    resume_from = None
+    candidates = sorted((workdir / "checkpoints").glob("step_*"))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         # Copied, not `as_directory()`: on s3/NFS storage the context's temp copy would vanish
         # while run_trial still reads it.
-        resume_from = workdir / "restored_checkpoint"
-        shutil.rmtree(resume_from, ignore_errors=True)
-        checkpoint.to_directory(str(resume_from))
+        restored = workdir / "restored_checkpoint"
+        shutil.rmtree(restored, ignore_errors=True)
+        checkpoint.to_directory(str(restored))
+        candidates.append(restored)
+    resume_from = newest_checkpoint(candidates, config_hash(config))
 
     state = {"reported_checkpoint": False}
 
@@ -117,6 +133,24 @@ def train_trial(
         resume_from=None if resume_from is None else str(resume_from),
         report=report,
     )
+
+
+def newest_checkpoint(folders: Sequence[Path], chash: str) -> Path | None:
+    """The folder whose `trial.json` (of config hash `chash`) has the highest step; folders
+    without a readable `trial.json`, or of another config, are skipped (a save cut short)."""
+    from diffseg3d.experiments.record import TRIAL_JSON, TRIAL_JSON_REQUIRED_KEYS
+
+    best: tuple[int, Path] | None = None
+    for folder in folders:
+        try:
+            meta = json.loads((folder / TRIAL_JSON).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(meta, dict) or any(k not in meta for k in TRIAL_JSON_REQUIRED_KEYS):
+            continue
+        if meta["config_hash"] == chash and (best is None or int(meta["step"]) > best[0]):
+            best = (int(meta["step"]), folder)
+    return None if best is None else best[1]
 
 
 def tune_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:

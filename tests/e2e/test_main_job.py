@@ -26,8 +26,9 @@ TRIALS = (
 
 
 def _env(out: Path) -> dict:
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
-    env.pop("RAY_ADDRESS", None)  # the local path: ablate starts its own Ray
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)  # the local path: ablate starts its own Ray (token auth on)
+    env.pop("RAY_AUTH_MODE", None)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
     return env
 
@@ -77,7 +78,7 @@ def test_phantom_ablate_interrupt_rerun_tables(tmp_path):
     first_done = {r.data.tags["diffseg3d.trial"]: r for r in _trial_runs(client)
                   if r.info.status == "FINISHED"}
 
-    experiment_dir = out / "ray_results" / GRID
+    (experiment_dir,) = (out / "ray_results").glob(f"{GRID}_*")  # <grid>_<expansion hash>
     states = _tune_states(experiment_dir)
     assert len(first_done) >= 1
     for name in first_done:

@@ -1,4 +1,4 @@
-"""Ray's environment defaults: set where unset, a user's exported value kept."""
+"""Ray's environment defaults: set where unset, a user's exported value kept, auth never off."""
 
 import os
 
@@ -11,5 +11,10 @@ def test_defaults_fill_unset_variables_and_keep_exported_ones(monkeypatch):
     set_ray_env_defaults()
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
     assert os.environ["RAY_AUTH_MODE"] == "token"
-    assert RAY_ENV_DEFAULTS == {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
+
+def test_defaults_never_turn_token_authentication_off(monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    set_ray_env_defaults()
+    assert "RAY_AUTH_MODE" not in os.environ
+    assert RAY_ENV_DEFAULTS == {"RAY_USAGE_STATS_ENABLED": "0"}

@@ -1,6 +1,7 @@
 """run_grid on real Ray: a local grid into a real SQLite MLflow store, a GPU request on a CPU-only
-Ray, and a trial killed mid-training on a real two-node loopback cluster logging to a real
-`mlflow server`. No mocks: real Ray processes, real MLflow stores, real smoke trials.
+Ray, and a trial killed mid-training on a real two-node loopback cluster (token authentication
+on every node and the driver) logging to a real `mlflow server`. No mocks: real Ray processes,
+real MLflow stores, real smoke trials.
 
 Cleanup never uses `ray stop` (it would stop every Ray on the machine, other users' too): each
 node is a `ray start --block` process in its own process group, ended by signalling that group.
@@ -8,6 +9,7 @@ node is a `ray start --block` process in its own process group, ended by signall
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -79,18 +81,6 @@ def grid_file(workspace) -> Path:
     return _write_grid(workspace / "grid.yaml", GRID_NAME)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """The in-process Ray that run_grid starts itself (no RAY_ADDRESS); shut down at the end."""
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    yield
-    import ray
-
-    ray.shutdown()
-    if saved is not None:
-        os.environ["RAY_ADDRESS"] = saved
-
-
 def _children(client: MlflowClient, experiment: str) -> tuple[list, list]:
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
@@ -101,6 +91,12 @@ def _children(client: MlflowClient, experiment: str) -> tuple[list, list]:
 
 def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def _experiment_dir(out: Path, grid: str = GRID_NAME) -> Path:
+    """The grid's one Tune experiment folder, `<grid>_<expansion hash>`, under `out`."""
+    (folder,) = (out / "ray_results").glob(f"{grid}_*")
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +115,7 @@ def test_gpu_request_on_cpu_only_ray_fails_before_any_trial(workspace, phantom, 
     assert f"{TRIALS[0]}: {{'cpu': 1.0, 'gpu': 1.0}}" in text
     assert "0 GPUs" in text and "ray.cluster_resources()" in text
     # Refused before anything started: no Tune experiment, no MLflow store, no parent run.
-    assert not (out / "ray_results" / "gpu_grid").exists()
+    assert not list((out / "ray_results").glob("gpu_grid*"))
     assert not (out / "mlflow.db").exists()
 
 
@@ -163,15 +159,15 @@ def test_local_grid_logs_one_child_run_per_trial(local_run):
         assert len(lines) - 1 == TEST_CASES * FOREGROUND_CLASSES
 
         # CheckpointConfig(num_to_keep=2) on Tune's storage.
-        trial_dir = out / "ray_results" / GRID_NAME / name
+        trial_dir = _experiment_dir(out) / name
         assert 1 <= len(list(trial_dir.glob("checkpoint_*"))) <= 2
 
 
 def test_rerunning_a_finished_grid_reruns_nothing(workspace, phantom, grid_file, local_run):
     results, out = local_run
-    result_files = sorted((out / "ray_results" / GRID_NAME).glob("*/result.json"))
+    result_files = sorted(_experiment_dir(out).glob("*/result.json"))
     before = [f.read_text() for f in result_files]
-    manifest = json.loads((out / "ray_results" / GRID_NAME / MANIFEST_NAME).read_text())
+    manifest = json.loads((_experiment_dir(out) / MANIFEST_NAME).read_text())
 
     again = run_grid(
         grid_file, profile="smoke", data_override=phantom, out_dir=out, max_concurrent=2
@@ -253,10 +249,18 @@ def _http_ok(url: str) -> bool:
 def cluster(workspace):
     """`ray start --head` + `ray start --address` (1 CPU each) and `mlflow server` on 127.0.0.1.
 
-    Yields (RAY_ADDRESS, MLflow URI). Ray's temp dir is short (unix socket paths <= 107 bytes).
+    Token authentication on every node: the token in a file of this test (the README's
+    RAY_AUTH_TOKEN_PATH), readable by its owner only. Yields (RAY_ADDRESS, MLflow URI, the Ray
+    environment a driver needs: RAY_AUTH_MODE and RAY_AUTH_TOKEN_PATH). Ray's temp dir is short
+    (unix socket paths <= 107 bytes).
     """
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    token = workspace / "ray_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", **auth)
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)
     temp_dir = tempfile.mkdtemp(prefix="dsr", dir="/tmp")
     logs = workspace / "cluster_logs"
     logs.mkdir()
@@ -299,7 +303,7 @@ def cluster(workspace):
               [logs / "head.log", logs / "worker.log"])
         uri = f"http://127.0.0.1:{mlflow_port}"
         _wait(lambda: _http_ok(f"{uri}/health"), "mlflow server", [server], [logs / "mlflow.log"])
-        yield address, uri
+        yield address, uri, auth
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -310,12 +314,13 @@ def cluster(workspace):
 def test_killed_trial_resumes_from_its_checkpoint_on_a_two_node_cluster(
     workspace, phantom, grid_file, cluster, local_run
 ):
-    address, uri = cluster
+    address, uri, auth = cluster
     out, markers = workspace / "cluster_out", workspace / "markers"
     env = dict(
         os.environ,
         RAY_ADDRESS=address,
         MLFLOW_TRACKING_URI=uri,
+        **auth,
         **{FAULT_KILL_TRIAL_ENV: KILLED, FAULT_MARKER_DIR_ENV: str(markers)},
     )
     driver = subprocess.run(
@@ -332,7 +337,7 @@ def test_killed_trial_resumes_from_its_checkpoint_on_a_two_node_cluster(
     # (iteration 1 = step 10): the final result is iteration 2 but the first since the restore.
     from ray.tune import ExperimentAnalysis
 
-    experiment_dir = out / "ray_results" / GRID_NAME
+    experiment_dir = _experiment_dir(out)
     failures = {t.config["trial"]: t.num_failures
                 for t in ExperimentAnalysis(str(experiment_dir)).trials}
     assert failures == {KILLED: 1, TRIALS[0]: 0}
