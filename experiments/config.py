@@ -317,7 +317,6 @@ class EvalConfig(_Section):
     )
 
 
-
 class ResourcesConfig(_Section):
     """What one Ray Tune trial asks for; `experiments/resources.py` turns it into Ray's request."""
 
