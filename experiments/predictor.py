@@ -22,9 +22,11 @@ The parameters are those the trial was tested with: the checkpoint's, or with
   3. `inference.restore_label` / `restore_map` put the result back on the input's grid (its
      shape and affine): `<case>.nii.gz` (integer labels), with N > 1 also
      `<case>_entropy.nii.gz` (nats) and `<case>_disagreement.nii.gz` (fraction in [0, 1]).
-Every file is written under a temporary name and renamed, so an interrupted run leaves none
-half-written. One compiled function serves all cases (every prepared volume has the same shape):
-it is compiled ahead of time, before the first case, so a case can never trigger a recompile.
+The N final x0_hat (N x volume x classes, float32) stay on the device for the ensemble; a
+smaller `batch` bounds the sampler's memory, not theirs. Every file is written under a temporary
+name and renamed, so an interrupted run leaves none half-written. One compiled function serves
+all cases (every prepared volume has the same shape): it is compiled ahead of time, before the
+first case, so a case can never trigger a recompile.
 
 Randomness: every case is sampled from the key `PRNGKey(seed)`, the device call j of a case
 (samples j*batch .. j*batch+batch-1) with `fold_in(PRNGKey(seed), j)`. A case's output therefore

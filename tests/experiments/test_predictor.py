@@ -163,6 +163,18 @@ def test_mlflow_run_registered_model_and_pyfunc_give_predicts_labels(trial, mode
     predict_volumes(from_run, file, tmp_path, samples=2, seed=5, progress=False)
     expected = np.asarray(nib.load(str(tmp_path / f"{TEST_CASES[0]}.nii.gz")).dataobj)
 
+    client = mlflow.MlflowClient(trial["uri"])
+    logged = {f.path for f in client.list_artifacts(trial["run_id"])}
+    assert {record.ARTIFACT_PREPARATION, record.ARTIFACT_MODEL, record.ARTIFACT_CONFIG} <= logged
+    bundle = {f.path for f in client.list_artifacts(trial["run_id"], "model/artifacts")}
+    assert bundle == {f"model/artifacts/{name}" for name in (
+        record.ARTIFACT_CHECKPOINT, record.ARTIFACT_CONFIG, record.ARTIFACT_PREPARATION)}
+    assert json.loads((trial["workdir"] / record.ARTIFACT_PREPARATION).read_text()) == {
+        "name": "phantom", "class_names": model.class_names, "spacing": [1.5, 1.5, 3.0],
+        "shape": [16, 16, 8], "channels": 1,
+        "preprocessing": json.loads((trial["data"] / "dataset.json").read_text())[
+            "preprocessing"]}
+
     mlflow.set_tracking_uri(trial["uri"])
     version = mlflow.register_model(f"runs:/{trial['run_id']}/model", "tiny-phantom")
     registered = load_model(f"models:/tiny-phantom/{version.version}", trial["uri"])
