@@ -41,19 +41,14 @@ def _run_train(args: argparse.Namespace) -> int:
     from diffseg3d.core.data.dataset import PreparedDataset
     from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
     from diffseg3d.experiments import tracking
-    from diffseg3d.experiments.config import (
-        ConfigError,
-        config_hash,
-        load_config,
-        set_dotted,
-        validate_config,
-    )
+    from diffseg3d.experiments.config import ConfigError, config_hash, validate_config
     from diffseg3d.experiments.grid import (
         absolute_root,
         check_levels_fit,
         data_set_label,
         trial_name,
     )
+    from diffseg3d.experiments.layers import load_config, set_dotted
     from diffseg3d.experiments.trial import run_trial
 
     config = load_config(args.config, profile=args.profile)

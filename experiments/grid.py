@@ -20,8 +20,8 @@ Grid YAML (`experiments/grids/*.yaml`):
 Layering of one trial's config (later wins): schema defaults <- base <- profile <- data set
 (`data.name`, `data.root` made absolute against the current directory) <- axes values <- seed.
 The base of the grid and of each comparison, and every axis value, are validated on their own
-first (`config.check_layer`), so a profile cannot hide a bad value; profile overrides of base
-values are printed once per key and recorded per trial (`config.apply_profile`). The grid name
+first (`layers.check_layer`), so a profile cannot hide a bad value; profile overrides of base
+values are printed once per key and recorded per trial (`layers.apply_profile`). The grid name
 and every trial name are safe file names (`core/data/safe_name.py`), and each trial's U-Net
 levels must divide its prepared data's spatial shape (checked before any trial starts).
 `--data DIR` replaces every data set by DIR (labelled with DIR's dataset.json name), so trials
@@ -39,18 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
-from diffseg3d.experiments.config import (
-    Config,
-    ConfigError,
+from diffseg3d.experiments.config import Config, ConfigError, config_hash, validate_config
+from diffseg3d.experiments.layers import (
     apply_profile,
     check_layer,
-    config_hash,
     deep_merge,
     load_profile,
     read_yaml,
     say,
     set_dotted,
-    validate_config,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -169,7 +166,7 @@ def load_grid(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> Grid:
 
 
 def _check_layers(grid: Grid, source: str) -> None:
-    """Each user-written layer of one grid file on its own (`config.check_layer`)."""
+    """Each user-written layer of one grid file on its own (`layers.check_layer`)."""
     layers = [(grid.base, f"{source} base")]
     for c in grid.comparisons:
         layers.append((c.base, f"{source} table {c.table} base"))

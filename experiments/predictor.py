@@ -65,7 +65,8 @@ from diffseg3d.core.infer.sampling import SAMPLERS
 from diffseg3d.core.train.checkpoint import FOLDER_STATE, CheckpointError, restore_checkpoint
 from diffseg3d.core.train.state import create_train_state
 from diffseg3d.experiments import build, record
-from diffseg3d.experiments.config import Config, ConfigError, read_yaml, validate_config
+from diffseg3d.experiments.config import Config, ConfigError, validate_config
+from diffseg3d.experiments.layers import read_yaml
 from diffseg3d.experiments.store_check import check_readable_store
 from tqdm import tqdm
 

@@ -19,7 +19,8 @@ from diffseg3d.core.metrics import evaluate
 from diffseg3d.core.train.checkpoint import FOLDER_STATE, restore_checkpoint
 from diffseg3d.core.train.state import create_train_state
 from diffseg3d.experiments import build, tracking
-from diffseg3d.experiments.config import ConfigError, deep_merge, load_profile, validate_config
+from diffseg3d.experiments.config import ConfigError, validate_config
+from diffseg3d.experiments.layers import deep_merge, load_profile
 from diffseg3d.experiments.record import TAG_TEST_CHECKPOINT
 from diffseg3d.experiments.trial import _predict, run_trial
 from mlflow.tracking import MlflowClient

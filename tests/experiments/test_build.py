@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from diffseg3d.core.train.state import init_params
 from diffseg3d.experiments import build
-from diffseg3d.experiments.config import deep_merge, load_profile, validate_config
+from diffseg3d.experiments.config import validate_config
+from diffseg3d.experiments.layers import deep_merge, load_profile
 
 SPATIAL = (8, 8, 4)
 

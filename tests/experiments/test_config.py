@@ -5,15 +5,8 @@ import json
 
 import pytest
 import yaml
-from diffseg3d.experiments.config import (
-    Config,
-    ConfigError,
-    available_profiles,
-    config_hash,
-    load_config,
-    to_yaml,
-    validate_config,
-)
+from diffseg3d.experiments.config import Config, ConfigError, config_hash, to_yaml, validate_config
+from diffseg3d.experiments.layers import available_profiles, load_config
 from pydantic import BaseModel
 
 

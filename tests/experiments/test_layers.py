@@ -6,15 +6,15 @@ into a CPU run by a profile."""
 import pytest
 import yaml
 from diffseg3d.experiments import tracking
-from diffseg3d.experiments.config import (
-    ConfigError,
+from diffseg3d.experiments.config import ConfigError
+from diffseg3d.experiments.grid import GridError, expand, load_grid
+from diffseg3d.experiments.layers import (
     apply_profile,
     available_profiles,
     check_layer,
     load_config,
     load_profile,
 )
-from diffseg3d.experiments.grid import GridError, expand, load_grid
 from diffseg3d.experiments.record import TAG_OVERRIDDEN
 from mlflow.tracking import MlflowClient
 

@@ -4,7 +4,8 @@ must agree with the code that writes them."""
 import pytest
 from diffseg3d.core.metrics.evaluate import ROW_KEYS
 from diffseg3d.experiments import record
-from diffseg3d.experiments.config import Config, ConfigError, set_dotted, validate_config
+from diffseg3d.experiments.config import Config, ConfigError, validate_config
+from diffseg3d.experiments.layers import set_dotted
 
 
 def test_flatten_writes_strings_in_json_form():

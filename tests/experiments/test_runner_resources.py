@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from diffseg3d.experiments.config import PROFILES_DIR, load_profile, validate_config
+from diffseg3d.experiments.config import validate_config
+from diffseg3d.experiments.layers import PROFILES_DIR, load_profile
 from diffseg3d.experiments.resources import (
     TPU_CHIP_COUNTS,
     ResourceRequestError,

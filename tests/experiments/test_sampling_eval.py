@@ -14,7 +14,8 @@ from diffseg3d.core.data.phantom import PhantomSpec, make_phantom
 from diffseg3d.core.metrics import evaluate, nsd_per_class
 from diffseg3d.core.train.state import create_train_state
 from diffseg3d.experiments import build, tracking
-from diffseg3d.experiments.config import deep_merge, load_profile, validate_config
+from diffseg3d.experiments.config import validate_config
+from diffseg3d.experiments.layers import deep_merge, load_profile
 from diffseg3d.experiments.sampling_eval import chain_metrics, sample_split
 from diffseg3d.experiments.trial import run_trial
 from mlflow.tracking import MlflowClient

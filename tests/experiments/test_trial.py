@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from diffseg3d.core.data.phantom import CLASS_NAMES, PhantomSpec, make_phantom
 from diffseg3d.experiments import tracking
-from diffseg3d.experiments.config import deep_merge, load_profile, validate_config
+from diffseg3d.experiments.config import validate_config
+from diffseg3d.experiments.layers import deep_merge, load_profile
 from diffseg3d.experiments.record import TRIAL_JSON, flatten
 from diffseg3d.experiments.trial import TrialError, run_trial
 from mlflow.tracking import MlflowClient

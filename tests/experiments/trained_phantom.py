@@ -13,7 +13,8 @@ import numpy as np
 from diffseg3d.core.data.phantom import PhantomSpec, make_phantom
 from diffseg3d.core.data.resample import resample_to_grid
 from diffseg3d.experiments import tracking
-from diffseg3d.experiments.config import deep_merge, load_profile, validate_config
+from diffseg3d.experiments.config import validate_config
+from diffseg3d.experiments.layers import deep_merge, load_profile
 from diffseg3d.experiments.trial import run_trial
 
 EXPERIMENT = "predict"

@@ -16,7 +16,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from diffseg3d.experiments.config import load_profile, validate_config
+from diffseg3d.experiments.config import validate_config
+from diffseg3d.experiments.layers import load_profile
 from diffseg3d.experiments.resources import check_cluster_fits, node_resources, trial_resources
 from ray._private.accelerators import tpu
 from ray.autoscaler._private.util import prepare_config
