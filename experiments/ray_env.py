@@ -22,3 +22,17 @@ def set_ray_env_defaults() -> None:
     """Put `RAY_ENV_DEFAULTS` into `os.environ` where the variable is not set yet."""
     for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def forget_cached_ray_token() -> None:
+    """Make this process read Ray's auth token afresh at its next `ray.init`.
+
+    Ray's token loader keeps the first token it read for the life of the process, so a process
+    that ran a local Ray (token `~/.ray/auth_token`) and then connects to a cluster with another
+    token (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) would send the stale one and be refused. Call
+    before `ray.init` (the runner does) or after `ray.shutdown()`.
+    """
+    from ray._raylet import AuthenticationTokenLoader
+
+    AuthenticationTokenLoader.instance().reset_cache()
+

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from diffseg3d.experiments.config import ConfigError
 from diffseg3d.experiments.grid import absolute_root
-from diffseg3d.experiments.ray_env import set_ray_env_defaults
+from diffseg3d.experiments.ray_env import forget_cached_ray_token, set_ray_env_defaults
 from diffseg3d.experiments.record import TAG_FAILED_TRIALS
 from diffseg3d.experiments.resources import (
     ResourceRequestError,
@@ -255,6 +255,7 @@ def _connect_ray():
 
     if ray.is_initialized():
         return ray
+    forget_cached_ray_token()
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
