@@ -18,7 +18,8 @@ from Tune. So the trial's working folder is kept on Tune's storage beside Tune's
 folder (`<experiment folder>/<trial>/work`, the same path in every driver session, unlike
 Ray's per-session working directory) and the newest complete checkpoint of either source is
 resumed (`newest_checkpoint`): `run_trial` writes `trial.json` after the orbax state, so a
-folder with a valid `trial.json` of this config is complete.
+folder with a valid `trial.json` of this config (and, when it names a `best_step`, the
+best-validation parameters file) is complete.
 
 Fault hook (for the fault-tolerance test and for drills on a real cluster): when the driver's
 environment has `DIFFSEG3D_FAULT_KILL_TRIAL=<trial name>` (or `*` for every trial) and
@@ -137,8 +138,9 @@ def train_trial(
 
 def newest_checkpoint(folders: Sequence[Path], chash: str) -> Path | None:
     """The folder whose `trial.json` (of config hash `chash`) has the highest step; folders
-    without a readable `trial.json`, or of another config, are skipped (a save cut short)."""
-    from diffseg3d.experiments.record import TRIAL_JSON, TRIAL_JSON_REQUIRED_KEYS
+    without a readable `trial.json`, of another config, or naming a `best_step` without the
+    `BEST_PARAMS` file, are skipped (a save cut short)."""
+    from diffseg3d.experiments.record import BEST_PARAMS, TRIAL_JSON, TRIAL_JSON_REQUIRED_KEYS
 
     best: tuple[int, Path] | None = None
     for folder in folders:
@@ -147,6 +149,8 @@ def newest_checkpoint(folders: Sequence[Path], chash: str) -> Path | None:
         except (OSError, json.JSONDecodeError):
             continue
         if not isinstance(meta, dict) or any(k not in meta for k in TRIAL_JSON_REQUIRED_KEYS):
+            continue
+        if meta.get("best_step") and not (folder / BEST_PARAMS).is_file():
             continue
         if meta["config_hash"] == chash and (best is None or int(meta["step"]) > best[0]):
             best = (int(meta["step"]), folder)

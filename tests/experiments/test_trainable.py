@@ -31,7 +31,11 @@ def test_incomplete_foreign_and_corrupt_folders_are_skipped(tmp_path):
     missing_key = _folder(tmp_path, "step_0000050", step=50, config_hash="abc")
     corrupt = _folder(tmp_path, "step_0000060")
     (corrupt / "trial.json").write_text('{"step": 60, "config_ha')
-    folders = [good, no_json, other, missing_key, corrupt]
+    no_best = _folder(tmp_path, "step_0000070", step=70, mlflow_run_id="r", config_hash="abc",
+                      best_step=10)  # best-validation parameters not written yet
+    folders = [good, no_json, other, missing_key, corrupt, no_best]
     assert newest_checkpoint(folders, "abc") == good
     assert newest_checkpoint(folders, "zzz") == other
     assert newest_checkpoint(folders, "nope") is None
+    (no_best / "best_params.npz").write_bytes(b"")
+    assert newest_checkpoint(folders, "abc") == no_best
