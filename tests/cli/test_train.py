@@ -134,7 +134,7 @@ def test_train_checks_levels_against_the_prepared_shape_before_writing(tmp_path,
     err = capsys.readouterr().err.splitlines()
     assert rc == 2
     assert err == [
-        "profile quick overrides train.steps: 500 -> 300",
+        "profile quick overrides train.steps: 500 -> 600",
         f"error: {config}: trial mine: the prepared data's spatial shape [16, 16, 12] ({data}) "
         "is not divisible by 8 = 2**(levels-1) for model.channels [8, 16, 32, 64] (4 levels); "
         "prepare the data with sizes divisible by 8 or use fewer levels",
