@@ -35,6 +35,13 @@ from diffseg3d.experiments.record import (
     flatten,
 )
 from diffseg3d.experiments.retry import with_retries
+
+# MLflow's telemetry thread removes its session variable from os.environ while a request may be
+# reading it (a KeyError seen once in benchmarks.mlflow_load under 16 concurrent loggers); the
+# machines this runs on often have no outside network anyway. Set before MLflow is imported; a
+# value the user exported wins.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient

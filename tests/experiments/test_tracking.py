@@ -96,3 +96,19 @@ def test_restart_without_checkpoint_supersedes_the_unfinished_run(store):
                                         parent_run_id="r")
     assert client.get_run(fresh.run_id).info.lifecycle_stage == "active"
     assert client.get_run(elsewhere.run_id).info.lifecycle_stage == "active"
+
+
+@pytest.mark.parametrize(("exported", "expected"), [(None, "true"), ("false", "false")])
+def test_tracking_turns_mlflow_telemetry_off_unless_the_user_chose(exported, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
+    if exported is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = exported
+    code = ("import os, diffseg3d.experiments.tracking; "
+            "print(os.environ['MLFLOW_DISABLE_TELEMETRY'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == expected
