@@ -68,6 +68,7 @@ from diffseg3d.experiments import build, record
 from diffseg3d.experiments.config import Config, ConfigError, validate_config
 from diffseg3d.experiments.layers import read_yaml
 from diffseg3d.experiments.store_check import check_readable_store
+from diffseg3d.experiments.trial_checkpoint import read_params
 from tqdm import tqdm
 
 #: Image channels every model of this project reads (the loader feeds images (B, *S, 1)).
@@ -191,10 +192,7 @@ def _tested_params(checkpoint_dir: Path, last: Any) -> Any:
     best = meta.get("best_step")
     if not best or best == meta.get("step"):
         return last
-    # Imported here: the trial imports `pyfunc_model`, which imports this module.
-    from diffseg3d.experiments.trial import _read_params
-
-    return _read_params(checkpoint_dir / record.BEST_PARAMS, last)
+    return read_params(checkpoint_dir / record.BEST_PARAMS, last)
 
 
 def load_bundle(config_path: Path, preparation_path: Path, checkpoint_dir: Path,

@@ -22,7 +22,8 @@ from diffseg3d.experiments import build, tracking
 from diffseg3d.experiments.config import ConfigError, validate_config
 from diffseg3d.experiments.layers import deep_merge, load_profile
 from diffseg3d.experiments.record import TAG_TEST_CHECKPOINT
-from diffseg3d.experiments.trial import _predict, run_trial
+from diffseg3d.experiments.scoring import predict_split
+from diffseg3d.experiments.trial import run_trial
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -94,8 +95,8 @@ def _score_checkpoint(config, folder, variant_config=None):
         jax.random.fold_in(key, 0))
     state, _ = restore_checkpoint(Path(folder) / FOLDER_STATE, target)
     predict = build.predictor(variant_config or config, model, dataset.num_classes)
-    preds, labels = _predict(predict, state.params, dataset, "test", config.data.batch_size,
-                             jax.random.fold_in(key, 3))
+    preds, labels = predict_split(predict, state.params, dataset, "test", config.data.batch_size,
+                                  jax.random.fold_in(key, 3))
     return evaluate.evaluate_cases(dataset.case_ids("test"), preds, labels,
                                    dataset.class_names, dataset.spacing)
 

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from diffseg3d.experiments.trial import _test_means
+from diffseg3d.experiments import scoring
 
 NAN = math.nan
 # case -> [(class, dice, hd95)]: per-case Dice means 0.8 (NaN skipped), 0.5, 0.2.
@@ -23,7 +23,7 @@ def _rows():
 
 
 def test_std_is_over_per_case_means_with_ddof_1():
-    means = _test_means(_rows(), "test", ["k1", "k2"])
+    means = scoring.test_means(_rows(), "test", ["k1", "k2"])
     # Dice case means 0.8, 0.5, 0.2: mean 0.5, sample std sqrt((0.09 + 0 + 0.09) / 2) = 0.3.
     assert means["test_dice"] == pytest.approx(0.5)
     assert means["test_dice_std"] == pytest.approx(0.3)
@@ -37,6 +37,6 @@ def test_std_is_over_per_case_means_with_ddof_1():
 
 def test_std_is_nan_for_one_case_and_prefixed_by_split():
     rows = [r for r in _rows() if r["case"] == "b"]
-    means = _test_means(rows, "valid", ["k1", "k2"])
+    means = scoring.test_means(rows, "valid", ["k1", "k2"])
     assert means["valid_dice"] == pytest.approx(0.5)
     assert math.isnan(means["valid_dice_std"]) and math.isnan(means["valid_hd95_std"])
