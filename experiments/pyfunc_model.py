@@ -12,7 +12,7 @@ the model servable (`mlflow models serve` sends arrays, and a server cannot read
 files).
 
 The model folder's `artifacts/` is a model bundle (`checkpoint/`, `config.yaml`,
-`preparation.json`) that `predictor.load_model` also reads. No code is copied into the model
+`preparation.json`) that `model_source.load_model` also reads. No code is copied into the model
 (`code_paths=None`): loading needs diffseg3d installed; `pip_requirements` lists the installed
 versions of its main dependencies, given explicitly so that saving does not infer them.
 """
@@ -31,7 +31,7 @@ import mlflow.pyfunc
 import numpy as np
 from diffseg3d.experiments import record
 from diffseg3d.experiments.config import Config, to_yaml
-from diffseg3d.experiments.predictor import preparation_record
+from diffseg3d.experiments.model_source import preparation_record
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
@@ -44,7 +44,7 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper around `predictor.CasePredictor` (module docstring)."""
 
     def load_context(self, context) -> None:
-        from diffseg3d.experiments.predictor import load_bundle
+        from diffseg3d.experiments.model_source import load_bundle
 
         art = context.artifacts
         self.model = load_bundle(Path(art["config"]), Path(art["preparation"]),
@@ -122,7 +122,7 @@ def log_trained_model(run, config: Config, dataset_meta: dict, checkpoint_dir: P
     run.log_artifact(files["preparation"])
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".model_") as tmp:
         # MLflow stores each artifact under its base name: a copy named `checkpoint` makes the
-        # model's artifacts/ a bundle that `predictor.load_model` reads as well. Hard links
+        # model's artifacts/ a bundle that `model_source.load_model` reads as well. Hard links
         # copy no data; MLflow refuses symbolic ones.
         staged = Path(tmp) / record.ARTIFACT_CHECKPOINT
         shutil.copytree(checkpoint_dir, staged, copy_function=_link_or_copy)

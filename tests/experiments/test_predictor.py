@@ -18,13 +18,8 @@ from diffseg3d.core.infer.ensemble import ensemble_maps
 from diffseg3d.core.metrics.evaluate import mean_case_dice
 from diffseg3d.core.train.checkpoint import params_digest
 from diffseg3d.experiments import record
-from diffseg3d.experiments.predictor import (
-    CasePredictor,
-    PredictError,
-    load_model,
-    predict_volumes,
-    resolve_settings,
-)
+from diffseg3d.experiments.model_source import PredictError, load_model
+from diffseg3d.experiments.predictor import CasePredictor, predict_volumes, resolve_settings
 from diffseg3d.experiments.store_check import TrackingStoreError
 
 from .trained_phantom import (
