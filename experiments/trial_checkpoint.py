@@ -73,13 +73,14 @@ class BestValidation:
 def save_checkpoint(root: Path, state, info: dict, best_params) -> Path:
     """A fresh checkpoint folder (`save_checkpoint_folder`) with `info` as trial.json and, when
     given, the best-validation parameters as `record.BEST_PARAMS`."""
-    directory = save_checkpoint_folder(root, state, info=info, info_name=record.TRIAL_JSON,
-                                       keep=KEEP_CHECKPOINTS)
-    if best_params is not None:
+    def write_best(directory: Path) -> None:  # before trial.json: its presence means complete
         leaves = jax.tree_util.tree_leaves(jax.device_get(best_params))
         np.savez(directory / record.BEST_PARAMS,
                  **{f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
-    return directory
+
+    return save_checkpoint_folder(root, state, info=info, info_name=record.TRIAL_JSON,
+                                  keep=KEEP_CHECKPOINTS,
+                                  write_extra=None if best_params is None else write_best)
 
 
 def read_params(path: Path, like):

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,17 @@ def save_checkpoint(
 
 
 def save_checkpoint_folder(
-    root: str | os.PathLike, state: Any, info: dict, *, info_name: str, keep: int
+    root: str | os.PathLike, state: Any, info: dict, *, info_name: str, keep: int,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save `state` into a fresh folder `<root>/step_<step:07d>` (orbax in `FOLDER_STATE`, replacing
     a folder of the same step) with `{**info, "step": step}` as JSON in `<folder>/<info_name>`;
-    delete all but the newest `keep` (>= 1) step folders of `root`. Returns the folder."""
+    delete all but the newest `keep` (>= 1) step folders of `root`. Returns the folder.
+
+    `write_extra(folder)` writes further files before the info JSON. The JSON is written last
+    and atomically (temporary name, then rename), so a folder with it is complete: a process
+    killed mid-save leaves a folder that readers skip.
+    """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     step = int(jax.device_get(state.step))
@@ -88,7 +95,11 @@ def save_checkpoint_folder(
     if directory.exists():
         shutil.rmtree(directory)
     save_checkpoint(directory / FOLDER_STATE, state, {"step": step}, max_to_keep=1)
-    (directory / info_name).write_text(json.dumps({**info, "step": step}, indent=2))
+    if write_extra is not None:
+        write_extra(directory)
+    partial = directory / f".{info_name}.partial"
+    partial.write_text(json.dumps({**info, "step": step}, indent=2))
+    os.replace(partial, directory / info_name)
     for old in sorted(Path(root).glob("step_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return directory

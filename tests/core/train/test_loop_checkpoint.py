@@ -180,3 +180,26 @@ def test_restore_errors_name_the_directory(tmp_path):
                            state)
     with pytest.raises(CheckpointError, match="bfloat16"):
         restore_checkpoint(tmp_path / "ck", as_bf16)
+
+
+def test_extra_files_come_before_the_info_json_so_a_killed_save_looks_incomplete(tmp_path):
+    state, _ = _setup()
+    seen = []
+
+    def extra(folder):
+        seen.append(((folder / "trial.json").exists(), (folder / FOLDER_STATE).is_dir()))
+        (folder / "best.npz").write_bytes(b"x")
+
+    folder = save_checkpoint_folder(tmp_path, state, {"run": "r"}, info_name="trial.json", keep=1,
+                                    write_extra=extra)
+    assert seen == [(False, True)] and (folder / "best.npz").is_file()
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted([FOLDER_STATE, "best.npz", "trial.json"])
+
+    def killed(folder):
+        raise KeyboardInterrupt  # the process dies while writing the extra files
+
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint_folder(tmp_path / "b", state, {"run": "r"}, info_name="trial.json",
+                               keep=1, write_extra=killed)
+    assert not list((tmp_path / "b").glob("step_*/trial.json"))
