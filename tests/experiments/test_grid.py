@@ -69,7 +69,7 @@ def test_each_table_compares_exactly_its_axis():
                 if v != base[k]}
         section = key.split(".")[0]
         assert diff == {section}, (key, diff)
-        assert other.train.steps == default.train.steps == 300
+        assert other.train.steps == default.train.steps == 600
         assert other.data.batch_size == default.data.batch_size
 
 
