@@ -384,3 +384,19 @@ def test_unsafe_data_set_name_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"data set name '../../EVIL' must not start with"):
         prepare_nifti(tmp_path / "out", name="../../EVIL", **_own_folders(tmp_path))
     _assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_prepared_dataset_refuses_an_escaping_name(phantom_root):
+    _edit_meta(phantom_root, lambda meta: meta.__setitem__("name", "../../EVILNAME"))
+    with pytest.raises(DataError, match=r"dataset\.json: key 'name' '\.\./\.\./EVILNAME'"):
+        PreparedDataset.load(phantom_root, verify="none")
+
+
+def test_prepared_dataset_refuses_an_escaping_case_id(phantom_root):
+    def edit(meta):
+        old = meta["splits"]["test"][0]
+        meta["splits"]["test"][0] = "../../../EVILCASE"
+        meta["cases"]["../../../EVILCASE"] = meta["cases"].pop(old)
+    _edit_meta(phantom_root, edit)
+    with pytest.raises(DataError, match=r"case id '\.\./\.\./\.\./EVILCASE'"):
+        PreparedDataset.load(phantom_root, verify="none")
