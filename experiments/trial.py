@@ -42,7 +42,7 @@ from diffseg3d.core.metrics import evaluate
 from diffseg3d.core.train.checkpoint import FOLDER_STATE, params_digest, restore_checkpoint
 from diffseg3d.core.train.loop import compile_train_step, window_means
 from diffseg3d.core.train.sharding import check_batch_divisible, make_mesh, replicate, shard_batches
-from diffseg3d.core.train.state import create_train_state
+from diffseg3d.core.train.state import create_train_state, run_init
 from diffseg3d.experiments import build, record, sampling_eval
 from diffseg3d.experiments.config import Config, config_hash, to_yaml
 from diffseg3d.experiments.montage import save_montage
@@ -119,7 +119,7 @@ def run_trial(
             state, _ = restore_checkpoint(Path(resume_from) / FOLDER_STATE, target)
             best.restore_params(resume_from, target.params)
         else:  # one jitted init (not op by op), bit-identical to eager
-            state = jax.jit(init_state)(init_key)
+            state = run_init(init_state, init_key)
         start_step = int(jax.device_get(state.step))
         if start_step == 0:
             run.log_text(to_yaml(config), record.ARTIFACT_CONFIG)
@@ -128,6 +128,11 @@ def run_trial(
         step_fn = compile_train_step(build.train_step(config, model, tx, lr_schedule,
                                                       dataset.spacing))
         predict = build.predictor(config, model, dataset.num_classes)
+        # Diffusion: validation and test share one compiled sampling pass (with its per-step
+        # labels; same padded batch shape), so the sampler is compiled once per trial.
+        sample = (build.sampler(config, model, dataset.num_classes)
+                  if config.method == "diffusion" else None)
+        chain = sampling_eval.batch_sampler(sample) if sample is not None else None
         batches = host_batches = batch_iterator(dataset, "train", batch_size, config.seed,
                                                 start_step=start_step)
         if len(jax.local_devices()) > 1:  # data parallel: state replicated, batches split
@@ -154,8 +159,8 @@ def run_trial(
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{logged.get('loss', math.nan):.4f}")
             if validate:
-                preds, labels = predict_split(predict, state.params, dataset, "valid",
-                                              batch_size, jax.random.fold_in(eval_key, step))
+                preds, labels = _predict_valid(predict, chain, state.params, dataset,
+                                               batch_size, jax.random.fold_in(eval_key, step))
                 last["val_dice"] = finite_or_nan(
                     evaluate.mean_case_dice(preds, labels, dataset.num_classes))
                 run.log_metrics({"val_dice": last["val_dice"]}, step)
@@ -176,9 +181,10 @@ def run_trial(
         test_params = best.params if test_step != final_step else state.params
         split = config.eval.split
         if config.method == "diffusion":  # one pass: prediction, every step's x0_hat, ensemble
-            sampled = sampling_eval.sample_split(
-                build.sampler(config, model, dataset.num_classes), test_params, dataset, split,
-                batch_size, test_key, config.eval.samples if config.eval.samples > 1 else None)
+            if config.eval.samples > 1:
+                chain = sampling_eval.batch_sampler(sample, config.eval.samples)
+            sampled = sampling_eval.sample_split(chain, test_params, dataset, split,
+                                                 batch_size, test_key)
             preds, labels = sampled.preds, sampled.labels
         else:
             preds, labels = predict_split(predict, test_params, dataset, split, batch_size,
@@ -239,4 +245,14 @@ def run_trial(
         raise
     run.finish("FINISHED")
     return result
+
+
+def _predict_valid(predict: build.Predictor, chain: sampling_eval.BatchSampler | None, params,
+                   dataset: PreparedDataset, batch_size: int, key) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, true) label maps of the validation split: through the trial's compiled
+    sampling pass for diffusion (the same labels `predict` gives), `predict` for the U-Net."""
+    if chain is None:
+        return predict_split(predict, params, dataset, "valid", batch_size, key)
+    sampled = sampling_eval.sample_split(chain, params, dataset, "valid", batch_size, key)
+    return sampled.preds, sampled.labels
 

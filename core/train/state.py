@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -54,3 +55,21 @@ def create_train_state(
     """A fresh `TrainState` at step 0 (params from `key`, optimiser state from `tx.init`)."""
     params = init_params(model, key, image_shape, diffusion)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+#: Compile options of a one-off initialisation program on XLA:CPU: LLVM backend optimisation
+#: level 1 instead of the default 2. The program runs once, so only its compile time matters,
+#: and the parameter initialisers (threefry + truncated normal per kernel) are what level 2
+#: spends its time on; level 1 gives bit-identical values (tests/core/train/test_state.py).
+#: Dated timings: docs/BENCHMARKS.md. Other backends keep their defaults (not measured there).
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def run_init(init: Callable[[jax.Array], Any], key: jax.Array) -> Any:
+    """`init(key)` as one jitted program, compiled with `INIT_COMPILER_OPTIONS` on the CPU.
+
+    `init` is e.g. `functools.partial(create_train_state, model, tx, image_shape=...,
+    diffusion=...)`: jitted, XLA drops the forward pass whose output `model.init` discards.
+    """
+    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    return jax.jit(init).lower(key).compile(compiler_options=options)(key)
