@@ -272,6 +272,26 @@ def _check_budget(table: str, configs: list[Config], source: str) -> None:
             )
 
 
+def training_key(config: Config) -> str:
+    """`config_hash` without `eval.samplers`: equal for configs that train the same model.
+
+    Sampling variants (Table 4) re-score the trained parameters, so comparisons that reach one
+    model, one asking for variants and one not, share one trial that samples the union
+    (`expand`); the trial's own `config_hash` includes the merged list."""
+    return config_hash(config.model_copy(
+        update={"eval": config.eval.model_copy(update={"samplers": []})}))
+
+
+def _with_samplers_of(config: Config, other: Config) -> Config:
+    """`config` with `other`'s `eval.samplers` appended (first appearance order, no repeats)."""
+    samplers = list(config.eval.samplers)
+    samplers += [v for v in other.eval.samplers if v not in samplers]
+    if samplers == list(config.eval.samplers):
+        return config
+    return config.model_copy(
+        update={"eval": config.eval.model_copy(update={"samplers": samplers})})
+
+
 def expand(
     grid: Grid | str | os.PathLike,
     profile: str | None = None,
@@ -279,7 +299,8 @@ def expand(
 ) -> list[Trial]:
     """All unique trials of `grid` under `profile`, in a deterministic order (comparisons as
     written, then data sets, axis values, seeds). A configuration reached by several comparisons
-    appears once, with all their tables."""
+    appears once, with all their tables; configurations that differ only in `eval.samplers`
+    are one trial sampled with the union of their variants (`training_key`)."""
     source = str(grid) if not isinstance(grid, Grid) else grid.name
     if not isinstance(grid, Grid):
         grid = load_grid(grid)
@@ -318,17 +339,19 @@ def expand(
                     )
         _check_budget(comp.table, configs, source)
         for config in configs:
-            h = config_hash(config)
+            h = training_key(config)
             if h not in by_hash:
                 order.append(h)
                 by_hash[h] = (config, [])
+            by_hash[h] = (_with_samplers_of(by_hash[h][0], config), by_hash[h][1])
             if comp.table not in by_hash[h][1]:
                 by_hash[h][1].append(comp.table)
 
     trials = []
     names_seen: dict[str, int] = {}
-    for h in order:
-        config, tables = by_hash[h]
+    for key in order:
+        config, tables = by_hash[key]
+        h = config_hash(config)
         name = trial_name(config)
         names_seen[name] = names_seen.get(name, 0) + 1
         if names_seen[name] > 1:

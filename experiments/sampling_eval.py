@@ -1,7 +1,7 @@
 """A diffusion trial's test split sampled once with its trajectory, and optionally as an ensemble.
 
 `sample_split` runs the K-step sampler (paper 3.1) over the split's padded batches with
-`return_trajectory=True`, so one pass gives
+`return_trajectory=True` (compiled once per trial by `batch_sampler`), so one pass gives
   - the prediction: the sampler's label (argmax of the last x0_hat), as `build.predictor` gives;
   - the label map of every step's x0_hat (quality along the sampling chain: does recycling,
     paper 3.2, make the early steps better?); the last step's map IS the prediction;
@@ -55,9 +55,30 @@ class SplitSamples:
     samples: int = 0
 
 
-def _batch_function(sample: Callable[..., Any], samples: int | None) -> Callable:
-    """Jitted `(params, image, key) -> (label, step labels, ensemble label, mean entropy)`;
-    the last two are None without an ensemble."""
+@dataclasses.dataclass(frozen=True)
+class BatchSampler:
+    """A compiled `run(params, image (B, *S, 1), key) -> (label (B, *S), step labels (K, B, *S),
+    ensemble label (B, *S) | None, mean entropy (B,) | None)` and its ensemble size.
+
+    Build it once per trial (`batch_sampler`) and give it to every `sample_split` call: the
+    validation passes and the test pass then share one compiled program (same padded batch
+    shape), instead of compiling the sampler again for each."""
+
+    run: Callable
+    samples: int | None = None
+
+
+def batch_sampler(sample: Callable[..., Any], samples: int | None = None) -> BatchSampler:
+    """Jit one batch of `sample` with its trajectory (and an N-sample ensemble when `samples`).
+
+    Args:
+      sample: `make_sampler`'s `sample(params, image, key, return_trajectory=False)`
+        (`build.sampler`).
+      samples: N >= 1 for an N-sample ensemble as well (N = 1 gives the prediction itself);
+        None: no ensemble (the ensemble outputs are None).
+    """
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples must be >= 1 or None, got {samples}")
 
     def run(params, image, key):
         label, x0_hats = sample(params, image, key, return_trajectory=True)
@@ -70,43 +91,36 @@ def _batch_function(sample: Callable[..., Any], samples: int | None) -> Callable
         ensemble, entropy, _ = ensemble_maps(finals)
         return label, steps, ensemble, entropy.mean(axis=tuple(range(1, entropy.ndim)))
 
-    return jax.jit(run)
+    return BatchSampler(run=jax.jit(run), samples=samples)
 
 
 def sample_split(
-    sample: Callable[..., Any],
+    sampler: BatchSampler,
     params: Any,
     dataset: PreparedDataset,
     split: str,
     batch_size: int,
     key: jax.Array,
-    samples: int | None = None,
 ) -> SplitSamples:
-    """Sample every case of `split` once with its trajectory (and as an ensemble of `samples`).
+    """Sample every case of `split` once with its trajectory (and as `sampler`'s ensemble).
 
     Args:
-      sample: `make_sampler`'s `sample(params, image, key, return_trajectory=False)`
-        (`build.sampler`).
+      sampler: `batch_sampler(build.sampler(...), samples)`.
       params: the model parameters.
       dataset, split, batch_size: the cases, in padded batches of `batch_size`
-        (`loader.eval_batches`; one compiled shape).
+        (`loader.eval_batches`; one compiled shape for every split).
       key: the split's key; batch j uses fold_in(key, j).
-      samples: N >= 1 for an N-sample ensemble as well (N = 1 gives the prediction itself);
-        None: no ensemble.
     """
-    if samples is not None and samples < 1:
-        raise ValueError(f"samples must be >= 1 or None, got {samples}")
-    run = _batch_function(sample, samples)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("preds", "labels", "steps", "ens",
                                                           "entropy")}
     for j, batch in enumerate(eval_batches(dataset, split, batch_size)):
         valid = batch["valid"]
         label, steps, ensemble, entropy = jax.device_get(
-            run(params, batch["image"], jax.random.fold_in(key, j)))
+            sampler.run(params, batch["image"], jax.random.fold_in(key, j)))
         parts["preds"].append(np.asarray(label)[valid])
         parts["labels"].append(batch["label"][valid])
         parts["steps"].append(np.asarray(steps)[:, valid])
-        if samples is not None:
+        if sampler.samples is not None:
             parts["ens"].append(np.asarray(ensemble)[valid])
             parts["entropy"].append(np.asarray(entropy)[valid])
     join = {k: (np.concatenate(v, axis=1 if k == "steps" else 0) if v else None)
@@ -115,7 +129,7 @@ def sample_split(
         preds=join["preds"].astype(np.int32), labels=join["labels"],
         step_preds=join["steps"].astype(np.int32),
         ensemble=None if join["ens"] is None else join["ens"].astype(np.int32),
-        entropy=join["entropy"], samples=samples or 0,
+        entropy=join["entropy"], samples=sampler.samples or 0,
     )
 
 

@@ -11,6 +11,7 @@ from diffseg3d.experiments.grid import (
     expand,
     grid_hash,
     resolve_grid_path,
+    training_key,
     trial_name,
 )
 
@@ -53,6 +54,31 @@ def test_table4_resamples_the_default_model_without_training_another():
                                                                              "ddpm")
 
 
+def test_configs_differing_only_in_samplers_are_one_trial_sampling_the_union(tmp_path):
+    base = {"method": "diffusion", "data": {"root": str(tmp_path)}}
+    grid = {
+        "name": "merge", "seeds": [0], "data_sets": {"d": str(tmp_path)},
+        "base": base,
+        "comparisons": [
+            {"table": "A", "axes": {"eval.samplers": [["ddim"]]}},
+            {"table": "B", "axes": {"eval.samplers": [[], ["ddpm_fixed_small", "ddim"]],
+                                     "diffusion.recycling": [True]}},
+            {"table": "C", "axes": {"diffusion.recycling": [False]}},
+        ],
+    }
+    path = tmp_path / "merge.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    trials = expand(path, profile="smoke")
+    assert [t.tables for t in trials] == [("A", "B"), ("C",)]
+    merged, other = trials
+    assert merged.config.eval.samplers == ["ddim", "ddpm_fixed_small"]  # first appearance
+    assert other.config.eval.samplers == []
+    assert merged.hash == config_hash(merged.config) != training_key(merged.config)
+    assert training_key(merged.config) == training_key(
+        merged.config.model_copy(update={"eval": merged.config.eval.model_copy(
+            update={"samplers": []})}))
+
+
 def test_each_table_compares_exactly_its_axis():
     trials = {t.name: t.config for t in expand(PAPER, profile="quick")}
     default = trials["prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0"]
@@ -63,10 +89,13 @@ def test_each_table_compares_exactly_its_axis():
         "diffusion.recycling": trials["prostate-mr_diffusion_x0_recycle-N_dice-Y_k5_s0"],
         "method": trials["prostate-mr_unet_dice-Y_s0"],
     }
-    base = default.model_dump(exclude={"name", "tables"})
+    # Only the default model samples the Table 4 variants; apart from that, one axis differs.
+    exclude = {"name": True, "tables": True, "eval": {"samplers"}}
+    base = default.model_dump(exclude=exclude)
+    assert default.eval.samplers == ["ddpm_fixed_large", "ddpm_fixed_small", "ddim"]
     for key, other in pairs.items():
-        diff = {k for k, v in other.model_dump(exclude={"name", "tables"}).items()
-                if v != base[k]}
+        assert other.eval.samplers == []
+        diff = {k for k, v in other.model_dump(exclude=exclude).items() if v != base[k]}
         section = key.split(".")[0]
         assert diff == {section}, (key, diff)
         assert other.train.steps == default.train.steps == 600
@@ -74,14 +103,19 @@ def test_each_table_compares_exactly_its_axis():
 
 
 def test_single_table_grids_and_paper_union():
-    union = {t.hash for t in expand(PAPER)}
-    parts = set()
+    # The paper grid trains exactly the models of the three tables; only its default models
+    # (which Table 4 re-samples) differ from their single-table twins, in eval.samplers.
+    paper = expand(PAPER)
+    parts: dict[str, str] = {}
     for name, count in [("table1_recycling", 4), ("table2_diffusion_vs_unet", 4),
                         ("table3_ablations", 4)]:
         trials = expand(GRIDS_DIR / f"{name}.yaml")
         assert len(trials) == count
-        parts |= {t.hash for t in trials}
-    assert parts == union
+        parts |= {training_key(t.config): t.hash for t in trials}
+    assert set(parts) == {training_key(t.config) for t in paper}
+    resampled = {t.name for t in paper if parts[training_key(t.config)] != t.hash}
+    assert resampled == {"prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0",
+                         "amos-ct_diffusion_x0_recycle-Y_dice-Y_k5_s0"}
 
 
 def test_data_override_collapses_data_sets(tmp_path):

@@ -16,7 +16,7 @@ from diffseg3d.core.train.state import create_train_state
 from diffseg3d.experiments import build, tracking
 from diffseg3d.experiments.config import validate_config
 from diffseg3d.experiments.layers import deep_merge, load_profile
-from diffseg3d.experiments.sampling_eval import chain_metrics, sample_split
+from diffseg3d.experiments.sampling_eval import batch_sampler, chain_metrics, sample_split
 from diffseg3d.experiments.trial import run_trial
 from mlflow.tracking import MlflowClient
 
@@ -54,8 +54,8 @@ def model_and_params(data):
 def test_last_step_is_the_prediction_of_the_plain_sampler(model_and_params):
     config, dataset, net, params = model_and_params
     key = jax.random.PRNGKey(3)
-    sampled = sample_split(build.sampler(config, net, dataset.num_classes), params, dataset,
-                           "test", 4, key)
+    chain = batch_sampler(build.sampler(config, net, dataset.num_classes))
+    sampled = sample_split(chain, params, dataset, "test", 4, key)
     k = config.diffusion.sample_steps
     assert sampled.step_preds.shape == (k, 2, *dataset.shape) and sampled.ensemble is None
     np.testing.assert_array_equal(sampled.step_preds[-1], sampled.preds)
@@ -69,18 +69,23 @@ def test_last_step_is_the_prediction_of_the_plain_sampler(model_and_params):
     rows = evaluate.evaluate_cases(dataset.case_ids("test"), sampled.preds, sampled.labels,
                                    dataset.class_names, dataset.spacing)
     assert metrics[f"test_dice_step_{k}"] == evaluate.summarise(rows)["mean_case_dice"]
+    # The trial validates through the same BatchSampler: another split of the same padded
+    # batch shape reuses the one compiled program.
+    valid = sample_split(chain, params, dataset, "valid", 4, key)
+    assert valid.preds.shape[0] == len(dataset.case_ids("valid"))
+    assert chain.run._cache_size() == 1
 
 
 def test_ensemble_of_one_is_the_sample_and_more_samples_are_reproducible(model_and_params):
     config, dataset, net, params = model_and_params
     sample = build.sampler(config, net, dataset.num_classes)
     key = jax.random.PRNGKey(5)
-    single = sample_split(sample, params, dataset, "test", 2, key, samples=1)
+    single = sample_split(batch_sampler(sample, samples=1), params, dataset, "test", 2, key)
     np.testing.assert_array_equal(single.ensemble, single.preds)
-    three = sample_split(sample, params, dataset, "test", 2, key, samples=3)
+    three = sample_split(batch_sampler(sample, samples=3), params, dataset, "test", 2, key)
     np.testing.assert_array_equal(three.preds, single.preds)  # sample 0 is the same pass
     np.testing.assert_array_equal(three.step_preds, single.step_preds)
-    again = sample_split(sample, params, dataset, "test", 2, key, samples=3)
+    again = sample_split(batch_sampler(sample, samples=3), params, dataset, "test", 2, key)
     np.testing.assert_array_equal(three.ensemble, again.ensemble)
     assert three.entropy.shape == (2,) and np.all(three.entropy >= 0)
     assert np.all(three.entropy <= np.log(dataset.num_classes) + 1e-6)
