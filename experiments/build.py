@@ -26,7 +26,7 @@ from diffseg3d.core.infer.predict import predict_unet
 from diffseg3d.core.infer.sampling import make_sampler
 from diffseg3d.core.models.unet import UNet
 from diffseg3d.core.train.optimizer import make_optimizer
-from diffseg3d.core.train.steps import make_train_step
+from diffseg3d.core.train.steps import check_microbatches, make_train_step
 from diffseg3d.experiments.config import Config
 
 #: `predict(params, image (B, *S, 1), key) -> label map (B, *S)`.
@@ -91,8 +91,13 @@ def train_step(
 ) -> Callable:
     """The pure `train_step(state, batch, key) -> (state, metrics)` of `config.method`, losses
     of `config.loss` and, for diffusion, the K = `diffusion.train_steps` schedule, output
-    parameterisation and recycling (paper 3.2) of `config.diffusion`; not jitted."""
+    parameterisation and recycling (paper 3.2) of `config.diffusion`; not jitted.
+
+    The batch of `data.batch_size` is trained on in `train.grad_accum_steps` microbatches with
+    one optimiser update (`steps.accumulate_gradients`); a batch size they do not divide is a
+    `ValueError` naming both, here, before anything is compiled."""
     diffusion = config.method == "diffusion"
+    check_microbatches(config.data.batch_size, config.train.grad_accum_steps)
     return make_train_step(
         model,
         tx,
@@ -105,6 +110,7 @@ def train_step(
         noise_loss_weight=config.loss.noise_weight,
         clip_x0=config.diffusion.clip_x0,
         augment=augment(config, spacing),
+        grad_accum_steps=config.train.grad_accum_steps,
     )
 
 

@@ -228,6 +228,20 @@ class TrainConfig(Section):
     """Length of training and how often to log, checkpoint and validate."""
 
     steps: int = Field(12500, ge=1, description="Optimiser steps (paper: 12,500).")
+    grad_accum_steps: int = Field(
+        1,
+        ge=1,
+        description="Gradient accumulation: every step cuts its batch of data.batch_size into "
+        "this many equal microbatches, averages their gradients and loss parts inside the one "
+        "jitted step (a lax.scan: one microbatch's activations in memory at a time) and updates "
+        "the parameters once, so each step still trains on data.batch_size examples "
+        "(core/train/steps.py: accumulate_gradients; the paper's losses are per-example means, "
+        "so this is the full-batch gradient up to float rounding). Must divide "
+        "data.batch_size; 1 = no accumulation. Diffusion draws (k, noise) are made per "
+        "microbatch, augmentation per batch. With data parallelism over D devices keep "
+        "data.batch_size / grad_accum_steps a multiple of D, or each microbatch is gathered "
+        "and computed on every device.",
+    )
     log_every: int = Field(
         50, ge=1, description="Log loss parts, lr and grad_norm every this many steps."
     )

@@ -20,6 +20,12 @@ MSE on the noise). The recycled x0_hat (c) comes from `diffusion.x0_from_output`
 
 Randomness: the caller passes `fold_in(base_key, step)`; the step splits it into independent
 keys for augmentation, k, eps_{k'} and eps_k, so no key is used for two draws.
+
+Gradient accumulation (`grad_accum_steps` M > 1, `accumulate_gradients`): the batch of B is cut
+into M microbatches of B / M inside the one jitted step, their gradients and loss parts are
+averaged in a `lax.scan` (one microbatch's activations live at a time), then the optimiser makes
+ONE update. The paper's loss is a mean of per-example terms, so this is the full-batch gradient
+in exact arithmetic (see `accumulate_gradients` for what differs in practice).
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from diffseg3d.core.train.state import TrainState
 
 METHODS = ("unet", "diffusion")
 METRIC_NAMES = ("loss", "loss_ce", "loss_dice", "loss_noise", "grad_norm", "lr")
+#: The scalars a loss function reports: its value and the parts of `make_loss_fn`.
+LOSS_NAMES = ("loss", "loss_ce", "loss_dice", "loss_noise")
 
 #: `augment(key, image, label) -> (image, label)`, jittable and batched, e.g. a partial of
 #: `diffseg3d.core.data.augment.random_affine` with its ranges bound.
@@ -154,6 +162,99 @@ def make_loss_fn(
     return unet_loss if method == "unet" else diffusion_loss
 
 
+def check_grad_accum_steps(grad_accum_steps: int) -> None:
+    """Raise a `ValueError` unless `grad_accum_steps` is an int >= 1."""
+    if isinstance(grad_accum_steps, bool) or not isinstance(grad_accum_steps, int) or (
+        grad_accum_steps < 1
+    ):
+        raise ValueError(f"grad_accum_steps must be an int >= 1, got {grad_accum_steps!r}")
+
+
+def check_microbatches(batch_size: int, grad_accum_steps: int) -> None:
+    """Raise a `ValueError` naming both numbers unless `grad_accum_steps` (an int >= 1) divides
+    `batch_size`: equal microbatches are what makes the mean of their mean losses the mean over
+    the whole batch."""
+    check_grad_accum_steps(grad_accum_steps)
+    if batch_size % grad_accum_steps:
+        raise ValueError(
+            f"batch size {batch_size} is not divisible by grad_accum_steps {grad_accum_steps} "
+            f"(data.batch_size / train.grad_accum_steps must be a whole number of volumes)"
+        )
+
+
+def split_microbatches(x: jax.Array, num_microbatches: int) -> jax.Array:
+    """(B, ...) -> (M, B / M, ...) with M = `num_microbatches`; microbatch i holds examples
+    i, i + M, i + 2M, ... (strided, not contiguous).
+
+    Why strided: a data-parallel batch is sharded over D devices in contiguous blocks
+    (`sharding.batch_sharding`); with B divisible by M * D every strided microbatch takes
+    B / (M * D) examples from each device, so the reshape moves no data and every device works
+    on every microbatch. (Contiguous microbatches would put microbatch 0 on the first devices
+    only.)
+    """
+    check_microbatches(x.shape[0], num_microbatches)
+    per_microbatch = x.shape[0] // num_microbatches
+    return jnp.swapaxes(x.reshape(per_microbatch, num_microbatches, *x.shape[1:]), 0, 1)
+
+
+def accumulate_gradients(
+    grad_fn: Callable,
+    params: Any,
+    image: jax.Array,
+    label: jax.Array,
+    key: jax.Array,
+    num_microbatches: int,
+) -> tuple[tuple[jax.Array, dict], Any]:
+    """`grad_fn(params, image, label, key)` (= `jax.value_and_grad(loss_fn, has_aux=True)`)
+    averaged over M = `num_microbatches` equal microbatches: returns `((loss, parts), grads)`
+    in `grad_fn`'s structure, loss and parts () float32, grads shaped like params.
+
+    image (B, *S, 1), label (B, *S); B must divide by M. M = 1 is `grad_fn` on the whole batch
+    with `key` itself (no scan, the step of before bit for bit). M > 1: one `lax.scan` over the
+    microbatches of `split_microbatches` (one microbatch's activations at a time; the carry is
+    one float32 gradient tree); microbatch i gets the key `fold_in(key, i)`.
+
+    With L(X) the loss of a batch X and X_1..X_M equal microbatches of B,
+        grad L(B) = (1/M) sum_i grad L(X_i)   and   L(B) = (1/M) sum_i L(X_i)
+    hold exactly when L is the mean of per-example terms. The losses here are: cross entropy, a
+    mean over batch and voxels (every example has the same voxel count, eq. 6); the foreground
+    soft Dice, computed per example and class and then averaged (`soft_dice_loss`: per
+    example, not pooled over the batch, eq. 6); the noise L2, a mean over all elements (eq. 7).
+    Norm layers are GroupNorm / InstanceNorm (per example, no batch statistics), and recycling's
+    x0_hat (eq. 3-5) is a per-example forward pass. So the accumulated gradient is the
+    full-batch gradient up to:
+      - float32 rounding: the sums over the batch are done in another order;
+      - the diffusion draws: k, eps_k and eps_{k'} come from `fold_in(key, i)` per microbatch,
+        so for the same key they are other (identically distributed) numbers than the
+        full-batch step's. Given the same draws (or for the U-Net, which draws nothing) the
+        update is the full-batch update.
+    """
+    if num_microbatches == 1:
+        return grad_fn(params, image, label, key)
+    images = split_microbatches(image, num_microbatches)
+    labels = split_microbatches(label, num_microbatches)
+
+    def add_microbatch(carry, xs):
+        grad_sum, loss_sum = carry
+        image_i, label_i, index = xs
+        (loss, parts), grads = grad_fn(params, image_i, label_i, jax.random.fold_in(key, index))
+        losses = {"loss": loss, **parts}
+        grad_sum = jax.tree.map(lambda acc, g: acc + g.astype(acc.dtype), grad_sum, grads)
+        loss_sum = {name: loss_sum[name] + losses[name].astype(jnp.float32) for name in loss_sum}
+        return (grad_sum, loss_sum), None
+
+    zeros = (
+        jax.tree.map(jnp.zeros_like, params),
+        {name: jnp.zeros((), jnp.float32) for name in LOSS_NAMES},
+    )
+    indices = jnp.arange(num_microbatches, dtype=jnp.uint32)
+    (grad_sum, loss_sum), _ = jax.lax.scan(add_microbatch, zeros, (images, labels, indices))
+    grads = jax.tree.map(lambda g: g / num_microbatches, grad_sum)
+    means = {name: value / num_microbatches for name, value in loss_sum.items()}
+    loss = means.pop("loss")
+    return (loss, means), grads
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -167,6 +268,7 @@ def make_train_step(
     noise_loss_weight: float = 0.1,
     clip_x0: bool = True,
     augment: Augment | None = None,
+    grad_accum_steps: int = 1,
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Build a pure `train_step(state, batch, key) -> (state, metrics)`.
 
@@ -184,26 +286,39 @@ def make_train_step(
       clip_x0: clip the recycled noise-prediction x0_hat (eq. 10) to [-1, 1]; give the sampler
         (`infer.make_sampler`) the same value. The released ImgX-DiffSeg config does not clip.
       augment: optional on-device augmentation `augment(key, image, label)`.
+      grad_accum_steps: M >= 1 microbatches of B / M the batch is cut into (gradient
+        accumulation, `accumulate_gradients`); the gradients and loss parts are their means and
+        the optimiser updates once, so the step still trains on the batch of B. 1: no
+        accumulation. B must divide by M (a `ValueError` naming both when traced).
 
     `batch` is `{"image": (B, *S, 1) float32, "label": (B, *S) int32}`; `metrics` is a flat dict
     of float32 scalars `METRIC_NAMES` (`grad_norm` is the global norm before clipping). Jit it
     with `donate_argnums=0` (see `loop.compile_train_step`).
 
     Keys: `key` -> split (augment, loss); loss -> split (k, eps_k, eps_{k'}); the U-Net step
-    ignores the loss key. The same key therefore reproduces the step exactly.
+    ignores the loss key. With M > 1 microbatch i uses `fold_in(loss, i)` in place of the loss
+    key. The same key therefore reproduces the step exactly.
+
+    Augmentation runs on the whole batch before it is cut into microbatches, so every example
+    is augmented exactly as in the step without accumulation (the affine parameters are drawn
+    for all B examples from the one augment key). That holds the augmented batch of B in memory
+    (B volumes of image and label; not the activations).
     """
     loss_fn = make_loss_fn(
         model, method=method, schedule=schedule, output=output, recycling=recycling,
         use_dice=use_dice, noise_loss_weight=noise_loss_weight, clip_x0=clip_x0,
     )
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    check_grad_accum_steps(grad_accum_steps)
 
     def train_step(state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
         key_augment, key_loss = jax.random.split(key)
         image, label = batch["image"], batch["label"]
         if augment is not None:
             image, label = augment(key_augment, image, label)
-        (loss, parts), grads = grad_fn(state.params, image, label, key_loss)
+        (loss, parts), grads = accumulate_gradients(
+            grad_fn, state.params, image, label, key_loss, grad_accum_steps
+        )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
