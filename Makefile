@@ -25,7 +25,7 @@ DATA_FLAGS  := $(if $(DATA),--data $(DATA),)
 # need it only: exporting it globally would redirect the tests' own temporary stores.
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(OUT))/mlflow.db)
 
-.PHONY: setup tex test lint ablations tables ui bench bench-quick bench-levers data clean
+.PHONY: setup tex test lint ablations tables ui bench bench-quick bench-levers bench-gpu test-gpu data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,23 @@ bench-quick: $(STAMP)
 
 bench-levers: $(STAMP)
 	$(BIN)/python -m benchmarks.run --groups levers
+
+# GPU targets (#10, docs/GPU.md). The GPU machine has no .venv and no package index: these use
+# its python3 (the venv's python where there is one) and never the $(STAMP) rule; the project is
+# importable there through benchmarks/gpu_session.sh. CI stays on the CPU: `make test` runs
+# neither. GPU_BENCH_SMALL=1: the CPU rehearsal (--small). BENCH_GPU_ARGS: more gpu_bench options.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_BENCH_SMALL ?=
+BENCH_GPU_ARGS ?=
+
+bench-gpu:
+	$(GPU_PYTHON) -m benchmarks.gpu_bench $(if $(GPU_BENCH_SMALL),--small,) $(BENCH_GPU_ARGS)
+
+# The core tests on the GPU; cpu is listed so that jax.debug.callback finds a CPU device.
+# benchmarks/gpu/external.py runs the same command as the bench's test_gpu part.
+test-gpu:
+	XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_PLATFORMS=cuda,cpu $(GPU_PYTHON) -m pytest tests/core \
+	  -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(OUT) $(RESULTS) .pytest_cache

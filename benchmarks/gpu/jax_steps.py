@@ -1,0 +1,289 @@
+"""Our side of the GPU benchmark, measured inside one child process per configuration.
+
+- `measure_forward`: one diffusion forward ``model.apply`` of the paper U-Net (bf16,
+  ``conv_impl="auto"``), batch ``cfg.batch``.
+- `measure_step`: the plain (or recycling) diffusion train step of the same U-Net
+  (``core.train.make_train_step``, AdamW, state donated).
+- `measure_profile_step`: the ``paper`` profile's train step exactly as a trial builds it
+  (``experiments.layers.apply_profile`` -> ``experiments.build``; augmentation, remat, bf16,
+  batch 8), optionally with gradient accumulation when the config schema has such a field.
+- `measure_sample`: K-step sampling of one case (``core.infer.make_sampler``, one jitted scan).
+- `compile_for_hlo`: compiles the batch-1 train step only; the parent set ``XLA_FLAGS`` to dump
+  its optimized HLO, which `benchmarks.hlo_summary` then reads.
+
+Every record has ``init_s`` (parameters + optimiser state as one jitted program, compile
+included, blocked until ready, as a trial initialises), ``compile_s``
+(``jit(...).lower(...).compile()``), ``step_s`` (median of ``cfg.steps`` calls after
+``cfg.warmup`` untimed ones, each ended by ``block_until_ready``), ``device_peak_gib``
+(``jax.local_devices()[0].memory_stats()["peak_bytes_in_use"]``, None on CPU) and XLA's buffer
+plan. Inputs are random: image ``(B, X, Y, Z, 1)`` float32, label ``(B, X, Y, Z)`` int32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.gpu.plan import GpuConfig
+from benchmarks.measure import xla_memory_gib
+from benchmarks.throughput import median_seconds, xla_flops
+
+GIB = 2**30
+#: Names a gradient-accumulation field of the config schema may have (another change adds one);
+#: the profile step sets the first one found, `measure_profile_step` records which.
+ACCUM_FIELD_WORDS = ("accum", "microbatch")
+
+
+def device_info() -> dict:
+    """Backend, device kind (the GPU's name), platform version (CUDA) of this process."""
+    dev = jax.local_devices()[0]
+    try:
+        from jax.extend.backend import get_backend
+
+        platform_version = get_backend().platform_version
+    except Exception:  # noqa: BLE001 -- informative only; older/newer jax may lack it
+        platform_version = None
+    from diffseg3d.core.models.conv import resolve_conv_impl
+
+    return {"backend": jax.default_backend(), "device": dev.device_kind,
+            "platform_version": platform_version, "conv_impl_auto": resolve_conv_impl("auto")}
+
+
+def device_peak_gib() -> float | None:
+    """Peak device memory of this process in GiB where the backend tracks it; None on CPU."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / GIB
+
+
+def _seconds(fn: Callable, *args):
+    """``(fn(*args) blocked until ready, wall seconds)``."""
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def _time_calls(compiled, args: tuple, advance: Callable, warmup: int, steps: int) -> list[float]:
+    """Wall seconds of ``steps`` calls after ``warmup`` untimed ones; ``advance(out, args, i)``
+    feeds call i's output back (a donated state must not be reused)."""
+    times = []
+    for i in range(warmup + steps):
+        out, s = _seconds(compiled, *args)
+        if i >= warmup:
+            times.append(s)
+        args = advance(out, args, i + 1)
+    return times
+
+
+def _unet(cfg: GpuConfig, diffusion: bool = True, remat: bool | None = None):
+    from diffseg3d.core.models import UNet
+
+    return UNet(num_classes=cfg.num_classes, channels=cfg.channels,
+                num_res_blocks=cfg.num_res_blocks, diffusion=diffusion, conv_impl="auto",
+                remat=cfg.remat if remat is None else remat, dtype=jnp.bfloat16)
+
+
+def _batch(cfg: GpuConfig, key: jax.Array) -> dict:
+    """Random ``{"image": (B, *S, 1) f32, "label": (B, *S) i32}``."""
+    k1, k2 = jax.random.split(key)
+    shape = (cfg.batch, *cfg.size)
+    return {"image": jax.random.normal(k1, (*shape, 1), jnp.float32),
+            "label": jax.random.randint(k2, shape, 0, cfg.num_classes, jnp.int32)}
+
+
+def _compiled_record(compiled, compile_s: float, times: list[float]) -> dict:
+    step_s = median_seconds(times)
+    return {"compile_s": compile_s, "step_s": step_s, "step_s_all": times,
+            "flops": xla_flops(compiled.cost_analysis()),
+            "xla_memory_gib": xla_memory_gib(compiled), "device_peak_gib": device_peak_gib()}
+
+
+def _measure_train(cfg: GpuConfig, step: Callable, init: Callable[[jax.Array], object]) -> dict:
+    """Init (timed), compile (timed) and time ``step(state, batch, key)`` with the state donated,
+    as `core.train.loop.compile_train_step` jits it for a trial."""
+    from diffseg3d.core.train.loop import compile_train_step
+
+    key = jax.random.PRNGKey(0)
+    state, init_s = _seconds(init, key)
+    batch = _batch(cfg, jax.random.fold_in(key, 1))
+    t0 = time.perf_counter()
+    compiled = compile_train_step(step).lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - t0
+    times = _time_calls(compiled, (state, batch, key),
+                        lambda out, args, i: (out[0], args[1], jax.random.fold_in(key, i)),
+                        cfg.warmup, cfg.steps)
+    rec = _compiled_record(compiled, compile_s, times)
+    voxels = cfg.batch * cfg.size[0] * cfg.size[1] * cfg.size[2]
+    return {"init_s": init_s, **rec, "init_plus_compile_s": init_s + compile_s,
+            "voxels_per_s": voxels / rec["step_s"]}
+
+
+def _explicit_step(cfg: GpuConfig):
+    """(model, tx, step) of the paper U-Net's plain / recycling diffusion step (AdamW, clip)."""
+    from diffseg3d.core.diffusion import make_schedule
+    from diffseg3d.core.train import make_optimizer, make_train_step
+
+    model = _unet(cfg)
+    tx, lr = make_optimizer(1e-4, warmup_steps=100, total_steps=12500, weight_decay=1e-4,
+                            grad_clip_norm=1.0)
+    step = make_train_step(model, tx, lr, method="diffusion", recycling=cfg.recycling,
+                           schedule=make_schedule(1000, 5))
+    return model, tx, step
+
+
+def _init_fn(model, tx, cfg: GpuConfig) -> Callable[[jax.Array], object]:
+    """``key -> TrainState`` as a trial initialises it: the whole `create_train_state` as one
+    jitted program (`core.train.state.run_init`, what ``experiments/trial.py`` calls)."""
+    from diffseg3d.core.train.state import create_train_state, run_init
+
+    init = functools.partial(create_train_state, model, tx,
+                             image_shape=(cfg.batch, *cfg.size, 1), diffusion=True)
+    return lambda key: run_init(init, key)
+
+
+def measure_step(cfg: GpuConfig) -> dict:
+    """Plain (``cfg.recycling`` False) or recycling diffusion train step, paper U-Net, bf16."""
+    model, tx, step = _explicit_step(cfg)
+    return {**_measure_train(cfg, step, _init_fn(model, tx, cfg)), "remat": cfg.remat,
+            "recycling": cfg.recycling}
+
+
+def accum_field(config) -> str | None:
+    """Dotted name of the config's gradient-accumulation field (a field of a section whose name
+    holds one of `ACCUM_FIELD_WORDS`), None when the schema has none."""
+    for section, info in type(config).model_fields.items():
+        fields = getattr(info.annotation, "model_fields", None) or {}
+        for name in fields:
+            if any(word in name for word in ACCUM_FIELD_WORDS):
+                return f"{section}.{name}"
+    return None
+
+
+def _small_layer(cfg: GpuConfig) -> dict:
+    """The overrides of the CPU rehearsal (tiny network and batch); {} at full size."""
+    if not cfg.small:
+        return {}
+    return {"model": {"channels": list(cfg.channels), "num_res_blocks": cfg.num_res_blocks},
+            "data": {"batch_size": cfg.batch}}
+
+
+def profile_config(cfg: GpuConfig, profile: str = "paper"):
+    """``(Config, accum field or None)``: the profile over schema defaults, the small
+    overrides, and ``cfg.accum`` microbatches forced when ``cfg.accum > 0``.
+
+    Raises ValueError when ``cfg.accum > 0`` but the schema has no accumulation field (the
+    variant is then recorded as an error naming the reason, never measured as something else).
+    """
+    from diffseg3d.experiments.config import validate_config
+    from diffseg3d.experiments.layers import apply_profile, deep_merge, set_dotted
+
+    raw = deep_merge(apply_profile({}, profile, source="benchmarks.gpu").raw, _small_layer(cfg))
+    config = validate_config(raw, source=f"profile {profile}")
+    field_name = accum_field(config)
+    if cfg.small and field_name and cfg.batch % _dotted(config, field_name):
+        # The rehearsal's batch of 2 cannot take the profile's 8 microbatches.
+        microbatches = math.gcd(_dotted(config, field_name), cfg.batch)
+        raw = set_dotted(raw, field_name, microbatches)
+        config = validate_config(raw, source=f"profile {profile} (small)")
+    if cfg.accum:
+        if field_name is None:
+            raise ValueError("no gradient-accumulation field in the config schema "
+                             "(experiments/config_sections.py) yet")
+        config = validate_config(set_dotted(raw, field_name, cfg.accum), source=profile)
+    return config, field_name
+
+
+def _dotted(config, name: str | None):
+    """``config.a.b`` for ``name = "a.b"``; None for None."""
+    if name is None:
+        return None
+    value = config
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def measure_profile_step(cfg: GpuConfig) -> dict:
+    """The ``paper`` profile's train step as a trial builds and jits it, ``cfg.size`` and
+    ``cfg.num_classes`` (prostate or AMOS), the profile's batch."""
+    from diffseg3d.experiments import build
+
+    config, field_name = profile_config(cfg)
+    if config.data.batch_size != cfg.batch:
+        raise ValueError(f"profile batch {config.data.batch_size} != configured {cfg.batch}")
+    model = build.model(config, cfg.num_classes)
+    tx, lr = build.optimizer(config)
+    step = build.train_step(config, model, tx, lr, cfg.spacing)
+    m = config.model
+    return {**_measure_train(cfg, step, _init_fn(model, tx, cfg)),
+            "profile": "paper", "accum_field": field_name,
+            "accum": _dotted(config, field_name) or 1, "accum_forced": cfg.accum > 0,
+            "profile_model": {"channels": list(m.channels), "num_res_blocks": m.num_res_blocks,
+                              "remat": m.remat, "compute_dtype": m.compute_dtype,
+                              "conv_impl": m.conv_impl},
+            "augment": config.data.augment, "recycling": config.diffusion.recycling}
+
+
+def measure_forward(cfg: GpuConfig) -> dict:
+    """One diffusion forward pass ``model.apply(params, image, x_t, t)`` (no remat)."""
+    from diffseg3d.core.train.state import init_params
+
+    model = _unet(cfg, remat=False)
+    key = jax.random.PRNGKey(0)
+    params, init_s = _seconds(lambda k: init_params(model, k, (cfg.batch, *cfg.size, 1), True),
+                              key)
+    image = _batch(cfg, key)["image"]
+    x_t = jax.random.uniform(key, (*image.shape[:-1], cfg.num_classes), jnp.float32, -1.0, 1.0)
+    t = jnp.full((cfg.batch,), 0.5, jnp.float32)
+
+    def forward(params, image, x_t, t):
+        return model.apply({"params": params}, image, x_t, t)
+
+    args = (params, image, x_t, t)
+    t0 = time.perf_counter()
+    compiled = jax.jit(forward).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    times = _time_calls(compiled, args, lambda out, a, i: a, cfg.warmup, cfg.steps)
+    return {"init_s": init_s, **_compiled_record(compiled, compile_s, times)}
+
+
+def measure_sample(cfg: GpuConfig, sample_steps: int = 5) -> dict:
+    """``sample_steps``-step DDPM sampling of ``cfg.batch`` case(s); ``step_s`` is one whole
+    sampling call (``sample_steps`` forward passes in one jitted scan)."""
+    from diffseg3d.core.diffusion import make_schedule
+    from diffseg3d.core.infer import make_sampler
+    from diffseg3d.core.train.state import init_params
+
+    model = _unet(cfg, remat=False)
+    key = jax.random.PRNGKey(0)
+    params, init_s = _seconds(lambda k: init_params(model, k, (cfg.batch, *cfg.size, 1), True),
+                              key)
+    image = _batch(cfg, key)["image"]
+    sampler = make_sampler(model, make_schedule(1000, sample_steps))
+    t0 = time.perf_counter()
+    compiled = jax.jit(sampler).lower(params, image, key).compile()
+    compile_s = time.perf_counter() - t0
+    times = _time_calls(compiled, (params, image, key),
+                        lambda out, a, i: (a[0], a[1], jax.random.fold_in(key, i)),
+                        cfg.warmup, cfg.steps)
+    rec = _compiled_record(compiled, compile_s, times)
+    return {"init_s": init_s, **rec, "sample_steps": sample_steps,
+            "per_forward_s": rec["step_s"] / sample_steps}
+
+
+def compile_for_hlo(cfg: GpuConfig) -> dict:
+    """Compile (not run) the batch-1 plain train step; XLA dumps it where ``XLA_FLAGS`` says.
+
+    The jitted function is named ``train_step`` (``core.train.steps``), so its HLO module is
+    ``jit_train_step``: the parent's ``--xla_dump_hlo_module_re`` selects it."""
+    model, tx, step = _explicit_step(cfg)
+    key = jax.random.PRNGKey(0)
+    state, init_s = _seconds(_init_fn(model, tx, cfg), key)
+    t0 = time.perf_counter()
+    jax.jit(step, donate_argnums=0).lower(state, _batch(cfg, key), key).compile()
+    return {"init_s": init_s, "compile_s": time.perf_counter() - t0}
