@@ -101,6 +101,11 @@ class Config(Section):
                 f"optim.warmup_steps={self.optim.warmup_steps} must be < train.steps="
                 f"{self.train.steps}"
             )
+        if self.data.batch_size % self.train.grad_accum_steps:
+            raise ValueError(
+                f"data.batch_size={self.data.batch_size} is not divisible by "
+                f"train.grad_accum_steps={self.train.grad_accum_steps} (equal microbatches)"
+            )
         if self.eval.checkpoint == "best_val" and not self.train.eval_every:
             raise ValueError("eval.checkpoint=best_val needs validation: train.eval_every must "
                              "be > 0")

@@ -43,16 +43,27 @@ def test_it_is_an_mlflow_param_and_part_of_the_config_hash():
     assert config_hash(four) != config_hash(one)
 
 
-@pytest.mark.parametrize("name", ["paper", "paper_tpu"])
-def test_paper_profiles_train_the_batch_of_8_as_8_microbatches(name):
+@pytest.mark.parametrize(("name", "microbatches"), [("paper", 8), ("paper_tpu", 2)])
+def test_paper_profiles_train_the_batch_of_8_one_volume_per_device_at_a_time(name, microbatches):
+    # One 256x256x48 volume per device per pass (issue #10): 8 x 1 on a GPU, 2 x 4 on 4 chips.
     config = validate_config(load_profile(name), source=name)
     assert config.data.batch_size == 8
-    assert config.train.grad_accum_steps == 8  # one 256x256x48 volume per pass (issue #10)
+    assert config.train.grad_accum_steps == microbatches
     assert config.data.batch_size % config.train.grad_accum_steps == 0
 
 
+def test_a_batch_the_microbatches_do_not_divide_is_a_config_error():
+    with pytest.raises(ConfigError) as err:
+        _config(data={"batch_size": 6}, train={"grad_accum_steps": 4})
+    assert ("data.batch_size=6 is not divisible by train.grad_accum_steps=4"
+            in str(err.value))
+
+
 def test_build_refuses_a_batch_the_microbatches_do_not_divide_before_compiling():
-    config = _config(data={"batch_size": 6}, train={"grad_accum_steps": 4})
+    # A config changed after validation (model_copy skips it) still fails before compiling.
+    valid = _config(data={"batch_size": 6})
+    config = valid.model_copy(update={"train": valid.train.model_copy(
+        update={"grad_accum_steps": 4})})
     net = build.model(config, num_classes=3)
     tx, lr = build.optimizer(config)
     with pytest.raises(ValueError, match="batch size 6 is not divisible by grad_accum_steps 4"):

@@ -150,14 +150,23 @@ def test_fractional_gpu_caps_jax_memory_and_cpu_trials_stay_on_cpu():
 
 def test_paper_tpu_profile_is_the_paper_profile_on_tpu():
     paper, tpu = load_profile("paper"), load_profile("paper_tpu")
-    assert {k: v for k, v in paper.items() if k != "resources"} == {
-        k: v for k, v in tpu.items() if k != "resources"
-    }, "paper_tpu.yaml must mirror every setting of paper.yaml except `resources`"
+
+    def shared(profile):
+        train = {k: v for k, v in profile["train"].items() if k != "grad_accum_steps"}
+        return {**{k: v for k, v in profile.items() if k != "resources"}, "train": train}
+
+    assert shared(paper) == shared(tpu), (
+        "paper_tpu.yaml must mirror every setting of paper.yaml except `resources` and "
+        "train.grad_accum_steps")
     assert paper["model"]["compute_dtype"] == "bfloat16" and paper["model"]["conv_impl"] == "auto"
     assert tpu["resources"]["cpus_per_trial"] == paper["resources"]["cpus_per_trial"]
     # The paper's batch of 8 splits evenly over the chips of every size a TPU trial can ask for.
     chips = trial_resources(tpu)["TPU"]
     assert paper["data"]["batch_size"] % chips == 0 and 8 % chips == 0
+    # One volume per device per microbatch on both: 8 microbatches on one GPU, 2 of 4 on 4 chips.
+    gpus = trial_resources(paper)["gpu"]
+    assert paper["data"]["batch_size"] // paper["train"]["grad_accum_steps"] == gpus == 1
+    assert paper["data"]["batch_size"] // tpu["train"]["grad_accum_steps"] == chips
 
 
 @pytest.mark.parametrize("name", ["paper", "paper_tpu", "quick", "smoke"])
