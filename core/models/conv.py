@@ -1,13 +1,23 @@
-"""Convolutions of the U-Net in two numerically equivalent forms, selected by ``conv_impl``.
+"""Convolutions of the U-Net in numerically equivalent forms, selected by ``conv_impl``.
 
 Shapes are channels last: inputs ``(batch, *spatial, in_channels)``, kernels
-``(*kernel_size, in_channels, out_channels)``. Both forms take the *same* kernel array, so a
-checkpoint trained with one form runs with the other.
+``(*kernel_size, in_channels, out_channels)``. Every form takes the *same* kernel array, so a
+checkpoint trained with one form runs with the others.
 
-Forms (``conv_impl``):
+Each form fixes how the two kinds of conv are computed: the ``k x k x k`` stride-1 "SAME" conv
+of the residual blocks and the stem, and the 2x2x2 stride-2 down-/up-sampling convs.
+
+=============== ============================ =========================================
+``conv_impl``   ``k x k x k`` stride 1       2x2x2 stride-2 down / up
+=============== ============================ =========================================
+``"lax3d"``     native 3D conv               strided conv / ``lax.conv_transpose``
+``"slices"``    2D convs over X-slices       space-to-depth / depth-to-space + matmul
+``"lax3d_s2d"`` native 3D conv               space-to-depth / depth-to-space + matmul
+``"auto"``      ``"slices"`` on CPU, ``"lax3d"`` on GPU/TPU
+=============== ============================ =========================================
 
 - ``"lax3d"``: ``lax.conv_general_dilated`` over all spatial dims (cuDNN on GPU), strided conv
-  for down-sampling and ``lax.conv_transpose`` for up-sampling.
+  for down-sampling and ``lax.conv_transpose`` (lhs dilation) for up-sampling.
 - ``"slices"``: a 3D ``k x k x k`` conv computed with 2D ``k x k`` convs over the last two
   spatial dims, the first spatial dim folded into the batch (no transpose: it sits next to the
   batch axis). XLA:CPU runs 2D convs much faster than 3D ones. Forward: below 64 input
@@ -16,17 +26,26 @@ Forms (``conv_impl``):
   conv over the ``k`` shifted slices stacked on channels, in X-blocks. Backward (custom VJP):
   the input gradient is the same slice conv of the cotangent with the flipped kernel, the
   kernel gradient one matmul per tap (``kernel_grad.py``). The 2x2x2 stride-2 down-/up-sampling
-  convs are exact space-to-depth / depth-to-space reshapes around one matmul.
+  convs are exact space-to-depth / depth-to-space reshapes around one matmul (their autodiff
+  gradients are matmuls and reshapes too).
+- ``"lax3d_s2d"``: the accelerator candidate of issue #10: the native 3D conv of ``"lax3d"``
+  for ``k x k x k``, the reshape + matmul down/up forms of ``"slices"``. Its point: the
+  gradients of a strided conv and of a transposed (lhs-dilated) conv become plain matmuls
+  (cuBLAS) instead of whatever XLA's GPU conv lowering makes of them. Not measured on a GPU yet
+  (``benchmarks/conv_layers.py`` times each kind and form per U-Net level).
 - ``"auto"``: ``"slices"`` on the CPU backend, ``"lax3d"`` on GPU/TPU (cuDNN/TPU convs are
   fast natively, and the slice form needs several times the temporary memory). Resolved at
-  trace time from ``jax.default_backend()``.
+  trace time from ``jax.default_backend()``; it stays ``"lax3d"`` off the CPU until a GPU
+  measurement shows ``"lax3d_s2d"`` faster.
 
-Why two forms: XLA:CPU's 3D convs and strided / transposed convs run far below its 2D conv and
-matmul rates, so on the CPU the slice form and the reshapes around one matmul are several times
-faster; on GPU/TPU the native convs are. ``benchmarks/conv_probe.py`` measures both forms; the
-dated numbers are in ``docs/BENCHMARKS.md`` and ``benchmarks/results/``.
+Why several forms: XLA:CPU's 3D convs and strided / transposed convs run far below its 2D conv
+and matmul rates, so on the CPU the slice form and the reshapes around one matmul are several
+times faster; on GPU/TPU the native convs are expected to be. ``benchmarks/conv_probe.py`` and
+``benchmarks/conv_layers.py`` measure the forms; the dated numbers are in ``docs/BENCHMARKS.md``
+and ``benchmarks/results/``.
 
-2D inputs (two spatial dims) always use the native 2D conv; the forms only differ for 3D.
+2D inputs (two spatial dims): the ``k x k`` conv is always the native 2D conv; the down/up
+forms follow the table.
 """
 
 from __future__ import annotations
@@ -40,11 +59,17 @@ from diffseg3d.core.models.kernel_grad import conv_kernel_grad
 from diffseg3d.core.models.ordering import after
 from jax import lax
 
-CONV_IMPLS = ("auto", "slices", "lax3d")
+CONV_IMPLS = ("auto", "slices", "lax3d", "lax3d_s2d")
+
+#: The concrete forms (every ``conv_impl`` but ``"auto"``), all valid on every backend.
+CONCRETE_CONV_IMPLS = ("slices", "lax3d", "lax3d_s2d")
+
+#: Forms whose 2x2x2 stride-2 down/up convs are space-to-depth / depth-to-space + one matmul.
+_RESHAPE_MATMUL_RESAMPLING = ("slices", "lax3d_s2d")
 
 
 def resolve_conv_impl(conv_impl: str, backend: str | None = None) -> str:
-    """Map ``conv_impl`` to a concrete form: ``"slices"`` or ``"lax3d"``.
+    """Map ``conv_impl`` to a concrete form: ``"slices"``, ``"lax3d"`` or ``"lax3d_s2d"``.
 
     ``"auto"`` picks ``"slices"`` on CPU and ``"lax3d"`` elsewhere (GPU/TPU). ``backend``
     defaults to ``jax.default_backend()``.
@@ -229,8 +254,9 @@ def _conv3d_slices_out(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def conv_same(x: jax.Array, kernel: jax.Array, impl: str, lean: bool = False) -> jax.Array:
-    """Stride-1 "SAME" conv in the concrete form ``impl`` (``"slices"`` or ``"lax3d"``);
-    ``lean``: the slice form's low-memory kernel gradient (see :func:`conv3d_slices`)."""
+    """Stride-1 "SAME" conv in the concrete form ``impl`` (the slice form for ``"slices"`` on
+    3D inputs, the native conv otherwise); ``lean``: the slice form's low-memory kernel
+    gradient (see :func:`conv3d_slices`)."""
     if impl == "slices" and x.ndim == 5:
         return conv3d_slices(x, kernel, lean)
     return conv_lax(x, kernel)
@@ -295,13 +321,13 @@ def _upsample_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 def downsample(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     """Stride-2 2x..x2 conv in the form ``impl``; ``(batch, *S, cin) -> (batch, *S // 2, cout)``."""
-    if impl == "slices":
+    if impl in _RESHAPE_MATMUL_RESAMPLING:
         return _downsample_space_to_depth(x, kernel)
     return conv_lax(x, kernel, stride=2, padding="VALID")
 
 
 def upsample(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
     """Stride-2 2x..x2 transposed conv; ``(batch, *S, cin) -> (batch, *S * 2, cout)``."""
-    if impl == "slices":
+    if impl in _RESHAPE_MATMUL_RESAMPLING:
         return _upsample_depth_to_space(x, kernel)
     return _upsample_lax(x, kernel)

@@ -46,8 +46,8 @@ class Conv(nn.Module):
     """``k x ... x k`` "SAME" conv with stride 1, or the stride-2 2x..x2 down-/up-sampling conv.
 
     ``kind``: ``"same"`` (kernel ``(k,)*rank + (cin, features)``), ``"down"`` or ``"up"``
-    (kernel ``(2,)*rank + (cin, features)``). ``impl`` is a resolved form (``"slices"`` or
-    ``"lax3d"``, see ``conv.py``); the parameters do not depend on it.
+    (kernel ``(2,)*rank + (cin, features)``). ``impl`` is a resolved form (``"slices"``,
+    ``"lax3d"`` or ``"lax3d_s2d"``, see ``conv.py``); the parameters do not depend on it.
     """
 
     features: int
@@ -170,7 +170,8 @@ class UNet(nn.Module):
       num_groups: GroupNorm groups before clipping.
       diffusion: True: inputs are image, noisy mask ``x_t`` and time ``t``; False: image only
         (the non-diffusion baseline; no time embedding, no mask channels).
-      conv_impl: ``"auto"`` | ``"slices"`` | ``"lax3d"`` (see ``conv.py``; same parameters).
+      conv_impl: ``"auto"`` | ``"slices"`` | ``"lax3d"`` | ``"lax3d_s2d"`` (``conv.py``: how
+        the 3x3x3 and the down/up convs are computed; same parameters for all).
       remat: rematerialise each residual block in the backward pass (``_remat_block``, a
         custom VJP whose recomputation depends on the block's output cotangent): same
         parameters and outputs, gradients equal to float rounding, one extra forward pass per

@@ -10,11 +10,16 @@ from diffseg3d.core.models.conv import (
     _lean_blocks,
     conv3d_slices,
     conv_lax,
+    conv_same,
     downsample,
     resolve_conv_impl,
     upsample,
 )
 from diffseg3d.core.models.norm import group_count
+
+# Every test here compares two conv forms (or one with NumPy) at float32 tolerances: pin full
+# float32, which a GPU would otherwise replace by TF32 (tests/core/conftest.py).
+pytestmark = pytest.mark.usefixtures("highest_precision")
 
 
 def _random(seed, x_shape, k_shape):
@@ -82,8 +87,56 @@ def test_resolve_conv_impl():
     assert resolve_conv_impl("auto", backend="cpu") == "slices"
     assert resolve_conv_impl("auto", backend="gpu") == "lax3d"
     assert resolve_conv_impl("lax3d", backend="cpu") == "lax3d"
+    assert resolve_conv_impl("lax3d_s2d", backend="gpu") == "lax3d_s2d"
     with pytest.raises(ValueError, match="'conv2d'"):
         resolve_conv_impl("conv2d")
+
+
+def _conv_primitives(fn, *args) -> set[str]:
+    """Names of the conv primitives in the jaxpr of ``fn(*args)``, sub-jaxprs included."""
+    names = set()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if "conv" in eqn.primitive.name:
+                names.add(eqn.primitive.name)
+            for param in eqn.params.values():
+                inner = getattr(param, "jaxpr", param)  # ClosedJaxpr -> Jaxpr
+                if hasattr(inner, "eqns"):
+                    walk(inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return names
+
+
+@pytest.mark.parametrize("cin, cout", [(3, 5), (7, 1)])
+@pytest.mark.parametrize("spatial", [(4, 6, 2), (4, 6)])
+def test_lax3d_s2d_equals_lax3d_values_and_gradients(spatial, cin, cout):
+    # The accelerator candidate: lax3d's native k x k x k conv, the reshape + matmul down/up.
+    rank = len(spatial)
+    rng = np.random.default_rng(10)
+    x = jnp.asarray(rng.normal(size=(2, *spatial, cin)), jnp.float32)
+    for form, size in ((conv_same, 3), (downsample, 2), (upsample, 2)):
+        k = jnp.asarray(0.2 * rng.normal(size=(size,) * rank + (cin, cout)), jnp.float32)
+        w = jnp.asarray(rng.normal(size=form(x, k, "lax3d").shape), jnp.float32)
+        grads = {
+            impl: jax.grad(lambda x, k, i=impl, f=form, w=w: jnp.sum(f(x, k, i) * w),
+                           argnums=(0, 1))
+            for impl in ("lax3d_s2d", "lax3d")
+        }
+        y_s, y_l = form(x, k, "lax3d_s2d"), form(x, k, "lax3d")
+        (gx_s, gk_s), (gx_l, gk_l) = grads["lax3d_s2d"](x, k), grads["lax3d"](x, k)
+        if form is conv_same:  # the very same native conv: bit-identical
+            np.testing.assert_array_equal(y_s, y_l)
+            np.testing.assert_array_equal(gx_s, gx_l)
+            np.testing.assert_array_equal(gk_s, gk_l)
+            continue
+        np.testing.assert_allclose(y_s, y_l, atol=1e-5)
+        np.testing.assert_allclose(gx_s, gx_l, atol=1e-5)
+        np.testing.assert_allclose(gk_s, gk_l, atol=1e-4, rtol=1e-5)
+        # The point of the form: no conv (strided or lhs-dilated) left, forward or backward.
+        assert _conv_primitives(grads["lax3d_s2d"], x, k) == set()
+        assert _conv_primitives(grads["lax3d"], x, k) == {"conv_general_dilated"}
 
 
 def test_group_count_clips_to_a_divisor():

@@ -106,18 +106,28 @@ def _loss_and_grad(model, params, inputs):
     return jax.jit(jax.value_and_grad(loss))(params)
 
 
-def test_conv_forms_share_params_and_agree(small_3d):
+@pytest.mark.usefixtures("highest_precision")
+@pytest.mark.parametrize(
+    "impl, rtol, atol",
+    # slices computes every conv differently from lax3d; lax3d_s2d only the down/up convs.
+    [("slices", 1e-3, 1e-4), ("lax3d_s2d", 1e-4, 1e-5)],
+)
+def test_conv_forms_share_params_and_agree(small_3d, impl, rtol, atol):
     kw, params, inputs = small_3d
-    p_slices = jax.eval_shape(UNet(**kw, conv_impl="slices").init, jax.random.PRNGKey(1), *inputs)
-    assert _shapes(p_slices) == _shapes(params)
+    p_form = jax.eval_shape(UNet(**kw, conv_impl=impl).init, jax.random.PRNGKey(1), *inputs)
+    assert _shapes(p_form) == _shapes(params)
+    out_l = jax.jit(UNet(**kw, conv_impl="lax3d").apply)(params, *inputs)
+    out_f = jax.jit(UNet(**kw, conv_impl=impl).apply)(params, *inputs)
+    np.testing.assert_allclose(out_f, out_l, rtol=rtol, atol=atol)
     loss_l, grad_l = _loss_and_grad(UNet(**kw, conv_impl="lax3d"), params, inputs)
-    loss_s, grad_s = _loss_and_grad(UNet(**kw, conv_impl="slices"), params, inputs)
-    np.testing.assert_allclose(loss_s, loss_l, rtol=1e-4)
+    loss_f, grad_f = _loss_and_grad(UNet(**kw, conv_impl=impl), params, inputs)
+    np.testing.assert_allclose(loss_f, loss_l, rtol=rtol / 10)
     jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), grad_s, grad_l
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol), grad_f, grad_l
     )
 
 
+@pytest.mark.usefixtures("highest_precision")
 def test_remat_same_outputs_and_grads(small_3d):
     kw, params, inputs = small_3d
     loss, grad = _loss_and_grad(UNet(**kw), params, inputs)
@@ -155,6 +165,7 @@ def test_output_depends_on_time_and_noisy_mask(small_3d):
     )
 
 
+@pytest.mark.usefixtures("highest_precision")
 def test_instance_norm_is_group_norm_with_one_channel_per_group():
     image, x_t, t = _inputs((8, 8, 4))
     kw = dict(num_classes=C, channels=(4, 8), num_res_blocks=1)

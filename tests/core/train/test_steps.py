@@ -24,7 +24,10 @@ SEEN: list[tuple[np.ndarray, np.ndarray]] = []  # (x_t, t) per network call, fil
 
 
 class Probe(nn.Module):
-    """Per-voxel linear model of (image, x_t, t) that records every (x_t, t) it is given."""
+    """Per-voxel linear model of (image, x_t, t) that records every (x_t, t) it is given.
+
+    Tests that record through it need a CPU backend (``jax.debug.callback``), and pin full
+    float32: they compare the step's values with the same maths done outside the step."""
 
     num_classes: int = NUM_CLASSES
     diffusion: bool = True
@@ -59,6 +62,7 @@ def _keys(key):
     return jax.random.split(key_loss, 3)
 
 
+@pytest.mark.usefixtures("cpu_backend", "highest_precision")
 def test_diffusion_step_feeds_q_sample_of_ground_truth():
     schedule = make_schedule(1000, 5)
     model = Probe()
@@ -88,6 +92,7 @@ def _recycled_inputs(params, model, schedule, batch, key):
     return k, k_next, x0, eps, eps_next
 
 
+@pytest.mark.usefixtures("cpu_backend", "highest_precision")
 def test_recycling_builds_x_t_from_prediction_and_stops_its_gradient():
     schedule = make_schedule(1000, 5)
     model = Probe()
@@ -132,6 +137,7 @@ def test_recycling_builds_x_t_from_prediction_and_stops_its_gradient():
     assert diff > 1e-4
 
 
+@pytest.mark.usefixtures("cpu_backend", "highest_precision")
 def test_noise_prediction_adds_weighted_l2_on_eps():
     schedule = make_schedule(1000, 5)
     model = Probe()
@@ -150,6 +156,7 @@ def test_noise_prediction_adds_weighted_l2_on_eps():
     assert float(metrics["loss"]) == pytest.approx(seg + 0.1 * l2, rel=1e-5)
 
 
+@pytest.mark.usefixtures("highest_precision")
 def test_unet_step_metrics_and_lr_from_schedule():
     model = Probe(diffusion=False)
     tx, schedule = make_optimizer(1e-2, warmup_steps=4, total_steps=20, weight_decay=0.0,
@@ -198,6 +205,7 @@ def test_bad_options_are_named():
                         schedule=make_schedule(1000, 5), output="noise")
 
 
+@pytest.mark.usefixtures("cpu_backend", "highest_precision")
 @pytest.mark.parametrize("clip_x0", [True, False])
 def test_noise_prediction_recycles_eq10_prediction_clipped_iff_clip_x0(clip_x0):
     """eq. 8-11: x_k is noised from x0 = eq. 10 of eps_hat at k' (clipped to [-1, 1] iff

@@ -12,10 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from diffseg3d.core.diffusion import make_schedule, model_time
 from diffseg3d.core.infer import make_sampler
 from diffseg3d.core.train.state import create_train_state
 from diffseg3d.core.train.steps import make_train_step
+
+# Every test records t through jax.debug.callback, which needs a CPU backend.
+pytestmark = pytest.mark.usefixtures("cpu_backend")
 
 NUM_CLASSES = 2
 T = 1000
