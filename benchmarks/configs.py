@@ -12,6 +12,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from diffseg3d.core.models.conv import CONV_IMPLS
+
 WORKLOADS = ("train", "forward", "sample", "conv")
 MODELS = ("ours", "reference")
 GROUPS = ("contract", "levers", "memory", "gpu")
@@ -78,7 +80,7 @@ class BenchConfig:
             "group": (self.group, GROUPS),
             "method": (self.method, ("unet", "diffusion")),
             "dtype": (self.dtype, ("float32", "bfloat16")),
-            "conv_impl": (self.conv_impl, ("auto", "slices", "lax3d")),
+            "conv_impl": (self.conv_impl, CONV_IMPLS),
             "layout": (self.layout, ("channels_last", "channels_first")),
         }
         for key, (value, allowed) in checks.items():

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from diffseg3d.core.data.augment_presets import AUGMENT_PRESETS, DEFAULT_PRESET, augment_preset
 from diffseg3d.core.data.safe_name import check_safe_name
+from diffseg3d.core.models.conv import CONV_IMPLS
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -126,10 +127,13 @@ class ModelConfig(Section):
     )
     num_res_blocks: int = Field(2, ge=1, description="Residual blocks per level (paper code: 2).")
     norm: Literal["group", "instance"] = Field("group", description="Normalisation layer.")
-    conv_impl: Literal["auto", "slices", "lax3d"] = Field(
+    conv_impl: Literal[CONV_IMPLS] = Field(
         "auto",
-        description="3x3x3 convolution implementation: lax3d (one 3D conv), slices (three 2D "
-        "convs over depth-shifted slices; faster on XLA:CPU) or auto (slices on CPU).",
+        description="Convolution forms (core/models/conv.py): lax3d (native 3D convs, strided "
+        "down / transposed up), slices (2D convs over depth-shifted slices and space-to-depth "
+        "matmuls for down/up; faster on XLA:CPU), lax3d_s2d (native 3x3x3 convs, space-to-depth "
+        "matmuls for down/up; a GPU candidate, issue #10) or auto (slices on CPU, lax3d on "
+        "GPU/TPU). All share the same parameters.",
     )
     remat: bool = Field(
         False, description="Rematerialise residual blocks in the backward pass (less memory)."
