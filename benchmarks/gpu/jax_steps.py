@@ -34,9 +34,8 @@ from benchmarks.measure import xla_memory_gib
 from benchmarks.throughput import median_seconds, xla_flops
 
 GIB = 2**30
-#: Names a gradient-accumulation field of the config schema may have (another change adds one);
-#: the profile step sets the first one found, `measure_profile_step` records which.
-ACCUM_FIELD_WORDS = ("accum", "microbatch")
+#: The config's gradient-accumulation field (experiments/config_sections.py: TrainConfig).
+ACCUM_FIELD = "train.grad_accum_steps"
 
 
 def device_info() -> dict:
@@ -153,17 +152,6 @@ def measure_step(cfg: GpuConfig) -> dict:
             "recycling": cfg.recycling}
 
 
-def accum_field(config) -> str | None:
-    """Dotted name of the config's gradient-accumulation field (a field of a section whose name
-    holds one of `ACCUM_FIELD_WORDS`), None when the schema has none."""
-    for section, info in type(config).model_fields.items():
-        fields = getattr(info.annotation, "model_fields", None) or {}
-        for name in fields:
-            if any(word in name for word in ACCUM_FIELD_WORDS):
-                return f"{section}.{name}"
-    return None
-
-
 def _small_layer(cfg: GpuConfig) -> dict:
     """The overrides of the CPU rehearsal (tiny network and batch); {} at full size."""
     if not cfg.small:
@@ -173,29 +161,24 @@ def _small_layer(cfg: GpuConfig) -> dict:
 
 
 def profile_config(cfg: GpuConfig, profile: str = "paper"):
-    """``(Config, accum field or None)``: the profile over schema defaults, the small
-    overrides, and ``cfg.accum`` microbatches forced when ``cfg.accum > 0``.
+    """``(Config, ACCUM_FIELD)``: the profile over schema defaults, the small overrides, and
+    ``cfg.accum`` microbatches forced when ``cfg.accum > 0``.
 
-    Raises ValueError when ``cfg.accum > 0`` but the schema has no accumulation field (the
-    variant is then recorded as an error naming the reason, never measured as something else).
+    The small rehearsal's batch (2) cannot take the paper profile's 8 microbatches, and a batch
+    the microbatches do not divide is a config error: there the microbatches become
+    gcd(profile's, batch), before validation.
     """
     from diffseg3d.experiments.config import validate_config
     from diffseg3d.experiments.layers import apply_profile, deep_merge, set_dotted
 
     raw = deep_merge(apply_profile({}, profile, source="benchmarks.gpu").raw, _small_layer(cfg))
-    config = validate_config(raw, source=f"profile {profile}")
-    field_name = accum_field(config)
-    if cfg.small and field_name and cfg.batch % _dotted(config, field_name):
-        # The rehearsal's batch of 2 cannot take the profile's 8 microbatches.
-        microbatches = math.gcd(_dotted(config, field_name), cfg.batch)
-        raw = set_dotted(raw, field_name, microbatches)
-        config = validate_config(raw, source=f"profile {profile} (small)")
+    section, name = ACCUM_FIELD.split(".")
+    microbatches = int(raw.get(section, {}).get(name, 1))
+    if cfg.small and cfg.batch % microbatches:
+        raw = set_dotted(raw, ACCUM_FIELD, math.gcd(microbatches, cfg.batch))
     if cfg.accum:
-        if field_name is None:
-            raise ValueError("no gradient-accumulation field in the config schema "
-                             "(experiments/config_sections.py) yet")
-        config = validate_config(set_dotted(raw, field_name, cfg.accum), source=profile)
-    return config, field_name
+        raw = set_dotted(raw, ACCUM_FIELD, cfg.accum)
+    return validate_config(raw, source=f"profile {profile}"), ACCUM_FIELD
 
 
 def _dotted(config, name: str | None):

@@ -43,9 +43,10 @@ def _bench(tmp_path: Path, *args: str, timeout: float = 240) -> dict:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> dict:
-    """forward killed by a 1 s limit (importing jax alone takes longer), step_b1 after it."""
+    """forward killed by a 1 s limit (importing jax alone takes longer), step_b1 and the paper
+    profile's step after it."""
     return _bench(tmp_path_factory.mktemp("small"), "--only", "forward", "step_b1",
-                  "--timeout", "forward=1")
+                  "paper_step", "--timeout", "forward=1")
 
 
 def test_small_mode_writes_every_required_key_and_says_small(small_run):
@@ -68,6 +69,13 @@ def test_part_past_its_limit_is_recorded_as_timeout_and_the_next_still_runs(smal
     assert step["backend"] == "cpu" and step["device_peak_gib"] is None
     assert small_run["step_over_forward_256x256x48"] is None
     assert "timeout" in small_run["figure_notes"]["step_over_forward_256x256x48"]
+
+
+def test_small_mode_runs_the_paper_profile_step_as_the_profile_builds_it(small_run):
+    paper = {r["name"]: r for r in small_run["records"]}["paper_step"]
+    assert paper["status"] == "ok", paper.get("error")
+    assert paper["step_s"] > 0 and paper["accum_field"] == "train.grad_accum_steps"
+    assert paper["accum"] == 2  # gcd of the profile's 8 microbatches and the batch of 2
 
 
 def test_budget_too_small_to_start_skips_every_part_with_the_reason(tmp_path):
@@ -268,3 +276,18 @@ def test_hlo_summary_finds_the_plain_convolutions_of_a_real_cpu_dump(tmp_path):
     assert all(c["dtype"] == "f32" and len(c["shape"]) == 5 for c in s["convs"])
     with pytest.raises(ValueError, match="no \\*after_optimizations"):
         summarise_dir(tmp_path, "no_such_module")
+
+
+@pytest.mark.parametrize(("small", "batch", "accum", "expected"),
+                         [(True, 2, 0, 2), (False, 8, 0, 8), (False, 8, 2, 2), (True, 2, 1, 1)])
+def test_profile_step_config_validates_as_the_profile_sets_it(small, batch, accum, expected):
+    # The paper profile's 8 microbatches meet the rehearsal's batch of 2 (gcd), forced variants
+    # replace them; every result is a valid Config (a batch they do not divide is an error).
+    from benchmarks.gpu.jax_steps import ACCUM_FIELD, profile_config
+
+    cfg = GpuConfig("paper_step", "paper_step", "profile_step", batch=batch, accum=accum,
+                    small=small, channels=(4, 8) if small else (32, 64, 128, 256))
+    config, field_name = profile_config(cfg)
+    assert field_name == ACCUM_FIELD == "train.grad_accum_steps"
+    assert config.data.batch_size == batch
+    assert config.train.grad_accum_steps == expected
