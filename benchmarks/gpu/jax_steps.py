@@ -181,16 +181,6 @@ def profile_config(cfg: GpuConfig, profile: str = "paper"):
     return validate_config(raw, source=f"profile {profile}"), ACCUM_FIELD
 
 
-def _dotted(config, name: str | None):
-    """``config.a.b`` for ``name = "a.b"``; None for None."""
-    if name is None:
-        return None
-    value = config
-    for part in name.split("."):
-        value = getattr(value, part)
-    return value
-
-
 def measure_profile_step(cfg: GpuConfig) -> dict:
     """The ``paper`` profile's train step as a trial builds and jits it, ``cfg.size`` and
     ``cfg.num_classes`` (prostate or AMOS), the profile's batch."""
@@ -205,7 +195,7 @@ def measure_profile_step(cfg: GpuConfig) -> dict:
     m = config.model
     return {**_measure_train(cfg, step, _init_fn(model, tx, cfg)),
             "profile": "paper", "accum_field": field_name,
-            "accum": _dotted(config, field_name) or 1, "accum_forced": cfg.accum > 0,
+            "accum": config.train.grad_accum_steps, "accum_forced": cfg.accum > 0,
             "profile_model": {"channels": list(m.channels), "num_res_blocks": m.num_res_blocks,
                               "remat": m.remat, "compute_dtype": m.compute_dtype,
                               "conv_impl": m.conv_impl},
