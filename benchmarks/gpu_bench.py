@@ -74,8 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--accum", nargs="+", type=int, default=[], metavar="N",
                    help="also measure the profile steps (paper_step, amos_step) with N "
                         "gradient-accumulation microbatches forced (configs paper_step_accumN; "
-                        "1 = the whole batch in one pass); needs the config schema's "
-                        "accumulation field (train.grad_accum_steps), else recorded as error")
+                        "1 = the whole batch in one pass; sets train.grad_accum_steps)")
     p.add_argument("--monai-batch", type=int, default=1, choices=[1, 2],
                    help="batch of the side-by-side MONAI comparison (one that fits both; "
                         "default 1)")
