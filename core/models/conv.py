@@ -13,7 +13,7 @@ of the residual blocks and the stem, and the 2x2x2 stride-2 down-/up-sampling co
 ``"lax3d"``     native 3D conv               strided conv / ``lax.conv_transpose``
 ``"slices"``    2D convs over X-slices       space-to-depth / depth-to-space + matmul
 ``"lax3d_s2d"`` native 3D conv               space-to-depth / depth-to-space + matmul
-``"auto"``      ``"slices"`` on CPU, ``"lax3d"`` on GPU/TPU
+``"auto"``      ``"slices"`` on CPU, ``"lax3d_s2d"`` on GPU and TPU
 =============== ============================ =========================================
 
 - ``"lax3d"``: ``lax.conv_general_dilated`` over all spatial dims (cuDNN on GPU), strided conv
@@ -28,21 +28,36 @@ of the residual blocks and the stem, and the 2x2x2 stride-2 down-/up-sampling co
   kernel gradient one matmul per tap (``kernel_grad.py``). The 2x2x2 stride-2 down-/up-sampling
   convs are exact space-to-depth / depth-to-space reshapes around one matmul (their autodiff
   gradients are matmuls and reshapes too).
-- ``"lax3d_s2d"``: the accelerator candidate of issue #10: the native 3D conv of ``"lax3d"``
-  for ``k x k x k``, the reshape + matmul down/up forms of ``"slices"``. Its point: the
-  gradients of a strided conv and of a transposed (lhs-dilated) conv become plain matmuls
-  (cuBLAS) instead of whatever XLA's GPU conv lowering makes of them. Not measured on a GPU yet
-  (``benchmarks/conv_layers.py`` times each kind and form per U-Net level).
-- ``"auto"``: ``"slices"`` on the CPU backend, ``"lax3d"`` on GPU/TPU (cuDNN/TPU convs are
-  fast natively, and the slice form needs several times the temporary memory). Resolved at
-  trace time from ``jax.default_backend()``; it stays ``"lax3d"`` off the CPU until a GPU
-  measurement shows ``"lax3d_s2d"`` faster.
+- ``"lax3d_s2d"``: the accelerator form: the native 3D conv of ``"lax3d"`` for ``k x k x k``,
+  the reshape + matmul down/up forms of ``"slices"``. Its point: the gradients of a strided
+  conv and of a transposed (lhs-dilated) conv become plain matmuls instead of convolutions.
+- ``"auto"``: ``"slices"`` on the CPU backend, ``"lax3d_s2d"`` on GPU and TPU. Resolved at trace
+  time from ``jax.default_backend()``.
+
+Why ``"lax3d_s2d"`` and not ``"lax3d"`` off the CPU. The kernel gradient of
+``lax.conv_transpose`` (the up-convs of ``"lax3d"``) is itself a convolution: the input,
+dilated by 2 (``lhs_dilation=(2, 2, 2)``), correlated with the output cotangent, whose window is
+the level's whole volume (256x256x48 at the top level of the paper's size). XLA:GPU does not
+match that as a cuDNN backward-filter conv; it runs it as a forward conv over a zero-interleaved
+padded copy of the input, mostly multiplying zeros (public reports: jax-ml/jax#31662, a bf16
+ConvTranspose3D gradient 32x slower than torch; openxla/xla#34273; jax-ml/jax#8537, 3D
+transposed convs a blind spot of cuDNN; patrick-kidger/equinox#1259, about 30x faster after
+replacing ``lhs_dilation`` by explicit padding). On the paper's 256x256x48 step on an H200 the
+``"lax3d"`` train step took 0.88 s against a 22 ms forward pass (2026-11-28). ``"lax3d_s2d"``
+has no such conv: its down/up convs and their gradients are reshapes around one matmul, which
+cuBLAS (GPU) and the MXU (TPU) run natively. TPUs get the same form: the dilated whole-volume
+conv is in the program XLA receives on every backend (in 3D, 7 of 8 of its input positions are
+inserted zeros); whether XLA:TPU's conv emitter skips those zeros is not documented publicly;
+a matmul is the TPU's native operation; and one rule for both accelerators lets
+``tests/core/models/test_gradient_convs.py`` (no conv with lhs dilation and a window above 3 in
+the gradient of either pick) guard both. Neither speed-up is measured by this project yet: no
+GPU or TPU figure of ``"lax3d_s2d"`` exists. ``conv_impl: lax3d`` stays selectable.
 
 Why several forms: XLA:CPU's 3D convs and strided / transposed convs run far below its 2D conv
 and matmul rates, so on the CPU the slice form and the reshapes around one matmul are several
-times faster; on GPU/TPU the native convs are expected to be. ``benchmarks/conv_probe.py`` and
-``benchmarks/conv_layers.py`` measure the forms; the dated numbers are in ``docs/BENCHMARKS.md``
-and ``benchmarks/results/``.
+times faster; on GPU/TPU the native 3x3x3 convs are expected to be.
+``benchmarks/probes/conv_probe.py`` and ``benchmarks/gpu/conv_layers.py`` measure the forms;
+the dated numbers are in ``docs/BENCHMARKS.md`` and ``benchmarks/results/``.
 
 2D inputs (two spatial dims): the ``k x k`` conv is always the native 2D conv; the down/up
 forms follow the table.
@@ -71,15 +86,15 @@ _RESHAPE_MATMUL_RESAMPLING = ("slices", "lax3d_s2d")
 def resolve_conv_impl(conv_impl: str, backend: str | None = None) -> str:
     """Map ``conv_impl`` to a concrete form: ``"slices"``, ``"lax3d"`` or ``"lax3d_s2d"``.
 
-    ``"auto"`` picks ``"slices"`` on CPU and ``"lax3d"`` elsewhere (GPU/TPU). ``backend``
-    defaults to ``jax.default_backend()``.
+    ``"auto"`` picks ``"slices"`` on CPU and ``"lax3d_s2d"`` elsewhere (GPU, TPU: why in the
+    module docstring). ``backend`` defaults to ``jax.default_backend()``.
     """
     if conv_impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
     if conv_impl != "auto":
         return conv_impl
     backend = backend or jax.default_backend()
-    return "slices" if backend == "cpu" else "lax3d"
+    return "slices" if backend == "cpu" else "lax3d_s2d"
 
 
 def _dimension_numbers(rank: int) -> tuple[str, str, str]:

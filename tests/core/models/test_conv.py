@@ -85,7 +85,8 @@ def test_down_and_up_sampling_forms_agree_with_definition(spatial):
 
 def test_resolve_conv_impl():
     assert resolve_conv_impl("auto", backend="cpu") == "slices"
-    assert resolve_conv_impl("auto", backend="gpu") == "lax3d"
+    assert resolve_conv_impl("auto", backend="gpu") == "lax3d_s2d"
+    assert resolve_conv_impl("auto", backend="tpu") == "lax3d_s2d"
     assert resolve_conv_impl("lax3d", backend="cpu") == "lax3d"
     assert resolve_conv_impl("lax3d_s2d", backend="gpu") == "lax3d_s2d"
     with pytest.raises(ValueError, match="'conv2d'"):
