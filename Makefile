@@ -25,7 +25,7 @@ DATA_FLAGS  := $(if $(DATA),--data $(DATA),)
 # need it only: exporting it globally would redirect the tests' own temporary stores.
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(OUT))/mlflow.db)
 
-.PHONY: setup tex test lint ablations tables ui bench bench-quick bench-levers bench-gpu test-gpu data clean
+.PHONY: setup tex test test-fast lint ablations tables ui bench bench-quick bench-levers bench-gpu test-gpu data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,8 +43,14 @@ tex:
 
 setup: $(STAMP) tex
 
+# The whole suite (what CI runs) and the edit-test loop: everything not marked slow (> ~20 s:
+# model training, Ray clusters, servers, subprocess jobs). Both print the 25 slowest tests.
 test: $(STAMP) tex
-	env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS $(BIN)/python -m pytest $(PYTEST_ARGS)
+	env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+
+test-fast: $(STAMP) tex
+	env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS $(BIN)/python -m pytest -m "not slow" --durations=25 \
+	  $(PYTEST_ARGS)
 
 # ruff, then the import rules of pyproject.toml's [tool.importlinter] (layers, forbidden imports).
 lint: $(STAMP)

@@ -1,4 +1,5 @@
-"""NSD (MONAI definition) vs hand-computed geometry, a brute-force implementation and MONAI."""
+"""NSD (MONAI definition) vs hand-computed geometry and a brute-force implementation (MONAI
+itself: test_monai_equivalence.py)."""
 
 import numpy as np
 import pytest
@@ -106,29 +107,3 @@ def test_identical_masks_give_one_and_bad_tolerance_raises():
     assert nsd_per_class(label, label, 2, (1.0, 1.0, 3.0), tolerance_mm=0.0)[0] == 1.0
     with pytest.raises(ValueError, match="tolerance"):
         nsd_per_class(label, label, 2, (1.0, 1.0, 3.0), tolerance_mm=-1.0)
-
-
-@pytest.mark.filterwarnings("ignore:the prediction of class 3 is all 0")
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecations
-def test_matches_monai_compute_surface_dice():
-    """MONAI is an optional test dependency (it needs torch): `pip install torch==2.13.0 monai`."""
-    torch = pytest.importorskip("torch", reason="MONAI comparison needs torch (test-only)")
-    surface_dice = pytest.importorskip(
-        "monai.metrics.surface_dice", reason="MONAI is not installed (test-only dependency)"
-    )
-    rng = np.random.default_rng(11)
-    classes = 4
-    for spacing, tolerance in (((0.75, 0.75, 2.5), 2.0), ((1.5, 0.6, 1.0), 1.2)):
-        pred, label = _random_case(rng, shape=(16, 13, 9), classes=classes)
-        pred[pred == 3] = 0  # class 3 empty in pred only: NSD 0 in both implementations
-        one_hot = lambda x: torch.from_numpy(np.eye(classes)[x].transpose(3, 0, 1, 2)[None])
-        expected = surface_dice.compute_surface_dice(
-            one_hot(pred),
-            one_hot(label),
-            class_thresholds=[tolerance] * (classes - 1),
-            include_background=False,
-            spacing=spacing,
-        )[0].numpy()
-        got = nsd_per_class(pred, label, classes, spacing, tolerance_mm=tolerance)
-        assert got[2] == 0.0
-        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
