@@ -187,15 +187,19 @@ def eps_from_x0(
 
 
 def model_time(schedule: Schedule, k: jnp.ndarray) -> jnp.ndarray:
-    """Network time input t_k / T for step indices k, (batch,) float32 in (0, 1].
+    """Network time input for step indices k, (batch,) float32, by `schedule.time_input`:
 
-    The network always sees the original time, never k, so a model trained with K = 1000 steps
-    can be sampled with K = 5 (and vice versa) on the same inputs (design card).
+    - "fraction" (default): t_k / T in (0, 1], the original time, so a model trained with
+      K = 1000 steps can be sampled with K = 5 (and vice versa) on the same inputs (design card);
+    - "index": k itself in [0, K), as the released code feeds it; a model trained with K = 1000
+      and sampled with K = 5 then sees 0..4, its least noisy training indices.
 
     The value is looked up in a table of t / T rounded once from float64, not divided on device:
     XLA rewrites a division by the constant T into a multiplication by float32(1 / T), which is
     1 ulp off for most t, and whether it does so depends on the compiler and backend.
     """
+    if schedule.time_input == "index":
+        return jnp.asarray(k).astype(jnp.float32)
     num_timesteps = schedule.num_timesteps
     times = np.arange(num_timesteps + 1, dtype=np.float64) / num_timesteps
     return jnp.asarray(times, dtype=jnp.float32)[schedule.timesteps[jnp.asarray(k)]]

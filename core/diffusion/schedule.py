@@ -11,8 +11,9 @@ the paper (K = 5 for training and inference):
     beta_tilde_k = (1 - abar_{k-1}) / (1 - abar_k) * beta_k    (posterior variance, "fixed_small")
 
 All arithmetic is done in float64 NumPy once, at construction; the stored arrays are float32 so the
-schedule is a cheap pytree inside jit. The network is never given k, only t_k / T (see
-`gaussian.model_time`).
+schedule is a cheap pytree inside jit. What the network is given for row k is fixed by the
+schedule's static `time_input` (see `gaussian.model_time`): t_k / T ("fraction", the default) or k
+itself ("index", the released code's input).
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ COSINE_OFFSET = 0.008
 
 #: Largest beta allowed by the cosine schedule (Nichol & Dhariwal 2021): avoids a singularity at T.
 COSINE_MAX_BETA = 0.999
+
+#: What the network is given as time for step index k (`gaussian.model_time`): "fraction" is
+#: t_k / T in (0, 1], the same value for the same noise level whatever K; "index" is k in [0, K)
+#: itself, as the released code (ImgX-DiffSeg v0.1.0, `gaussian_diffusion.py:503-512, 683-688`)
+#: feeds it, so a model trained with K = 1000 and sampled with K = 5 sees indices 0-4, the
+#: indices of its five least noisy training steps.
+TIME_INPUTS = ("fraction", "index")
+
+
+def check_time_input(time_input: str) -> None:
+    """ValueError naming the value unless `time_input` is one of `TIME_INPUTS`."""
+    if time_input not in TIME_INPUTS:
+        raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
 
 
 @struct.dataclass
@@ -52,6 +66,8 @@ class Schedule:
         posterior_log_variance_clipped: (K,) float32, log beta_tilde_k with the k = 0 entry
             (log 0) replaced by log beta_tilde at k = 1, as improved DDPM does.
         num_timesteps: static int, T of the base schedule (the denominator of the model time).
+        time_input: static str in `TIME_INPUTS`, the network's time input for row k
+            (`gaussian.model_time`): "fraction" t_k / T or "index" k.
     """
 
     timesteps: jnp.ndarray
@@ -63,6 +79,7 @@ class Schedule:
     posterior_variance: jnp.ndarray
     posterior_log_variance_clipped: jnp.ndarray
     num_timesteps: int = struct.field(pytree_node=False)
+    time_input: str = struct.field(pytree_node=False, default="fraction")
 
     @property
     def num_steps(self) -> int:
@@ -133,8 +150,11 @@ def resampled_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
     return timesteps
 
 
-def _schedule_from_betas(base_betas: np.ndarray, num_steps: int) -> Schedule:
+def _schedule_from_betas(
+    base_betas: np.ndarray, num_steps: int, time_input: str = "fraction"
+) -> Schedule:
     """Resamples float64 (T,) betas of a base schedule to K steps and builds the `Schedule`."""
+    check_time_input(time_input)
     num_timesteps = int(base_betas.shape[0])
     base_alphas_cumprod = np.cumprod(1.0 - base_betas)
     # 1 - prod(1 - beta) without cancellation near abar = 1: -expm1(sum(log1p(-beta))).
@@ -164,6 +184,7 @@ def _schedule_from_betas(base_betas: np.ndarray, num_steps: int) -> Schedule:
         posterior_variance=f32(posterior_variance),
         posterior_log_variance_clipped=f32(log_variance_clipped),
         num_timesteps=num_timesteps,
+        time_input=time_input,
     )
 
 
@@ -173,6 +194,7 @@ def make_schedule(
     kind: str = "linear",
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
+    time_input: str = "fraction",
 ) -> Schedule:
     """Builds a base schedule over T steps and resamples it to K steps (paper 3.4).
 
@@ -183,12 +205,14 @@ def make_schedule(
         kind: base schedule, "linear" or "cosine" (see `base_betas`).
         beta_start: first beta of the linear schedule.
         beta_end: last beta of the linear schedule.
+        time_input: the network's time input, "fraction" (t_k / T) or "index" (k); see
+            `TIME_INPUTS`.
 
     Returns:
         A `Schedule` with K rows.
     """
     betas = base_betas(num_timesteps, kind, beta_start, beta_end)
-    return _schedule_from_betas(betas, num_steps)
+    return _schedule_from_betas(betas, num_steps, time_input)
 
 
 def resample(schedule_T: Schedule, num_steps: int) -> Schedule:
@@ -203,7 +227,7 @@ def resample(schedule_T: Schedule, num_steps: int) -> Schedule:
         num_steps: K in [1, T].
 
     Returns:
-        A `Schedule` with K rows.
+        A `Schedule` with K rows and the time input of `schedule_T`.
     """
     timesteps = np.asarray(schedule_T.timesteps)
     expected = np.arange(1, schedule_T.num_timesteps + 1)
@@ -215,4 +239,4 @@ def resample(schedule_T: Schedule, num_steps: int) -> Schedule:
     if num_steps == schedule_T.num_timesteps:
         return schedule_T
     betas = np.asarray(schedule_T.betas, dtype=np.float64)
-    return _schedule_from_betas(betas, num_steps)
+    return _schedule_from_betas(betas, num_steps, schedule_T.time_input)
