@@ -30,6 +30,7 @@ in exact arithmetic (see `accumulate_gradients` for what differs in practice).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -130,17 +131,19 @@ def make_loss_fn(
     use_dice: bool = True,
     noise_loss_weight: float = 0.1,
     clip_x0: bool = True,
+    dice_absent_classes: str = "include",
 ) -> Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict]]:
     """`loss_fn(params, image, label, key) -> (loss, parts)` with parts `loss_ce`, `loss_dice`,
     `loss_noise` (0 unless noise prediction). image (B, *S, 1) float32, label (B, *S) int32.
     Arguments as in `make_train_step`."""
     _check_options(method, schedule, output)
     num_classes = model.num_classes
+    seg_loss = functools.partial(segmentation_loss, dice_absent_classes=dice_absent_classes)
 
     def unet_loss(params, image, label, key):
         del key
         logits = model.apply({"params": params}, image)
-        loss, parts = segmentation_loss(logits, label, use_dice=use_dice)
+        loss, parts = seg_loss(logits, label, use_dice=use_dice)
         return loss, {**parts, "loss_noise": jnp.zeros((), jnp.float32)}
 
     def diffusion_loss(params, image, label, key):
@@ -150,12 +153,12 @@ def make_loss_fn(
         )
         out = model.apply({"params": params}, image, x_t, model_time(schedule, k))
         if output == "x0":
-            loss, parts = segmentation_loss(out, label, use_dice=use_dice)
+            loss, parts = seg_loss(out, label, use_dice=use_dice)
             return loss, {**parts, "loss_noise": jnp.zeros((), jnp.float32)}
         # Unclipped whatever clip_x0 says: mask_to_logits floors the probabilities itself.
         x0_hat = x0_from_output(schedule, output, out, x_t, k, clip_x0=False)
         logits = mask_to_logits(x0_hat)
-        seg, parts = segmentation_loss(logits, label, use_dice=use_dice)
+        seg, parts = seg_loss(logits, label, use_dice=use_dice)
         loss_noise = noise_l2(out, eps)
         return seg + noise_loss_weight * loss_noise, {**parts, "loss_noise": loss_noise}
 
@@ -269,6 +272,7 @@ def make_train_step(
     clip_x0: bool = True,
     augment: Augment | None = None,
     grad_accum_steps: int = 1,
+    dice_absent_classes: str = "include",
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Build a pure `train_step(state, batch, key) -> (state, metrics)`.
 
@@ -290,6 +294,10 @@ def make_train_step(
         accumulation, `accumulate_gradients`); the gradients and loss parts are their means and
         the optimiser updates once, so the step still trains on the batch of B. 1: no
         accumulation. B must divide by M (a `ValueError` naming both when traced).
+      dice_absent_classes: "include" | "exclude" (`losses.segmentation.DICE_ABSENT_CLASSES`):
+        keep (example, class) pairs whose class is absent from the label in the Dice mean, or
+        leave them out as the released code does (then the accumulated gradient is not
+        exactly the full-batch one: the loss is a mean over present pairs, not examples).
 
     `batch` is `{"image": (B, *S, 1) float32, "label": (B, *S) int32}`; `metrics` is a flat dict
     of float32 scalars `METRIC_NAMES` (`grad_norm` is the global norm before clipping). Jit it
@@ -307,6 +315,7 @@ def make_train_step(
     loss_fn = make_loss_fn(
         model, method=method, schedule=schedule, output=output, recycling=recycling,
         use_dice=use_dice, noise_loss_weight=noise_loss_weight, clip_x0=clip_x0,
+        dice_absent_classes=dice_absent_classes,
     )
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     check_grad_accum_steps(grad_accum_steps)
