@@ -44,6 +44,24 @@ AUGMENT_PRESETS: dict[str, dict] = {
 }
 
 
+#: `data.augment_space`: where rotations and scalings act. "mm": in physical space (voxel
+#: spacing D, a rigid rotation of the anatomy; this project's default). "voxel": on the voxel
+#: index grid as the released code does (ImgX-DiffSeg v0.1.0 `imgx/datasets/augmentation.py:
+#: 241-278`), which shears the anatomy on anisotropic grids (0.75x0.75x2.5 mm, 1.5x1.5x5 mm).
+AUGMENT_SPACES = ("mm", "voxel")
+
+
+def augment_spacing(space: str, spacing):
+    """The `spacing` argument of `augment.random_affine` for `data.augment_space`: the data
+    set's voxel spacing for "mm", None (index space) for "voxel"; ValueError naming the value
+    otherwise."""
+    if space not in AUGMENT_SPACES:
+        raise ValueError(f"data.augment_space must be one of {AUGMENT_SPACES}, got {space!r}")
+    if space == "voxel" or spacing is None:
+        return None
+    return tuple(float(s) for s in spacing)
+
+
 def augment_preset(name: str) -> dict:
     """The ranges for data set `name` (a copy), `AUGMENT_PRESETS[DEFAULT_PRESET]` if unlisted."""
     return dict(AUGMENT_PRESETS.get(name, AUGMENT_PRESETS[DEFAULT_PRESET]))
