@@ -128,6 +128,7 @@ def tiny():
     return model, params, image, x_t, t, out
 
 
+@pytest.mark.slow
 def test_released_block_cancels_the_time_term(tiny):
     """The time Dense output is added per channel right before an InstanceNorm, which removes
     per-channel constants: the output for k = 0 and k = 999 is the same up to rounding, and the
@@ -162,6 +163,7 @@ def test_every_conv_impl_gives_the_same_output(tiny, impl):
     np.testing.assert_allclose(np.asarray(got), np.asarray(out), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_remat_same_output_and_gradients(tiny):
     model, params, image, x_t, t, out = tiny
     remat = ImgXV010UNet(C, TINY, conv_impl="lax3d", remat=True)
@@ -188,6 +190,7 @@ def test_bfloat16_compute_keeps_float32_params_and_output(tiny):
     assert float(jnp.max(jnp.abs(got - out))) < 0.1 * scale
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_the_full_batch_gradient():
     """InstanceNorm is per example and the U-Net loss draws nothing, so two microbatches of 2
     give the gradient of the batch of 4 (``steps.accumulate_gradients``)."""
