@@ -1,53 +1,75 @@
-"""`make bench-gpu`: every figure of issue #10 in one command, one process per configuration.
+"""`make bench-gpu`: the GPU run in one command, one process per configuration.
 
 Usage::
 
     python -m benchmarks.gpu_bench               # on a GPU -> results/gpu_latest.json
     python -m benchmarks.gpu_bench --small       # CPU rehearsal -> results/gpu_small_cpu.json
-    python -m benchmarks.gpu_bench --only forward step_b1 --timeout forward=60
+    python -m benchmarks.gpu_bench --list        # the plan and its estimated GPU time
+    python -m benchmarks.gpu_bench --only step_b1 hlo --timeout step_b1=150
     python -m benchmarks.gpu_bench --accum 2 4   # + paper_step_accum2/4 variants
-    python -m benchmarks.gpu_bench --record-unmeasured "no GPU in the session of 2026-11-29"
+    python -m benchmarks.gpu_bench --record-unmeasured "not measured on a GPU"
 
-Parts, in run order (the priority under ``--budget-s``): forward, step_b1 (the batch-1 step /
-forward ratio at 256x256x48), paper_step (the ``paper`` profile's step, batch 8), monai_plain,
-recycling, monai_recycling (MONAI DiffusionModelUNet side by side, same size and batch),
-amos_step, monai_amos (192x128x128, 16 classes), hlo (optimized HLO of the batch-1 step,
-summarised by ``benchmarks/hlo_summary.py``), sampling (5 steps, one case), test_gpu (the core
-tests on the GPU, as ``make test-gpu``), conv_layers (``benchmarks/conv_layers.py``, per-layer
-conv timings). Each configuration runs in a fresh process with its own time limit and
-``XLA_PYTHON_CLIENT_PREALLOCATE=false``, so its device peak is its own and a hang or an
-out-of-memory costs only that configuration; those that cannot start within the budget are
-recorded as skipped. The output holds the #10 figures (`benchmarks/gpu/figures.py`), the
-targets with pass/fail (None when unmeasured), the versions, and every raw record.
+Parts, in run order, ordered by what they decide (`benchmarks/gpu/plan.py`): step_b1 (the
+batch-1 step at 256x256x48 in ``lax3d_s2d``, the form ``conv_impl: auto`` picks on a GPU, with
+one forward pass, then in ``lax3d``), hlo (the HLO summary of both steps: flagged convs),
+conv_updown (per-layer timings of the down/up convs of the top three levels, both forms),
+paper_step (the ``paper`` profile's accumulated batch-8 step), monai_paper (MONAI's
+``DiffusionModelUNet`` at the same batch), then while time remains: monai_plain, recycling,
+monai_recycling, sampling, amos_step, monai_amos, conv_layers (every conv layer), test_gpu (the
+core tests on the GPU, as ``make test-gpu``). The plan prints its estimated GPU time first; the
+default budget is 6 minutes (``--budget-s``): a configuration gets min(its limit, budget left),
+and those that cannot start are recorded as skipped.
 
-``--small`` shrinks sizes, batch and network (a harness rehearsal on the CPU, minutes); its
-output says ``"small": true`` and goes to a different file. Without ``--small`` the command
-refuses to run where there is no NVIDIA GPU, and never writes figures measured on a CPU into
-``gpu_latest.json``. ``--record-unmeasured REASON`` writes the file with every figure null and
-the reason, for a session without a GPU.
+Each configuration runs in a fresh process with ``XLA_PYTHON_CLIENT_PREALLOCATE=false``, so its
+device peak is its own and a hang or an out-of-memory costs only that configuration. The
+processes share one persistent compilation cache (``--cache-dir``: a rerun loads instead of
+compiling, so its compile times are cache loads; ``--no-cache`` for cold compiles), take up to
+95 % of the device memory (``XLA_CLIENT_MEM_FRACTION``), and XLA dumps its autotune results to
+``--autotune-dir`` (default ``benchmarks/results/gpu_autotune/``). The output holds the
+figures (`benchmarks/gpu/figures.py`), the targets with pass/fail (None when unmeasured), the
+versions (jaxlib, the CUDA plugin, CUDA, cuDNN, the driver), the plan's estimate and every raw
+record; the HLO summaries go to ``<log dir>/hlo_summary.txt``.
+
+``--small`` shrinks sizes, batch and network (a harness rehearsal on the CPU, minutes; budget
+15 minutes); its output says ``"small": true`` and goes to a different file. Without ``--small``
+the command refuses to run where there is no NVIDIA GPU, and never writes figures measured on a
+CPU into ``gpu_latest.json``. ``--record-unmeasured REASON`` writes the file with every figure
+null and the reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import RESULTS_DIR
 from benchmarks.gpu import figures
-from benchmarks.gpu.plan import PARTS, plan
-from benchmarks.gpu.runner import run_all
+from benchmarks.gpu.plan import (
+    BUDGET_S,
+    PARTS,
+    SMALL_BUDGET_S,
+    estimate,
+    format_estimate,
+    plan,
+)
+from benchmarks.gpu.runner import run_all, run_config, shared_env
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 GPU_OUT = RESULTS_DIR / "gpu_latest.json"
 SMALL_OUT = RESULTS_DIR / "gpu_small_cpu.json"
+AUTOTUNE_DIR = RESULTS_DIR / "gpu_autotune"
+CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffseg3d"
 
 
 def _timeouts(pairs: list[str]) -> dict[str, float]:
-    """``["forward=60", "paper_step=300"]`` -> ``{"forward": 60.0, "paper_step": 300.0}``."""
+    """``["step_b1=150", "paper_step=300"]`` -> ``{"step_b1": 150.0, "paper_step": 300.0}``."""
     out = {}
     for pair in pairs:
         name, sep, seconds = pair.partition("=")
@@ -66,9 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None,
                    help=f"output JSON (default {GPU_OUT.relative_to(RESULTS_DIR.parent.parent)}, "
                         f"with --small {SMALL_OUT.relative_to(RESULTS_DIR.parent.parent)})")
-    p.add_argument("--budget-s", type=float, default=480.0,
-                   help="wall-clock budget of all configurations in seconds (default 480 = "
-                        "#10's 8 minutes); a configuration gets min(its limit, budget left)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help=f"wall-clock budget of all configurations in seconds (default "
+                        f"{BUDGET_S:.0f}, with --small {SMALL_BUDGET_S:.0f})")
     p.add_argument("--only", nargs="+", default=list(PARTS), choices=PARTS, metavar="PART",
                    help=f"run only these parts (in the fixed order): {', '.join(PARTS)}")
     p.add_argument("--accum", nargs="+", type=int, default=[], metavar="N",
@@ -76,8 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "gradient-accumulation microbatches forced (configs paper_step_accumN; "
                         "1 = the whole batch in one pass; sets train.grad_accum_steps)")
     p.add_argument("--monai-batch", type=int, default=1, choices=[1, 2],
-                   help="batch of the side-by-side MONAI comparison (one that fits both; "
-                        "default 1)")
+                   help="batch of the batch-1 MONAI side by side (default 1)")
     p.add_argument("--timeout", action="append", default=[], metavar="NAME=SECONDS",
                    help="time limit of a configuration or a whole part (repeatable), over the "
                         "defaults of benchmarks/gpu/plan.py TIMEOUTS")
@@ -85,12 +106,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="do not start a configuration with less budget left (default 20 s: "
                         "importing jax and building the model take that)")
     p.add_argument("--log-dir", type=Path, default=None,
-                   help="per-configuration logs and the HLO dump (default: a new folder under "
-                        "the system's temp dir, printed)")
+                   help="per-configuration logs, the steps' optimized HLO and the HLO summary "
+                        "(default: a new folder under the system's temp dir, printed)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help=f"persistent compilation cache shared by the processes (default "
+                        f"{CACHE_ROOT}/bench_gpu, with --small bench_gpu_small)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="no persistent compilation cache (cold compile times)")
+    p.add_argument("--autotune-dir", type=Path, default=None,
+                   help="XLA's autotune results, one file per configuration (default "
+                        f"{AUTOTUNE_DIR.relative_to(RESULTS_DIR.parent.parent)}; with --small "
+                        "<log dir>/autotune)")
     p.add_argument("--record-unmeasured", metavar="REASON", default=None,
                    help="measure nothing: write the output with every figure null and REASON")
-    p.add_argument("--list", action="store_true", help="print the configurations and exit")
-    return p.parse_args(argv)
+    p.add_argument("--list", action="store_true",
+                   help="print the configurations and the estimated GPU run, and exit")
+    args = p.parse_args(argv)
+    if args.budget_s is None:
+        args.budget_s = SMALL_BUDGET_S if args.small else BUDGET_S
+    return args
 
 
 def _utc_now() -> str:
@@ -109,6 +143,20 @@ def _has_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
+def _driver() -> dict | None:
+    """``nvidia-smi``'s driver version, GPU name and memory of the first GPU; None without it."""
+    if not _has_gpu():
+        return None
+    query = "--query-gpu=driver_version,name,memory.total"
+    try:
+        line = subprocess.run(["nvidia-smi", query, "--format=csv,noheader"], check=True,
+                              capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError) as err:
+        return {"error": str(err)[:200]}
+    version, name, memory = (f.strip() for f in (line.split(",") + ["", ""])[:3])
+    return {"driver_version": version, "gpu": name, "memory_total": memory}
+
+
 def _cpu_guard(result: dict, small: bool) -> dict:
     """Full mode whose children ran on the CPU: drop every figure, say so (never CPU numbers
     in gpu_latest.json)."""
@@ -120,28 +168,51 @@ def _cpu_guard(result: dict, small: bool) -> dict:
     return {**cleared, "records": result["records"]}
 
 
+def _configs(args: argparse.Namespace, small: bool):
+    return plan(tuple(args.only), small=small, accum=tuple(args.accum),
+                monai_batch=args.monai_batch, timeouts=_timeouts(args.timeout))
+
+
+def gpu_estimate(args: argparse.Namespace) -> dict:
+    """The estimate of the full-size GPU run of ``args``' parts within the GPU budget (also
+    printed by the CPU rehearsal: the run it rehearses)."""
+    budget = args.budget_s if not args.small else BUDGET_S
+    return estimate(_configs(args, small=False), budget, args.min_start_s)
+
+
 def run(args: argparse.Namespace) -> dict:
     """Measure ``args``' plan; the result dict written to the output file."""
-    configs = plan(tuple(args.only), small=args.small, accum=tuple(args.accum),
-                   monai_batch=args.monai_batch, timeouts=_timeouts(args.timeout))
+    configs = _configs(args, args.small)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="gpu_bench_"))
-    print(f"{len(configs)} configurations, budget {args.budget_s:.0f} s, logs in {log_dir}",
-          flush=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cache = None if args.no_cache else (
+        args.cache_dir or CACHE_ROOT / ("bench_gpu_small" if args.small else "bench_gpu"))
+    autotune = args.autotune_dir or (log_dir / "autotune" if args.small else AUTOTUNE_DIR)
+    est = gpu_estimate(args)
+    print(format_estimate(est), flush=True)
+    print(f"{len(configs)} configurations, budget {args.budget_s:.0f} s, logs in {log_dir}, "
+          f"compilation cache {cache}, autotune results in {autotune}", flush=True)
     measured_at, t0 = _utc_now(), time.perf_counter()
-    records = run_all(configs, args.budget_s, log_dir, args.min_start_s)
+    runner = functools.partial(run_config, shared=shared_env(log_dir, cache),
+                               autotune_dir=autotune)
+    records = run_all(configs, args.budget_s, log_dir, args.min_start_s, run=runner)
     figs, notes = figures.figures(records)
     figs["bench_wall_s"] = time.perf_counter() - t0
-    hlo = next((r["hlo_summary"] for r in records if "hlo_summary" in r), None)
-    if hlo is not None:
-        from benchmarks.hlo_summary import format_summary
+    summaries = [r["hlo_summary"] for r in records if "hlo_summary" in r]
+    if summaries:
+        from benchmarks.gpu.hlo_summary import format_summary
 
-        (log_dir / "hlo_summary.txt").write_text(format_summary(hlo) + "\n")
+        (log_dir / "hlo_summary.txt").write_text(
+            "\n\n".join(format_summary(s) for s in summaries) + "\n")
+    device = figures.device(records)
     result = {
-        "device": figures.device(records), "measured_at": measured_at,
-        "versions": figures.versions(records), **figs, "figure_notes": notes,
+        "device": device, "measured_at": measured_at,
+        "versions": figures.versions(records, _driver()), **figs, "figure_notes": notes,
         # Rehearsal figures are not speed figures: no pass/fail for them.
-        "targets": None if args.small else figures.targets(figs),
+        "targets": None if args.small else figures.targets(figs, device),
         "small": args.small, "budget_s": args.budget_s, "command": sys.argv,
+        "estimated_gpu_run_s": est["total_s"], "compilation_cache": cache and str(cache),
+        "autotune_dir": str(autotune),
         **({"note": "CPU rehearsal of the harness (--small): tiny sizes, batch and network; "
                     "not GPU figures, not speed figures"} if args.small else {}),
         "log_dir": str(log_dir), "records": records,
@@ -157,10 +228,11 @@ def main(argv: list[str] | None = None) -> dict:
         _write(result, out)
         return result
     if args.list:
-        for cfg in plan(tuple(args.only), small=args.small, accum=tuple(args.accum),
-                        monai_batch=args.monai_batch, timeouts=_timeouts(args.timeout)):
-            print(f"{cfg.part:<16} {cfg.name:<34} {cfg.kind:<12} limit {cfg.timeout_s:.0f} s")
-        return {}
+        for cfg in _configs(args, args.small):
+            print(f"{cfg.part:<16} {cfg.name:<36} {cfg.kind:<12} limit {cfg.timeout_s:.0f} s")
+        est = gpu_estimate(args)
+        print(format_estimate(est))
+        return {"estimate": est}
     if not args.small and not _has_gpu():
         raise SystemExit("no NVIDIA GPU here (nvidia-smi not found): use --small for the CPU "
                          "rehearsal, or --record-unmeasured REASON")

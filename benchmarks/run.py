@@ -12,7 +12,7 @@ Options are documented in ``--help``. The time budget (``--budget-s``, default 8
 enforced: a configuration gets at most the time left as its subprocess timeout, and those that
 do not start in time are recorded as ``skipped``, so the run never exceeds the budget; the
 contract configurations run first. The ratios of ``configs.PAIRS`` (recycling / plain) are
-measured by ``benchmarks.paired`` in one process with interleaved steps, right after the
+measured by ``benchmarks.cpu.paired`` in one process with interleaved steps, right after the
 baseline's own record. The MONAI reference is optional and skipped when ``monai`` (torch) is
 not importable.
 """
@@ -28,13 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.configs import PAIRS, BenchConfig, plan
-from benchmarks.machine import load_average, machine_info
-from benchmarks.measure import RESULT_PREFIX
-from benchmarks.report import format_summary, format_table
-from benchmarks.summary import summarise
+from benchmarks import RESULTS_DIR
+from benchmarks.cpu.configs import PAIRS, BenchConfig, plan
+from benchmarks.cpu.machine import load_average, machine_info
+from benchmarks.cpu.measure import RESULT_PREFIX
+from benchmarks.cpu.report import format_summary, format_table
+from benchmarks.cpu.summary import summarise
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Stop starting new configurations when fewer seconds than this remain (a subprocess spends
@@ -83,17 +83,17 @@ def _run_child(module_args: list[str], cfg: BenchConfig, base: dict, timeout_s: 
 
 
 def run_config(cfg: BenchConfig, timeout_s: float) -> dict:
-    """Measure ``cfg`` in a fresh ``python -m benchmarks.measure`` process."""
+    """Measure ``cfg`` in a fresh ``python -m benchmarks.cpu.measure`` process."""
     base = {"name": cfg.name, "workload": cfg.workload, "model": cfg.model,
             "group": cfg.group, "load_before": load_average()}
-    return _run_child(["benchmarks.measure", cfg.to_json()], cfg, base, timeout_s)
+    return _run_child(["benchmarks.cpu.measure", cfg.to_json()], cfg, base, timeout_s)
 
 
 def run_pair(key: str, a: BenchConfig, b: BenchConfig, timeout_s: float, rounds: int = 5) -> dict:
-    """``benchmarks.paired A B --emit`` in a fresh process: the interleaved ratio B / A."""
+    """``benchmarks.cpu.paired A B --emit`` in a fresh process: the interleaved ratio B / A."""
     base = {"name": f"paired_{key}", "a_name": a.name, "b_name": b.name,
             "load_before": load_average()}
-    args = ["benchmarks.paired", a.name, b.name, "--rounds", str(rounds), "--emit"]
+    args = ["benchmarks.cpu.paired", a.name, b.name, "--rounds", str(rounds), "--emit"]
     return _run_child(args, a, base, timeout_s)
 
 

@@ -1,4 +1,5 @@
-"""Arithmetic of a timing: median step time, GFLOP/s and fraction of peak (pure functions)."""
+"""Arithmetic of a timing: median step time, GFLOP/s, fraction of peak, ratios, and XLA's buffer
+plan of a compiled executable in GiB (shared by the CPU suite and the GPU run)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,19 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
     return numerator / denominator
+
+
+def xla_memory_gib(compiled) -> dict:
+    """XLA's buffer plan of the executable in GiB: ``temp`` (activations and scratch),
+    ``args``/``outputs`` and ``alias`` (donated buffers reused for outputs); their
+    ``args + outputs - alias + temp`` bounds the step's device memory without running it."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return {}
+    gib = {
+        "temp": stats.temp_size_in_bytes, "args": stats.argument_size_in_bytes,
+        "outputs": stats.output_size_in_bytes, "alias": stats.alias_size_in_bytes,
+    }
+    gib = {k: v / 2**30 for k, v in gib.items()}
+    gib["planned_peak"] = gib["args"] + gib["outputs"] - gib["alias"] + gib["temp"]
+    return gib

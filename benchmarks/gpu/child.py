@@ -2,7 +2,7 @@
 
 Started by `benchmarks.gpu.runner`, one fresh process per `GpuConfig`, so the device peak
 (``peak_bytes_in_use``) and an out-of-memory or a hang belong to that configuration alone. The
-record is printed as one ``BENCH_RESULT {json}`` line (the prefix of ``benchmarks.measure``).
+record is printed as one ``BENCH_RESULT {json}`` line (the prefix of ``benchmarks.cpu.measure``).
 The MONAI configurations never import jax, so JAX holds no device memory beside torch's.
 """
 
@@ -20,7 +20,6 @@ def _jax_measure(cfg: GpuConfig) -> dict:
     from benchmarks.gpu import jax_steps
 
     measure = {
-        "forward": jax_steps.measure_forward,
         "step": jax_steps.measure_step,
         "profile_step": jax_steps.measure_profile_step,
         "sample": jax_steps.measure_sample,

@@ -1,7 +1,7 @@
-"""The two parts that are commands rather than measurements in `child`: the per-layer conv
-probe (``benchmarks/conv_layers.py``, written beside this harness; skipped while it is missing)
-and the core tests on the GPU (the command of ``make test-gpu``), with pytest's summary line
-read into passed / failed counts.
+"""The parts that are commands rather than measurements in `child`: the per-layer conv timings
+(``benchmarks/gpu/conv_layers.py``; all rows, or the rows a configuration's ``extra`` names) and
+the core tests on the GPU (the command of ``make test-gpu``), with pytest's summary line read
+into passed / failed counts.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import re
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONV_LAYERS = REPO_ROOT / "benchmarks" / "conv_layers.py"
 #: ``make test-gpu``'s tests; the small (CPU) rehearsal runs one quick folder of them.
 TEST_PATHS = ("tests/core",)
 SMALL_TEST_PATHS = ("tests/core/diffusion",)
@@ -24,25 +22,27 @@ _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|desel
 
 def gpu_conv_forms() -> tuple[str, ...]:
     """The conv forms of ``core/models/conv.py`` worth timing on a GPU: every concrete form
-    but the CPU's slice form (``lax3d``, and e.g. ``lax3d_s2d`` where conv.py has it)."""
-    from diffseg3d.core.models import conv
+    but the CPU's slice form, the accelerator pick first (``lax3d_s2d``, ``lax3d``)."""
+    from diffseg3d.core.models.conv import CONCRETE_CONV_IMPLS, resolve_conv_impl
 
-    forms = getattr(conv, "CONCRETE_CONV_IMPLS", None) or [
-        f for f in conv.CONV_IMPLS if f != "auto"]
-    return tuple(f for f in forms if f != "slices")
+    pick = resolve_conv_impl("auto", "gpu")
+    return (pick, *(f for f in CONCRETE_CONV_IMPLS if f not in ("slices", pick)))
 
 
-def conv_layers_command(small: bool, json_path: Path,
-                        timeout_s: float) -> tuple[list[str] | None, str | None]:
-    """``(command, None)`` running the conv-layer probe with ``--json json_path``, its own
-    budget 20 s inside ``timeout_s`` (so it writes what it measured before the kill), the GPU
-    forms at full size and ``--small`` for the rehearsal; ``(None, reason)`` while
-    ``benchmarks/conv_layers.py`` does not exist."""
-    if not CONV_LAYERS.is_file():
-        return None, "benchmarks/conv_layers.py missing"
-    cmd = [sys.executable, "-m", "benchmarks.conv_layers", "--json", str(json_path),
+def conv_layers_command(small: bool, json_path: Path, timeout_s: float,
+                        extra: dict | None = None) -> list[str]:
+    """The conv-layer timings with ``--json json_path``, their own budget 20 s inside
+    ``timeout_s`` (so they write what they measured before the kill), the GPU forms at full
+    size and ``--small`` for the rehearsal; ``extra["kinds"]`` / ``extra["levels"]`` select
+    rows (``conv_updown``: down/up at levels 0-2)."""
+    cmd = [sys.executable, "-m", "benchmarks.gpu.conv_layers", "--json", str(json_path),
            "--budget-s", f"{max(timeout_s - 20, 5):.0f}"]
-    return cmd + (["--small"] if small else ["--impl", *gpu_conv_forms()]), None
+    extra = extra or {}
+    if extra.get("kinds"):
+        cmd += ["--kinds", *extra["kinds"]]
+    if extra.get("levels"):
+        cmd += ["--levels", *map(str, extra["levels"])]
+    return cmd + (["--small"] if small else ["--impl", *gpu_conv_forms()])
 
 
 def read_conv_layers(json_path: Path, stdout: str):

@@ -1,15 +1,19 @@
 """Our side of the GPU benchmark, measured inside one child process per configuration.
 
-- `measure_forward`: one diffusion forward ``model.apply`` of the paper U-Net (bf16,
-  ``conv_impl="auto"``), batch ``cfg.batch``.
-- `measure_step`: the plain (or recycling) diffusion train step of the same U-Net
-  (``core.train.make_train_step``, AdamW, state donated).
+- `measure_step`: the plain (or recycling) diffusion train step of the paper U-Net (bf16,
+  ``cfg.conv_impl``; ``core.train.make_train_step``, AdamW, state donated); with
+  ``cfg.extra["forward"]`` also one forward pass of the same model and parameters
+  (``forward_s``, for the step / forward ratio).
 - `measure_profile_step`: the ``paper`` profile's train step exactly as a trial builds it
-  (``experiments.layers.apply_profile`` -> ``experiments.build``; augmentation, remat, bf16,
-  batch 8), optionally with gradient accumulation when the config schema has such a field.
+  (``experiments.config.layering.apply_profile`` -> ``experiments.trial.build``; augmentation,
+  remat, bf16, batch 8 as accumulated microbatches).
 - `measure_sample`: K-step sampling of one case (``core.infer.make_sampler``, one jitted scan).
-- `compile_for_hlo`: compiles the batch-1 train step only; the parent set ``XLA_FLAGS`` to dump
-  its optimized HLO, which `benchmarks.hlo_summary` then reads.
+- `compile_for_hlo`: compiles the batch-1 train step only, for its optimized HLO.
+
+Where the parent sets ``GPU_BENCH_HLO_DIR``, the batch-1 steps (parts ``step_b1``, ``hlo``)
+write their optimized HLO (``compiled.as_text()``) to ``<dir>/<config name>.txt``, which
+`benchmarks.gpu.hlo_summary` reads: no second compile, and a step loaded from the persistent
+compilation cache still has it.
 
 Every record has ``init_s`` (parameters + optimiser state as one jitted program, compile
 included, blocked until ready, as a trial initialises), ``compile_s``
@@ -23,18 +27,24 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from benchmarks.gpu.plan import GpuConfig
-from benchmarks.measure import xla_memory_gib
-from benchmarks.throughput import median_seconds, xla_flops
+from benchmarks.throughput import median_seconds, xla_flops, xla_memory_gib
 
 GIB = 2**30
-#: The config's gradient-accumulation field (experiments/config_sections.py: TrainConfig).
+#: Environment variable naming the folder the batch-1 steps write their optimized HLO to.
+HLO_DIR_ENV = "GPU_BENCH_HLO_DIR"
+#: Version getters of the CUDA plugin's ``_versions`` module (jax._src.lib.cuda_versions).
+_CUDA_VERSION_GETTERS = ("cuda_runtime_get_version", "cuda_driver_get_version",
+                         "cudnn_get_version", "cublas_get_version", "cuda_compute_capability")
+#: The config's gradient-accumulation field (experiments/config/sections.py: TrainConfig).
 ACCUM_FIELD = "train.grad_accum_steps"
 
 
@@ -50,7 +60,26 @@ def device_info() -> dict:
     from diffseg3d.core.models.conv import resolve_conv_impl
 
     return {"backend": jax.default_backend(), "device": dev.device_kind,
-            "platform_version": platform_version, "conv_impl_auto": resolve_conv_impl("auto")}
+            "platform_version": platform_version, "conv_impl_auto": resolve_conv_impl("auto"),
+            "cuda_versions": cuda_versions()}
+
+
+def cuda_versions() -> dict | None:
+    """CUDA runtime, driver, cuDNN, cuBLAS versions and compute capability as the CUDA plugin
+    reports them (integers, e.g. cuDNN 91000 = 9.10.0); None without the plugin (CPU)."""
+    try:
+        from jax._src.lib import cuda_versions as mod
+    except ImportError:
+        return None
+    if mod is None:
+        return None
+    out = {}
+    for name in _CUDA_VERSION_GETTERS:
+        try:
+            out[name.replace("_get_version", "")] = getattr(mod, name)()
+        except Exception:  # noqa: BLE001 -- a getter missing in this plugin version, or no GPU
+            out[name.replace("_get_version", "")] = None
+    return out
 
 
 def device_peak_gib() -> float | None:
@@ -83,7 +112,7 @@ def _unet(cfg: GpuConfig, diffusion: bool = True, remat: bool | None = None):
     from diffseg3d.core.models import UNet
 
     return UNet(num_classes=cfg.num_classes, channels=cfg.channels,
-                num_res_blocks=cfg.num_res_blocks, diffusion=diffusion, conv_impl="auto",
+                num_res_blocks=cfg.num_res_blocks, diffusion=diffusion, conv_impl=cfg.conv_impl,
                 remat=cfg.remat if remat is None else remat, dtype=jnp.bfloat16)
 
 
@@ -93,6 +122,18 @@ def _batch(cfg: GpuConfig, key: jax.Array) -> dict:
     shape = (cfg.batch, *cfg.size)
     return {"image": jax.random.normal(k1, (*shape, 1), jnp.float32),
             "label": jax.random.randint(k2, shape, 0, cfg.num_classes, jnp.int32)}
+
+
+def write_hlo(cfg: GpuConfig, compiled) -> str | None:
+    """Write ``compiled``'s optimized HLO to ``$GPU_BENCH_HLO_DIR/<cfg.name>.txt`` for the
+    batch-1 steps (parts ``step_b1`` and ``hlo``); the path, or None when not asked."""
+    folder = os.environ.get(HLO_DIR_ENV)
+    if not folder or cfg.part not in ("step_b1", "hlo"):
+        return None
+    path = Path(folder) / f"{cfg.extra.get('step', cfg.name)}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(compiled.as_text())
+    return str(path)
 
 
 def _compiled_record(compiled, compile_s: float, times: list[float]) -> dict:
@@ -113,10 +154,17 @@ def _measure_train(cfg: GpuConfig, step: Callable, init: Callable[[jax.Array], o
     t0 = time.perf_counter()
     compiled = compile_train_step(step).lower(state, batch, key).compile()
     compile_s = time.perf_counter() - t0
+    hlo_path = write_hlo(cfg, compiled)
+    # A copy: the state is donated to the step.
+    params = jax.tree.map(jnp.copy, state.params) if cfg.extra.get("forward") else None
     times = _time_calls(compiled, (state, batch, key),
                         lambda out, args, i: (out[0], args[1], jax.random.fold_in(key, i)),
                         cfg.warmup, cfg.steps)
     rec = _compiled_record(compiled, compile_s, times)
+    if hlo_path:
+        rec["hlo_text"] = hlo_path
+    if params is not None:
+        rec.update(_forward_record(cfg, params, batch["image"]))
     voxels = cfg.batch * cfg.size[0] * cfg.size[1] * cfg.size[2]
     return {"init_s": init_s, **rec, "init_plus_compile_s": init_s + compile_s,
             "voxels_per_s": voxels / rec["step_s"]}
@@ -137,7 +185,7 @@ def _explicit_step(cfg: GpuConfig):
 
 def _init_fn(model, tx, cfg: GpuConfig) -> Callable[[jax.Array], object]:
     """``key -> TrainState`` as a trial initialises it: the whole `create_train_state` as one
-    jitted program (`core.train.state.run_init`, what ``experiments/trial.py`` calls)."""
+    jitted program (`core.train.state.run_init`, what ``experiments/trial/run.py`` calls)."""
     from diffseg3d.core.train.state import create_train_state, run_init
 
     init = functools.partial(create_train_state, model, tx,
@@ -146,10 +194,13 @@ def _init_fn(model, tx, cfg: GpuConfig) -> Callable[[jax.Array], object]:
 
 
 def measure_step(cfg: GpuConfig) -> dict:
-    """Plain (``cfg.recycling`` False) or recycling diffusion train step, paper U-Net, bf16."""
+    """Plain (``cfg.recycling`` False) or recycling diffusion train step, paper U-Net, bf16,
+    in the form ``cfg.conv_impl`` (``conv_impl`` in the record: the form it resolved to)."""
+    from diffseg3d.core.models.conv import resolve_conv_impl
+
     model, tx, step = _explicit_step(cfg)
     return {**_measure_train(cfg, step, _init_fn(model, tx, cfg)), "remat": cfg.remat,
-            "recycling": cfg.recycling}
+            "recycling": cfg.recycling, "conv_impl": resolve_conv_impl(cfg.conv_impl)}
 
 
 def _small_layer(cfg: GpuConfig) -> dict:
@@ -168,8 +219,8 @@ def profile_config(cfg: GpuConfig, profile: str = "paper"):
     the microbatches do not divide is a config error: there the microbatches become
     gcd(profile's, batch), before validation.
     """
-    from diffseg3d.experiments.config import validate_config
-    from diffseg3d.experiments.layers import apply_profile, deep_merge, set_dotted
+    from diffseg3d.experiments.config.layering import apply_profile, deep_merge, set_dotted
+    from diffseg3d.experiments.config.schema import validate_config
 
     raw = deep_merge(apply_profile({}, profile, source="benchmarks.gpu").raw, _small_layer(cfg))
     section, name = ACCUM_FIELD.split(".")
@@ -184,7 +235,7 @@ def profile_config(cfg: GpuConfig, profile: str = "paper"):
 def measure_profile_step(cfg: GpuConfig) -> dict:
     """The ``paper`` profile's train step as a trial builds and jits it, ``cfg.size`` and
     ``cfg.num_classes`` (prostate or AMOS), the profile's batch."""
-    from diffseg3d.experiments import build
+    from diffseg3d.experiments.trial import build
 
     config, field_name = profile_config(cfg)
     if config.data.batch_size != cfg.batch:
@@ -202,17 +253,14 @@ def measure_profile_step(cfg: GpuConfig) -> dict:
             "augment": config.data.augment, "recycling": config.diffusion.recycling}
 
 
-def measure_forward(cfg: GpuConfig) -> dict:
-    """One diffusion forward pass ``model.apply(params, image, x_t, t)`` (no remat)."""
-    from diffseg3d.core.train.state import init_params
-
+def _forward_record(cfg: GpuConfig, params, image: jax.Array) -> dict:
+    """One diffusion forward pass ``model.apply(params, image, x_t, t)`` of ``cfg``'s U-Net
+    (no remat), timed as the step is (7 calls after a warm one): ``forward_s`` (median),
+    ``forward_compile_s``, ``forward_s_all``."""
     model = _unet(cfg, remat=False)
-    key = jax.random.PRNGKey(0)
-    params, init_s = _seconds(lambda k: init_params(model, k, (cfg.batch, *cfg.size, 1), True),
-                              key)
-    image = _batch(cfg, key)["image"]
+    key = jax.random.PRNGKey(2)
     x_t = jax.random.uniform(key, (*image.shape[:-1], cfg.num_classes), jnp.float32, -1.0, 1.0)
-    t = jnp.full((cfg.batch,), 0.5, jnp.float32)
+    t = jnp.full((image.shape[0],), 0.5, jnp.float32)
 
     def forward(params, image, x_t, t):
         return model.apply({"params": params}, image, x_t, t)
@@ -221,8 +269,9 @@ def measure_forward(cfg: GpuConfig) -> dict:
     t0 = time.perf_counter()
     compiled = jax.jit(forward).lower(*args).compile()
     compile_s = time.perf_counter() - t0
-    times = _time_calls(compiled, args, lambda out, a, i: a, cfg.warmup, cfg.steps)
-    return {"init_s": init_s, **_compiled_record(compiled, compile_s, times)}
+    times = _time_calls(compiled, args, lambda out, a, i: a, 1, 7)
+    return {"forward_s": median_seconds(times), "forward_compile_s": compile_s,
+            "forward_s_all": times}
 
 
 def measure_sample(cfg: GpuConfig, sample_steps: int = 5) -> dict:
@@ -250,13 +299,15 @@ def measure_sample(cfg: GpuConfig, sample_steps: int = 5) -> dict:
 
 
 def compile_for_hlo(cfg: GpuConfig) -> dict:
-    """Compile (not run) the batch-1 plain train step; XLA dumps it where ``XLA_FLAGS`` says.
+    """Compile (not run) the batch-1 plain train step as `measure_step` does and write its
+    optimized HLO (`write_hlo`, as ``cfg.extra["step"]``'s text): for an ``hlo`` configuration
+    whose step did not write it (timed out or skipped)."""
+    from diffseg3d.core.train.loop import compile_train_step
 
-    The jitted function is named ``train_step`` (``core.train.steps``), so its HLO module is
-    ``jit_train_step``: the parent's ``--xla_dump_hlo_module_re`` selects it."""
     model, tx, step = _explicit_step(cfg)
     key = jax.random.PRNGKey(0)
     state, init_s = _seconds(_init_fn(model, tx, cfg), key)
     t0 = time.perf_counter()
-    jax.jit(step, donate_argnums=0).lower(state, _batch(cfg, key), key).compile()
-    return {"init_s": init_s, "compile_s": time.perf_counter() - t0}
+    compiled = compile_train_step(step).lower(state, _batch(cfg, key), key).compile()
+    return {"init_s": init_s, "compile_s": time.perf_counter() - t0,
+            "hlo_text": write_hlo(cfg, compiled)}

@@ -1,4 +1,4 @@
-"""The peer of #10's side-by-side targets: MONAI's ``DiffusionModelUNet`` train step in torch.
+"""The peer of the side-by-side targets: MONAI's ``DiffusionModelUNet`` train step in torch.
 
 Same size, classes, channels (32/64/128/256) and residual blocks (2) as ours, bf16 autocast,
 ``torch.backends.cudnn.benchmark = True``, AdamW with global-norm clipping 1.0, loss CE + soft
@@ -14,6 +14,10 @@ stride-2 conv and 2x2x2 transposed conv). So MONAI does somewhat more work per s
 A recycling step (paper 3.2, ``core/diffusion/recycling.py``) is one extra forward pass without
 gradient (the stop-gradient prediction x0_hat at k + 1) before the training forward; for timing
 only its cost matters, so the extra forward's output feeds the training input as ours does.
+
+``cfg.accum > 0``: the batch as ``cfg.accum`` microbatches (gradients summed by ``backward``, one
+clip and optimiser step), as the ``paper`` profile runs ours (``train.grad_accum_steps``); only
+one microbatch of inputs is allocated.
 """
 
 from __future__ import annotations
@@ -63,22 +67,24 @@ def measure_monai(cfg: GpuConfig) -> dict:
     net = _net(cfg, device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-4)
     init_s = time.perf_counter() - t0
-    shape = (cfg.batch, *cfg.size)
-    image = torch.randn(cfg.batch, 1, *cfg.size, device=device)
-    label = torch.randint(0, cfg.num_classes, shape, device=device)
-    x_t = torch.rand(cfg.batch, cfg.num_classes, *cfg.size, device=device) * 2 - 1
-    t = torch.randint(0, 1000, (cfg.batch,), device=device)
+    micro = max(cfg.accum, 1)
+    mb = cfg.batch // micro
+    image = torch.randn(mb, 1, *cfg.size, device=device)
+    label = torch.randint(0, cfg.num_classes, (mb, *cfg.size), device=device)
+    x_t = torch.rand(mb, cfg.num_classes, *cfg.size, device=device) * 2 - 1
+    t = torch.randint(0, 1000, (mb,), device=device)
 
     def step():
-        with torch.autocast(device, dtype=torch.bfloat16):
-            noisy = x_t
-            if cfg.recycling:
-                with torch.no_grad():
-                    x0_hat = torch.softmax(net(torch.cat([image, x_t], 1), t).float(), 1) * 2 - 1
-                noisy = 0.5 * x0_hat + 0.5 * x_t  # q_sample of the prediction (cost only)
-            loss = _loss(net(torch.cat([image, noisy], 1), t), label, cfg.num_classes)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for _ in range(micro):
+            with torch.autocast(device, dtype=torch.bfloat16):
+                noisy = x_t
+                if cfg.recycling:
+                    with torch.no_grad():
+                        x0_hat = torch.softmax(net(torch.cat([image, x_t], 1), t).float(), 1)
+                    noisy = 0.5 * (x0_hat * 2 - 1) + 0.5 * x_t  # q_sample (cost only)
+                loss = _loss(net(torch.cat([image, noisy], 1), t), label, cfg.num_classes)
+            (loss / micro).backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
 
@@ -102,7 +108,7 @@ def measure_monai(cfg: GpuConfig) -> dict:
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
         "device_peak_gib": torch.cuda.max_memory_allocated() / GIB if device == "cuda" else None,
         "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
-        "recycling": cfg.recycling,
+        "recycling": cfg.recycling, "accum": micro,
         "differences": "MONAI bottleneck self-attention (1 head, fused); stride-2 3x3x3 down "
                        "conv; interpolate + 3x3x3 conv up",
     }

@@ -6,7 +6,11 @@ outlasts its budget by more than the last process's teardown. A process past its
 killed with its whole process group (pytest workers, XLA's compiler threads) and recorded as
 ``timeout``; the next configuration still runs. Every process gets
 ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (JAX and torch take the device in turn, and the peak
-each reports is its own) and writes its stdout/stderr to ``<log_dir>/<name>.log``.
+each reports is its own), the run's shared environment (`shared_env`: one persistent
+compilation cache, ``XLA_CLIENT_MEM_FRACTION=0.95`` so a peak can be compared with the card's
+memory, the folder the batch-1 steps write their optimized HLO to), XLA's autotune results
+dumped to ``<autotune_dir>/<name>.textproto`` (JAX configurations), and writes its
+stdout/stderr to ``<log_dir>/<name>.log``.
 
 Record ``status``: ``ok`` | ``error`` | ``oom`` (the error text says out of memory) |
 ``timeout`` | ``skipped``; ``error`` holds the reason or the last lines of the log.
@@ -25,15 +29,44 @@ from pathlib import Path
 
 from benchmarks.gpu import external
 from benchmarks.gpu.child import RESULT_PREFIX
+from benchmarks.gpu.jax_steps import HLO_DIR_ENV
 from benchmarks.gpu.plan import GpuConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Optimized HLO of the batch-1 step only: the jitted function is `train_step`.
-HLO_MODULE = "jit_train_step"
+#: Device-memory fraction JAX may take, so that a peak near the card's size is measured rather
+#: than cut at JAX's default 75 % (both names: newer and older jax).
+MEM_FRACTION = "0.95"
+#: Kinds whose processes run JAX computations (the autotune dump applies to them).
+_JAX_KINDS = ("step", "profile_step", "sample", "hlo", "conv_layers")
 #: The CPU rehearsal only checks the harness: XLA:CPU's LLVM level 0 compiles several times
 #: faster (seconds per configuration on a loaded 2-core machine); never used at full size.
 SMALL_XLA_FLAGS = "--xla_backend_optimization_level=0"
 _OOM_WORDS = ("RESOURCE_EXHAUSTED", "out of memory", "OutOfMemoryError", "Out of memory")
+
+
+def shared_env(log_dir: Path, cache_dir: Path | None) -> dict[str, str]:
+    """The environment every configuration of one run shares: the persistent compilation cache
+    in ``cache_dir`` (None: no cache; every entry kept, however short its compile), the memory
+    fraction, and ``<log_dir>/hlo`` for the batch-1 steps' optimized HLO."""
+    env = {"XLA_CLIENT_MEM_FRACTION": MEM_FRACTION, "XLA_PYTHON_CLIENT_MEM_FRACTION": MEM_FRACTION,
+           HLO_DIR_ENV: str(log_dir / "hlo")}
+    if cache_dir is not None:
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    return env
+
+
+def config_env(cfg: GpuConfig, shared: dict[str, str] | None,
+               autotune_dir: Path | None) -> dict[str, str]:
+    """``shared`` plus, for a JAX configuration, XLA's autotune dump to
+    ``<autotune_dir>/<cfg.name>.textproto`` (written where XLA autotunes: on a GPU)."""
+    env = dict(shared or {})
+    if autotune_dir is not None and cfg.kind in _JAX_KINDS:
+        autotune_dir.mkdir(parents=True, exist_ok=True)
+        env["XLA_FLAGS"] = (f"--xla_gpu_dump_autotune_results_to="
+                            f"{autotune_dir / (cfg.name + '.textproto')}")
+    return env
 
 
 def child_env(small: bool, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -101,32 +134,34 @@ def _child_record(cfg: GpuConfig, timeout_s: float, log_dir: Path,
     return {"status": "ok", **record, "wall_s": run["wall_s"]}
 
 
-def _hlo_record(cfg: GpuConfig, timeout_s: float, log_dir: Path) -> dict:
-    """Compile the batch-1 step with XLA dumping its HLO, then `hlo_summary` of the dump."""
-    from benchmarks.hlo_summary import summarise_dir
+def _hlo_record(cfg: GpuConfig, timeout_s: float, log_dir: Path, env: dict[str, str]) -> dict:
+    """`hlo_summary` of the optimized HLO the step ``cfg.extra["step"]`` wrote; where it wrote
+    none (timed out, skipped), a child compiles that step to write it first."""
+    from benchmarks.gpu.hlo_summary import summarise_text
 
-    dump = log_dir / "hlo_dump"
-    flags = f"--xla_dump_to={dump} --xla_dump_hlo_as_text --xla_dump_hlo_module_re={HLO_MODULE}"
-    rec = _child_record(cfg, timeout_s, log_dir, {"XLA_FLAGS": flags})
-    if rec["status"] == "ok":
-        try:
-            rec["hlo_summary"] = summarise_dir(dump, HLO_MODULE)
-        except ValueError as err:
-            rec.update(status="error", error=str(err))
-    return {**rec, "dump_dir": str(dump)}
+    t0 = time.perf_counter()
+    text = Path(env.get(HLO_DIR_ENV) or log_dir / "hlo") / f"{cfg.extra['step']}.txt"
+    rec: dict = {"status": "ok", "source": "written by the step"}
+    if not text.is_file():
+        rec = {**_child_record(cfg, timeout_s, log_dir, {**env, HLO_DIR_ENV: str(text.parent)}),
+               "source": "compiled for the summary"}
+        if rec["status"] != "ok":
+            return rec
+    try:
+        rec["hlo_summary"] = {"file": text.name, **summarise_text(text.read_text())}
+    except (OSError, ValueError) as err:
+        rec.update(status="error", error=f"{text}: {err}")
+    return {**rec, "hlo_text": str(text), "wall_s": time.perf_counter() - t0}
 
 
-def _external_record(cfg: GpuConfig, timeout_s: float, log_dir: Path) -> dict:
-    """The conv-layer probe or the GPU test run, as commands (`external`)."""
+def _external_record(cfg: GpuConfig, timeout_s: float, log_dir: Path,
+                     env: dict[str, str]) -> dict:
+    """The conv-layer timings or the GPU test run, as commands (`external`)."""
     if cfg.kind == "conv_layers":
-        cmd, reason = external.conv_layers_command(cfg.small, log_dir / "conv_layers.json",
-                                                   timeout_s)
-        env = {}
+        cmd = external.conv_layers_command(cfg.small, log_dir / f"{cfg.name}.json", timeout_s,
+                                           cfg.extra)
     else:
-        cmd, reason = external.pytest_command(cfg.small), None
-        env = external.pytest_env(cfg.small)
-    if cmd is None:
-        return {"status": "skipped", "error": reason}
+        cmd, env = external.pytest_command(cfg.small), {**env, **external.pytest_env(cfg.small)}
     run = run_command(cmd, child_env(cfg.small, env), timeout_s, log_dir / f"{cfg.name}.log")
     if cfg.kind == "pytest":
         # Failing tests are a result (counted), not a failed part: the part fails only when
@@ -138,18 +173,22 @@ def _external_record(cfg: GpuConfig, timeout_s: float, log_dir: Path) -> dict:
     if run["returncode"] != 0:
         return {**_failure(run, timeout_s), "command": " ".join(cmd), "wall_s": run["wall_s"]}
     return {"status": "ok", "command": " ".join(cmd), "wall_s": run["wall_s"],
-            "layers": external.read_conv_layers(log_dir / "conv_layers.json", run["stdout"])}
+            "layers": external.read_conv_layers(log_dir / f"{cfg.name}.json", run["stdout"])}
 
 
-def run_config(cfg: GpuConfig, timeout_s: float, log_dir: Path) -> dict:
-    """The record of one configuration, its ``name``/``part``/``kind`` and limit included."""
+def run_config(cfg: GpuConfig, timeout_s: float, log_dir: Path,
+               shared: dict[str, str] | None = None, autotune_dir: Path | None = None) -> dict:
+    """The record of one configuration, its ``name``/``part``/``kind`` and limit included;
+    ``shared``: `shared_env`; ``autotune_dir``: where XLA dumps its autotune results."""
     base = {"name": cfg.name, "part": cfg.part, "kind": cfg.kind, "size": list(cfg.size),
-            "num_classes": cfg.num_classes, "batch": cfg.batch, "timeout_s": timeout_s}
+            "num_classes": cfg.num_classes, "batch": cfg.batch, "conv_impl": cfg.conv_impl,
+            "timeout_s": timeout_s}
+    env = config_env(cfg, shared, autotune_dir)
     if cfg.kind == "hlo":
-        return {**base, **_hlo_record(cfg, timeout_s, log_dir)}
+        return {**base, **_hlo_record(cfg, timeout_s, log_dir, env)}
     if cfg.kind in ("conv_layers", "pytest"):
-        return {**base, **_external_record(cfg, timeout_s, log_dir)}
-    return {**base, **_child_record(cfg, timeout_s, log_dir)}
+        return {**base, **_external_record(cfg, timeout_s, log_dir, env)}
+    return {**base, **_child_record(cfg, timeout_s, log_dir, env)}
 
 
 def run_all(configs: list[GpuConfig], budget_s: float, log_dir: Path, min_start_s: float = 20.0,
@@ -173,8 +212,10 @@ def run_all(configs: list[GpuConfig], budget_s: float, log_dir: Path, min_start_
 
 
 def _print_record(rec: dict) -> None:
-    step = rec.get("step_s")
-    what = (f"step {step:.4f} s" if step is not None
+    step, hlo = rec.get("step_s"), rec.get("hlo_summary")
+    what = (f"step {step:.4f} s" + (f", forward {rec['forward_s']:.4f} s"
+                                    if rec.get("forward_s") else "") if step is not None
+            else f"{len(hlo['flagged'])} flagged of {hlo['convolutions']['total']} convs" if hlo
             else f"passed {rec['passed']} failed {rec['failed']}" if "passed" in rec
             else rec.get("error", ""))
     print(f"  {rec['name']:<34} {rec['status']:<8} {what}"[:200], flush=True)

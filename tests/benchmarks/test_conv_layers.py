@@ -1,5 +1,6 @@
-"""``python -m benchmarks.conv_layers --small --json PATH`` (the command ``gpu_bench`` runs): one
-record per (level, kind, impl), with the shapes of the real U-Net's convs and usable timings.
+"""``python -m benchmarks.gpu.conv_layers --small --json PATH`` (the command ``gpu_bench``
+runs): one record per (level, kind, impl), with the shapes of the real U-Net's convs and usable
+timings.
 
 The expected layers come from the U-Net itself: every ``conv_general_dilated`` in the jaxpr of
 ``UNet(conv_impl="lax3d")`` at the ``--small`` size, not from the benchmark's own layer list.
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import pytest
 from diffseg3d.core.models import UNet
 
-from benchmarks.conv_layers import SMALL
+from benchmarks.gpu.conv_layers import SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
 IMPLS = ("lax3d", "lax3d_s2d", "slices")
@@ -30,7 +31,7 @@ REQUIRED = {"level", "kind", "impl", "dtype", "shape", "fwd_s", "fwd_bwd_s", "bw
 def records(tmp_path_factory):
     path = tmp_path_factory.mktemp("conv_layers") / "layers.json"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "benchmarks.conv_layers", "--small", "--repeats", "1",
+    cmd = [sys.executable, "-m", "benchmarks.gpu.conv_layers", "--small", "--repeats", "1",
            "--json", str(path)]
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

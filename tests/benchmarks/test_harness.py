@@ -11,14 +11,14 @@ import pytest
 from diffseg3d.core.models import UNet
 from diffseg3d.core.models.conv import conv_lax
 
-from benchmarks.configs import PAIRS, BenchConfig, plan
-from benchmarks.machine import cpu_peak_flops
-from benchmarks.measure import RESULT_PREFIX
-from benchmarks.paired import paired_ratios
-from benchmarks.profile_step import conv_flops_from_hlo, hlo_opcodes
-from benchmarks.reference_unet import ReferenceUNet, flip_upsample_kernels
+from benchmarks.cpu.configs import PAIRS, BenchConfig, plan
+from benchmarks.cpu.machine import cpu_peak_flops
+from benchmarks.cpu.measure import RESULT_PREFIX
+from benchmarks.cpu.paired import paired_ratios
+from benchmarks.cpu.reference_unet import ReferenceUNet, flip_upsample_kernels
+from benchmarks.cpu.summary import summarise, verdicts
+from benchmarks.probes.profile_step import conv_flops_from_hlo, hlo_opcodes
 from benchmarks.run import parse_child_output, select
-from benchmarks.summary import summarise, verdicts
 from benchmarks.throughput import (
     fraction_of_peak,
     gflops_per_second,

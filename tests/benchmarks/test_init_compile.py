@@ -1,9 +1,9 @@
-"""`benchmarks.init_compile`: both compiles are timed and the two init programs agree bit for
+"""`benchmarks.probes.init_compile`: both compiles are timed and the two init programs agree bit for
 bit (the property `state.run_init` relies on)."""
 
 import json
 
-from benchmarks import init_compile
+from benchmarks.probes import init_compile
 
 
 def test_init_compile_record_is_bit_identical_and_timed(tmp_path):

@@ -24,10 +24,10 @@ per-device figure.
 
 Usage::
 
-    python -m benchmarks.memory_plan                       # all four cases, compiled
-    python -m benchmarks.memory_plan --lower-only          # sizes only, seconds
-    python -m benchmarks.memory_plan --case prostate --batch 1 --method diffusion --recycling
-    python -m benchmarks.memory_plan --json plan.json
+    python -m benchmarks.probes.memory_plan                       # all four cases, compiled
+    python -m benchmarks.probes.memory_plan --lower-only          # sizes only, seconds
+    python -m benchmarks.probes.memory_plan --case prostate --batch 1 --method diffusion --recycling
+    python -m benchmarks.probes.memory_plan --json plan.json
 """
 
 from __future__ import annotations

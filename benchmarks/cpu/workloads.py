@@ -22,8 +22,8 @@ from diffseg3d.core.train import create_train_state, make_optimizer, make_train_
 from diffseg3d.core.train.state import init_params
 from jax import lax
 
-from benchmarks.configs import BenchConfig
-from benchmarks.reference_unet import ReferenceUNet
+from benchmarks.cpu.configs import BenchConfig
+from benchmarks.cpu.reference_unet import ReferenceUNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

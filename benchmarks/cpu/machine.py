@@ -1,7 +1,7 @@
 """What the benchmarks ran on, and the CPU's nominal fp32 peak that "fraction of peak" divides by.
 
 Peak = cores x clock x fp32 FLOP per cycle per core. The constants are those of the development
-machine (issue #6): an Intel Xeon (Sapphire Rapids class, KVM guest) at a nominal 2.6 GHz
+machine: an Intel Xeon (Sapphire Rapids class, KVM guest) at a nominal 2.6 GHz
 (``BogoMIPS / 2`` = 5200 / 2), with AVX-512: 16 fp32 lanes x 2 FLOP per fused multiply-add,
 counted for one FMA port = 32 FLOP per cycle. Two cores give 2 x 2.6e9 x 32 = 166.4 GFLOP/s.
 The core count is read from ``os.cpu_count()`` so the figure follows the machine; the clock and

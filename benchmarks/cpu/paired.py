@@ -6,7 +6,7 @@ apart in separate processes (as `benchmarks.run` does, for per-config peak RSS) 
 round r times one call of A then one of B, and the reported ratio is the median over rounds of
 ``time_B / time_A``. Use it for levers (B = A with one change) and for ours vs reference.
 
-``python -m benchmarks.paired A_NAME B_NAME [--rounds 5]`` with names from
+``python -m benchmarks.cpu.paired A_NAME B_NAME [--rounds 5]`` with names from
 ``python -m benchmarks.run --list``, or ad hoc ``--size`` variants via ``--a``/``--b`` JSON
 overrides, e.g. ``--a '{"size": [32, 32, 16]}' --b '{"size": [32, 32, 16], "dtype":
 "bfloat16"}'``. XLA flags apply to the whole process, so flag levers need `benchmarks.run`.
@@ -22,10 +22,10 @@ import time
 
 import jax
 
-from benchmarks.configs import BenchConfig, plan
-from benchmarks.machine import load_average
+from benchmarks.cpu.configs import BenchConfig, plan
+from benchmarks.cpu.machine import load_average
+from benchmarks.cpu.workloads import build
 from benchmarks.throughput import median_seconds
-from benchmarks.workloads import build
 
 
 def paired_ratios(times_a: list[float], times_b: list[float]) -> list[float]:
@@ -83,7 +83,7 @@ def _config(name: str | None, override: str | None, default_name: str) -> BenchC
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.paired", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cpu.paired", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a_name", nargs="?", help="configuration A (the baseline)")
     p.add_argument("b_name", nargs="?", help="configuration B")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = _config(args.a_name, args.a, "A")
     b = _config(args.b_name, args.b, "B")
     result = run_pair(a, b, args.rounds)
-    from benchmarks.run import RESULTS_DIR
+    from benchmarks import RESULTS_DIR
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     with open(RESULTS_DIR / "paired.jsonl", "a") as f:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"B/A {result['b_over_a']:.3f} (rounds {[round(r, 3) for r in result['ratios']]}), "
           f"load {result['load_before'][0]} -> {result['load_after'][0]}")
     if args.emit:
-        from benchmarks.measure import RESULT_PREFIX
+        from benchmarks.cpu.measure import RESULT_PREFIX
 
         print(RESULT_PREFIX + json.dumps(result), flush=True)
     return result

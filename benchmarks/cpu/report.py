@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.summary import TARGETS, verdicts
+from benchmarks.cpu.summary import TARGETS, verdicts
 
 COLUMNS = (
     ("name", "{}", 44), ("step_s", "{:.3f}", 9), ("compile_s", "{:.1f}", 9),

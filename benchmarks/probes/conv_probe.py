@@ -15,9 +15,9 @@ and kernel (the training-step cost), as wall time and as process CPU time (all t
 robust number when other processes share the cores); peak temporary memory is XLA's compiled
 estimate. Run:
 
-    .venv/bin/python benchmarks/conv_probe.py                  # 64x64x16, C = 32 and 64
-    .venv/bin/python benchmarks/conv_probe.py --shape 32 32 16 --channels 16 --repeats 3
-    .venv/bin/python benchmarks/conv_probe.py --unet --shape 32 32 16   # whole UNet step
+    .venv/bin/python benchmarks/probes/conv_probe.py                  # 64x64x16, C = 32 and 64
+    .venv/bin/python benchmarks/probes/conv_probe.py --shape 32 32 16 --channels 16 --repeats 3
+    .venv/bin/python benchmarks/probes/conv_probe.py --unet --shape 32 32 16   # whole UNet step
 
 Results decide ``conv_impl="auto"`` in ``core/models/conv.py``.
 """

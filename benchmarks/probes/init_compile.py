@@ -6,8 +6,8 @@ For the quick profile's diffusion U-Net on the phantom's 32x32x16 (or `--shape`)
 two states are bit-identical. Each compile is timed as wall time of `lowered.compile(...)`.
 Writes `benchmarks/results/init_compile.json` (or `--json`).
 
-    .venv/bin/python -m benchmarks.init_compile
-    .venv/bin/python -m benchmarks.init_compile --shape 64 64 16 --channels 8 16 32 64
+    .venv/bin/python -m benchmarks.probes.init_compile
+    .venv/bin/python -m benchmarks.probes.init_compile --shape 64 64 16 --channels 8 16 32 64
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from diffseg3d.core.models import UNet
 from diffseg3d.core.train import create_train_state, make_optimizer
 from diffseg3d.core.train.state import INIT_COMPILER_OPTIONS
 
-from benchmarks.machine import load_average, machine_info
+from benchmarks import RESULTS_DIR
+from benchmarks.cpu.machine import load_average, machine_info
 
-RESULTS = Path(__file__).resolve().parent / "results" / "init_compile.json"
+RESULTS = RESULTS_DIR / "init_compile.json"
 
 
 def _timed_compile(lowered, options: dict | None) -> tuple[object, float]:

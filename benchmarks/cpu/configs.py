@@ -3,7 +3,7 @@
 A `BenchConfig` names one jitted callable (a training step, one forward pass, K-step sampling,
 or one convolution layer) at one input size with one set of levers. `plan(...)` lists them in
 the order they run: the ones the output contract (`latest.json` summary keys) needs first, then
-the levers of issue #6, so a run cut short by the time budget loses levers, not contract keys.
+the levers, so a run cut short by the time budget loses levers, not contract keys.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class BenchConfig:
       "conv" (one 3x3x3 conv layer, value and grad w.r.t. input and kernel).
     method: "unet" (supervised, no mask/time input) or "diffusion".
     recycling: diffusion step with recycling (paper 3.2).
-    model: "ours" (``core.models.UNet``) or "reference" (``benchmarks.reference_unet``).
+    model: "ours" (``core.models.UNet``) or "reference" (``benchmarks.cpu.reference_unet``).
     size: spatial size (X, Y, Z); batch is always 1.
     channels, num_classes: network width per level and classes incl. background.
     conv_impl, remat, dtype: ``UNet`` fields ("auto"|"slices"|"lax3d", bool, "float32"|
@@ -102,7 +102,7 @@ class BenchConfig:
         return cls(**raw)
 
 
-#: Ratios measured with ``benchmarks.paired`` (both configurations in ONE process, steps
+#: Ratios measured with ``benchmarks.cpu.paired`` (both configurations in ONE process, steps
 #: interleaved, median of per-round ratios), run by ``benchmarks.run`` right after A has been
 #: measured in its own process: summary key -> (A = denominator, B = numerator). Separate
 #: processes minutes apart see different load and memory placement, so a ratio of two such
@@ -144,7 +144,7 @@ def _contract(size: tuple[int, int, int], *, full: bool) -> list[BenchConfig]:
 
 
 def _levers(size: tuple[int, int, int]) -> list[BenchConfig]:
-    """Issue #6 levers on the plain diffusion step, each one change from the default."""
+    """Levers on the plain diffusion step, each one change from the default."""
     tag = size_tag(size)
     return [
         BenchConfig(f"lever_lax3d_{tag}", size=size, conv_impl="lax3d", group="levers",

@@ -34,9 +34,10 @@ Forms are measured in the ``--impl`` order (default ``lax3d``, ``lax3d_s2d``, ``
 ``count`` is how many layers of that shape one U-Net pass has (with ``--res-blocks``), so
 ``sum(count * fwd_bwd_s)`` estimates the convs' share of a step.
 
-    python -m benchmarks.conv_layers --json conv_layers.json            # paper size, bf16
-    python -m benchmarks.conv_layers --small --json /tmp/c.json         # tiny, seconds on CPU
-    python -m benchmarks.conv_layers --impl lax3d lax3d_s2d --dtype float32 --batch 2
+    python -m benchmarks.gpu.conv_layers --json conv_layers.json            # paper size, bf16
+    python -m benchmarks.gpu.conv_layers --small --json /tmp/c.json         # tiny, seconds on CPU
+    python -m benchmarks.gpu.conv_layers --impl lax3d lax3d_s2d --dtype float32 --batch 2
+    python -m benchmarks.gpu.conv_layers --kinds down up --levels 0 1 2   # the down/up rows
 
 Output: a table on stdout; ``--json PATH``: a list of records with keys :data:`RECORD_KEYS`.
 """
@@ -250,13 +251,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start no new measurement after this many seconds")
     parser.add_argument("--json", default=None, help="write the records here (a JSON list)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=None,
+                        help="only these layer kinds (e.g. down up)")
+    parser.add_argument("--levels", type=int, nargs="+", default=None,
+                        help="only these U-Net levels (0 = full resolution)")
     args = parser.parse_args(argv)
     sizes = SMALL if args.small else FULL
     shape = tuple(args.shape or sizes["shape"])
     channels = tuple(args.channels or sizes["channels"])
     classes = args.classes or sizes["classes"]
     repeats = args.repeats or sizes["repeats"]
-    layers = unet_conv_layers(shape, channels, classes, args.batch, args.res_blocks)
+    layers = [lay for lay in unet_conv_layers(shape, channels, classes, args.batch,
+                                              args.res_blocks)
+              if (args.kinds is None or lay["kind"] in args.kinds)
+              and (args.levels is None or lay["level"] in args.levels)]
     print(f"backend={jax.default_backend()} device={jax.devices()[0].device_kind} "
           f"shape={shape} channels={channels} classes={classes} batch={args.batch} "
           f"dtype={args.dtype} repeats={repeats} impls={tuple(args.impl)}", flush=True)

@@ -1,6 +1,6 @@
 """Time one `BenchConfig` in this process and print its record as one JSON line.
 
-Run by `benchmarks.run` as ``python -m benchmarks.measure '<config json>'``, one fresh process
+Run by `benchmarks.run` as ``python -m benchmarks.cpu.measure '<config json>'``, one fresh process
 per configuration, so ``ru_maxrss`` (peak resident memory of *this* process) belongs to this
 configuration alone. The record:
 
@@ -29,10 +29,16 @@ import time
 
 import jax
 
-from benchmarks.configs import BenchConfig
-from benchmarks.machine import cpu_peak_flops, load_average
-from benchmarks.throughput import fraction_of_peak, gflops_per_second, median_seconds, xla_flops
-from benchmarks.workloads import build
+from benchmarks.cpu.configs import BenchConfig
+from benchmarks.cpu.machine import cpu_peak_flops, load_average
+from benchmarks.cpu.workloads import build
+from benchmarks.throughput import (
+    fraction_of_peak,
+    gflops_per_second,
+    median_seconds,
+    xla_flops,
+    xla_memory_gib,
+)
 
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -48,22 +54,6 @@ def device_peak_gib() -> float | None:
     if not stats or "peak_bytes_in_use" not in stats:
         return None
     return stats["peak_bytes_in_use"] / 2**30
-
-
-def xla_memory_gib(compiled) -> dict:
-    """XLA's buffer plan of the executable in GiB: ``temp`` (activations and scratch),
-    ``args``/``outputs`` and ``alias`` (donated buffers reused for outputs); their
-    ``args + outputs - alias + temp`` bounds the step's device memory without running it."""
-    stats = compiled.memory_analysis()
-    if stats is None:
-        return {}
-    gib = {
-        "temp": stats.temp_size_in_bytes, "args": stats.argument_size_in_bytes,
-        "outputs": stats.output_size_in_bytes, "alias": stats.alias_size_in_bytes,
-    }
-    gib = {k: v / 2**30 for k, v in gib.items()}
-    gib["planned_peak"] = gib["args"] + gib["outputs"] - gib["alias"] + gib["temp"]
-    return gib
 
 
 def available_memory_gib() -> float | None:
@@ -136,7 +126,7 @@ def measure(cfg: BenchConfig) -> dict:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        raise SystemExit("usage: python -m benchmarks.measure '<BenchConfig json>'")
+        raise SystemExit("usage: python -m benchmarks.cpu.measure '<BenchConfig json>'")
     import json
 
     record = measure(BenchConfig.from_json(argv[0]))

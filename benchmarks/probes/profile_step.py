@@ -1,7 +1,7 @@
 """Where a training step's time goes: a `jax.profiler` trace of one step, summed per XLA op.
 
-``python -m benchmarks.profile_step [--size 96 96 32] [--name NAME] [config overrides]``
-compiles a training step (default: our plain diffusion step at 96x96x32, the issue's 50 %-of-peak
+``python -m benchmarks.probes.profile_step [--size 96 96 32] [--name NAME] [config overrides]``
+compiles a training step (default: our plain diffusion step at 96x96x32, the 50 %-of-peak target's
 configuration), runs one warm-up step, traces one step and writes
 ``benchmarks/results/profile_<name>.json``:
 
@@ -30,8 +30,8 @@ import time
 
 import jax
 
-from benchmarks.configs import BenchConfig, size_tag
-from benchmarks.workloads import build
+from benchmarks.cpu.configs import BenchConfig, size_tag
+from benchmarks.cpu.workloads import build
 
 SKIP_PREFIXES = ("ThreadpoolListener", "ThunkExecutor", "end: ", "$")
 
@@ -205,7 +205,8 @@ def profile(cfg: BenchConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.probes.profile_step",
+                                description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, nargs=3, default=[96, 96, 32])
     p.add_argument("--conv-impl", default="auto", choices=["auto", "slices", "lax3d"])
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
                       size=size, conv_impl=args.conv_impl, dtype=args.dtype, model=args.model,
                       recycling=args.recycling)
     result = profile(cfg)
-    from benchmarks.run import RESULTS_DIR
+    from benchmarks import RESULTS_DIR
 
     out = RESULTS_DIR / f"{cfg.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
-"""The headline numbers of `latest.json` (issue #6 output contract), from per-config records.
+"""The headline numbers of `latest.json` (its output contract), from per-config records.
 
 Every value is a ratio or a number measured in the same run; a key whose configurations failed
-or were skipped is None, never a stale number. Targets (issue #6 / #2) ride along so the
+or were skipped is None, never a stale number. Targets ride along so the
 printed summary says pass/fail.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from benchmarks.throughput import ratio
 
-#: key -> (comparison, bound): the issue's targets on the 2-core CPU.
+#: key -> (comparison, bound): the targets on the 2-core CPU.
 TARGETS = {
     "recycling_over_plain": ("<=", 1.35),
     "speedup_vs_reference_64x64x16": (">=", 2.5),
@@ -33,7 +33,7 @@ def _field(records: dict, name: str, key: str):
 
 def summarise(records: dict[str, dict], paired: dict[str, dict] | None = None) -> dict:
     """Contract keys from records keyed by config name (see `configs.plan` for the names) and
-    the interleaved pairs of `configs.PAIRS` (key -> `benchmarks.paired` result).
+    the interleaved pairs of `configs.PAIRS` (key -> `benchmarks.cpu.paired` result).
 
     - recycling_over_plain: step time recycling / plain diffusion at 64x64x16, interleaved in
       one process (`paired`); recycling_over_plain_separate: the same from the two separate

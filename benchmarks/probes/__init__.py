@@ -1,0 +1,11 @@
+"""Measurements run by hand, not by any ``make`` target; each decided one thing.
+
+- `conv_probe`: which 3x3x3 and down/up conv forms are faster on the CPU (decided the
+  ``slices`` form and the space-to-depth down/up convs).
+- `profile_step`: a ``jax.profiler`` trace of one training step, summed per XLA op.
+- `memory_plan`: the paper-size step's memory plan without running it.
+- `init_compile`: compile time of a trial's init program, XLA's default against
+  ``core.train.state.INIT_COMPILER_OPTIONS`` (decided them).
+
+Their dated results are in ``docs/BENCHMARKS.md`` and ``benchmarks/results/``.
+"""
