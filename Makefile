@@ -86,10 +86,12 @@ bench-quick: $(STAMP)
 bench-levers: $(STAMP)
 	$(BIN)/python -m benchmarks.run --groups levers
 
-# GPU targets (#10, docs/GPU.md). The GPU machine has no .venv and no package index: these use
-# its python3 (the venv's python where there is one) and never the $(STAMP) rule; the project is
-# importable there through benchmarks/gpu_session.sh. CI stays on the CPU: `make test` runs
-# neither. GPU_BENCH_SMALL=1: the CPU rehearsal (--small). BENCH_GPU_ARGS: more gpu_bench options.
+# GPU targets (docs/GPU.md). A GPU machine may have no .venv and no package index: these use
+# the venv's python where there is one, else python3, and never the $(STAMP) rule;
+# benchmarks/gpu/run_offline.sh makes the project importable there and runs bench-gpu. CI stays
+# on the CPU: `make test` runs neither. bench-gpu: the GPU run ordered by what it decides, within
+# 6 minutes (python -m benchmarks.gpu_bench --list prints its plan and estimate).
+# GPU_BENCH_SMALL=1: the CPU rehearsal (--small). BENCH_GPU_ARGS: more gpu_bench options.
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 GPU_BENCH_SMALL ?=
 BENCH_GPU_ARGS ?=
