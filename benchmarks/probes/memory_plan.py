@@ -17,7 +17,7 @@ residual blocks per level), bfloat16 compute with float32 parameters and remat, 
    scratch), and ``peak ~= args + outputs - alias + temp``.
 
 Nothing is executed, so it runs on a CPU-only machine. The plan is backend specific: run it on
-the GPU/TPU you will train on (``conv_impl="lax3d"`` is the accelerator form, the default here);
+the GPU/TPU you will train on (``conv_impl="lax3d_s2d"`` is the accelerator form, the default);
 on CPU it is XLA:CPU's plan for the same program, a guide to the order of magnitude only.
 Data parallelism over D devices divides the per-device batch by D; the plan at batch 8 / D is the
 per-device figure.
@@ -111,7 +111,7 @@ def plan_step(
     output: str = "x0",
     dtype: str = "bfloat16",
     remat: bool = True,
-    conv_impl: str = "lax3d",
+    conv_impl: str = "lax3d_s2d",
     channels: tuple[int, ...] = PAPER_CHANNELS,
     compile_step: bool = True,
 ) -> Plan:
@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", choices=("x0", "eps"), default="x0")
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     parser.add_argument("--no-remat", dest="remat", action="store_false")
-    parser.add_argument("--conv-impl", choices=("lax3d", "slices", "auto"), default="lax3d")
+    parser.add_argument("--conv-impl", choices=("lax3d_s2d", "lax3d", "slices", "auto"),
+                        default="lax3d_s2d")
     parser.add_argument("--lower-only", action="store_true", help="skip XLA compilation")
     parser.add_argument("--json", help="also write the plans to this JSON file")
     args = parser.parse_args(argv)

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, nargs=3, default=[96, 96, 32])
-    p.add_argument("--conv-impl", default="auto", choices=["auto", "slices", "lax3d"])
+    p.add_argument("--conv-impl", default="auto", choices=["auto", "slices", "lax3d", "lax3d_s2d"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--model", default="ours", choices=["ours", "reference"])
     p.add_argument("--recycling", action="store_true")
