@@ -54,7 +54,7 @@ test-fast: $(STAMP) tex
 
 # ruff, then the import rules of pyproject.toml's [tool.importlinter] (layers, forbidden imports).
 lint: $(STAMP)
-	$(BIN)/ruff check core experiments analysis cli tests benchmarks
+	$(BIN)/ruff check core experiments predict analysis cli tests benchmarks
 	$(BIN)/lint-imports
 
 $(PHANTOM)/dataset.json: | $(STAMP)

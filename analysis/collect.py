@@ -3,8 +3,8 @@
 Two sources, one result type (`Collection`):
 
 - MLflow (`collect_mlflow`): the grid's experiment, read as the run record
-  (`diffseg3d.experiments.record`) describes it; parent runs (no `record.TAG_PARENT` tag) are
-  skipped, every child run is either collected or listed in `Collection.problems` with the
+  (`diffseg3d.experiments.tracking.record`) describes it; parent runs (no `record.TAG_PARENT`
+  tag) are skipped, every child run is either collected or listed in `Collection.problems` with the
   reason (status FAILED/KILLED/RUNNING, no `per_case_metrics.csv`, bad params).
 - A folder of CSVs (`collect_csv_folder`) for users who score elsewhere: each `<stem>.csv` holds
   per-case metrics (at least the columns `schema.PER_CASE_COLUMNS`: `case, class, dice, hd95,
@@ -44,7 +44,7 @@ from diffseg3d.analysis.schema import (
     axes_from_params,
     run_params,
 )
-from diffseg3d.experiments.record import (
+from diffseg3d.experiments.tracking.record import (
     ARTIFACT_PER_CASE,
     ARTIFACT_PREDICTIONS,
     ARTIFACT_SAMPLING,

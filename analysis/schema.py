@@ -2,15 +2,16 @@
 
 MLflow stores every param as a string, so `"False"` is truthy and `"1000" < "5"`. The types and
 the defaults come from the experiment config schema through the run record
-(`diffseg3d.experiments.record.cast_value` / `config_default`), never from guessing on the string.
+(`diffseg3d.experiments.tracking.record.cast_value` / `config_default`), never from guessing on
+the string.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from diffseg3d.experiments.record import PER_CASE_COLUMNS as RECORD_PER_CASE_COLUMNS
-from diffseg3d.experiments.record import cast_value, config_default
+from diffseg3d.experiments.tracking.record import PER_CASE_COLUMNS as RECORD_PER_CASE_COLUMNS
+from diffseg3d.experiments.tracking.record import cast_value, config_default
 
 # Columns of the tidy per-(run, case, class) frame, in order (docs/ARCHITECTURE.md, analysis).
 TIDY_COLUMNS: tuple[str, ...] = (

@@ -83,7 +83,7 @@ def _workers(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_phantom(args: argparse.Namespace) -> int:
-    from diffseg3d.core.data import phantom
+    from diffseg3d.core.data.sources import phantom
 
     spec = phantom.PhantomSpec(cases=args.cases, shape=tuple(args.shape),
                                spacing=tuple(args.spacing), seed=args.seed)
@@ -94,7 +94,7 @@ def _run_phantom(args: argparse.Namespace) -> int:
 
 
 def _run_prostate(args: argparse.Namespace) -> int:
-    from diffseg3d.core.data import prostate
+    from diffseg3d.core.data.sources import prostate
 
     out = prostate.prepare_prostate_mr(args.source, args.out, spacing=args.spacing,
                                        shape=args.shape, crop_centre=args.crop_centre,
@@ -105,7 +105,7 @@ def _run_prostate(args: argparse.Namespace) -> int:
 
 
 def _run_amos(args: argparse.Namespace) -> int:
-    from diffseg3d.core.data import amos
+    from diffseg3d.core.data.sources import amos
 
     out = amos.prepare_amos_ct(args.source, args.out, spacing=args.spacing, shape=args.shape,
                                crop_centre=args.crop_centre, seed=args.split_seed,
@@ -115,7 +115,7 @@ def _run_amos(args: argparse.Namespace) -> int:
 
 
 def _run_nifti(args: argparse.Namespace) -> int:
-    from diffseg3d.core.data.nifti import prepare_nifti
+    from diffseg3d.core.data.sources.nifti import prepare_nifti
 
     out = prepare_nifti(args.out, spacing=args.spacing, shape=args.shape, images=args.images,
                         labels=args.labels, class_names=args.class_names, source=args.source,
@@ -130,7 +130,7 @@ def _run_nifti(args: argparse.Namespace) -> int:
 def add_data_commands(subparsers) -> argparse.ArgumentParser:
     """Register `data phantom` and `data prepare ...` on the `diffseg3d` subparsers; each sets
     `func(args) -> int` (the exit status)."""
-    from diffseg3d.core.data import amos, phantom, prostate
+    from diffseg3d.core.data.sources import amos, phantom, prostate
 
     data = subparsers.add_parser("data", help=HELP)
     data_sub = data.add_subparsers(dest="data_command", required=True)

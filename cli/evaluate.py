@@ -26,7 +26,7 @@ HELP = "score a folder of NIfTI predictions against labels (Dice, HD95, NSD, ROI
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from diffseg3d.core.metrics.evaluate import summarise
-    from diffseg3d.experiments.evaluate_folder import evaluate_folder
+    from diffseg3d.predict.evaluate_folder import evaluate_folder
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     rows = evaluate_folder(

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from diffseg3d.cli import data, evaluate, predict, tables, train
-from diffseg3d.experiments.ray_env import set_ray_env_defaults
+from diffseg3d.experiments.cluster.environment import set_ray_env_defaults
 
 #: Command -> (its line in `diffseg3d --help`, the function adding its full parser, which sets
 #: `func(args) -> int`, the exit status).
@@ -51,11 +51,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input (printed as one line), not a bug (traceback)."""
-    from diffseg3d.core.data.nifti_io import DataError
-    from diffseg3d.experiments.config import ConfigError
-    from diffseg3d.experiments.evaluate_folder import EvaluateError
+    from diffseg3d.core.data.nifti.io import DataError
+    from diffseg3d.experiments.config.errors import ConfigError
     from diffseg3d.experiments.grid import GridError
-    from diffseg3d.experiments.trial import TrialError
+    from diffseg3d.experiments.trial.run import TrialError
+    from diffseg3d.predict.evaluate_folder import EvaluateError
 
     return (ConfigError, EvaluateError, FileNotFoundError, GridError, TrialError, DataError)
 

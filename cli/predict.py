@@ -10,8 +10,8 @@ HELP = "predict label maps (and uncertainty) for new NIfTI volumes with a traine
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from diffseg3d.experiments.model_source import load_model
-    from diffseg3d.experiments.predictor import predict_volumes
+    from diffseg3d.predict.model_source import load_model
+    from diffseg3d.predict.predictor import predict_volumes
 
     model = load_model(args.model, args.tracking_uri)
     report = predict_volumes(model, args.input, args.out, samples=args.samples,

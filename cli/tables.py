@@ -54,7 +54,7 @@ def run_tables(args: argparse.Namespace) -> int:
     from diffseg3d.analysis.examples import load_example
     from diffseg3d.analysis.expected import expected_trial_names, missing_trials
     from diffseg3d.analysis.report import write_report
-    from diffseg3d.experiments.store_check import check_readable_store
+    from diffseg3d.experiments.tracking.store_check import check_readable_store
 
     try:
         if args.csv_dir is not None:

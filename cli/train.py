@@ -40,16 +40,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from diffseg3d.core.data.dataset import PreparedDataset
     from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
-    from diffseg3d.experiments import tracking
-    from diffseg3d.experiments.config import ConfigError, config_hash, validate_config
+    from diffseg3d.experiments.config.errors import ConfigError
+    from diffseg3d.experiments.config.layering import load_config, set_dotted
+    from diffseg3d.experiments.config.schema import config_hash, validate_config
     from diffseg3d.experiments.grid import (
         absolute_root,
         check_levels_fit,
         data_set_label,
         trial_name,
     )
-    from diffseg3d.experiments.layers import load_config, set_dotted
-    from diffseg3d.experiments.trial import run_trial
+    from diffseg3d.experiments.tracking import mlflow_runs as tracking
+    from diffseg3d.experiments.trial.run import run_trial
 
     config = load_config(args.config, profile=args.profile)
     if args.data is not None:
@@ -92,7 +93,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_ablate(args: argparse.Namespace) -> int:
-    from diffseg3d.experiments.runner import failed_trials, run_grid
+    from diffseg3d.experiments.cluster.runner import failed_trials, run_grid
 
     results = run_grid(
         args.grid,

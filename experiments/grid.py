@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
-from diffseg3d.experiments.config import Config, ConfigError, config_hash, validate_config
-from diffseg3d.experiments.layers import (
+from diffseg3d.experiments.config.errors import ConfigError
+from diffseg3d.experiments.config.layering import (
     apply_profile,
     check_layer,
     deep_merge,
@@ -49,6 +49,7 @@ from diffseg3d.experiments.layers import (
     say,
     set_dotted,
 )
+from diffseg3d.experiments.config.schema import Config, config_hash, validate_config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 #: Folder of the shipped grids.

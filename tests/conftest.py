@@ -7,7 +7,7 @@ import shutil
 import sys
 
 import pytest
-from diffseg3d.experiments.ray_env import set_ray_env_defaults
+from diffseg3d.experiments.cluster.environment import set_ray_env_defaults
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 set_ray_env_defaults()

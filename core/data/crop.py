@@ -7,7 +7,7 @@ cannot leak the ground truth into the test set (DESIGN.md, "Data flow").
 from __future__ import annotations
 
 import numpy as np
-from diffseg3d.core.data.nifti_io import Volume
+from diffseg3d.core.data.nifti.io import Volume
 
 #: Crop centres: "image" = the geometric centre of the volume, "body" = the centre of the
 #: bounding box of the body mask (voxels above 10 % of the image's intensity range).

@@ -20,12 +20,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from diffseg3d.core.data.nifti_io import (
-    DataError,
-    check_label_values,
-    check_same_grid,
-    read_volume,
-)
+from diffseg3d.core.data.nifti.io import DataError, check_label_values, check_same_grid, read_volume
 from diffseg3d.core.data.preparation import DATASET_JSON, FORMAT_VERSION, SPLITS
 from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
 

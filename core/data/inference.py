@@ -33,7 +33,7 @@ import os
 import nibabel as nib
 import numpy as np
 from diffseg3d.core.data.crop import CROP_CENTRES, crop_or_pad, crop_start
-from diffseg3d.core.data.nifti_io import DataError, Volume, check_finite, nifti_image, read_volume
+from diffseg3d.core.data.nifti.io import DataError, Volume, check_finite, nifti_image, read_volume
 from diffseg3d.core.data.preprocess import Intensity, normalise_intensity
 from diffseg3d.core.data.resample import resample_to_grid, resample_to_spacing, to_canonical
 

@@ -37,7 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from diffseg3d.core.data.nifti_io import DataError, check_label_values, write_volume
+from diffseg3d.core.data.nifti.io import DataError, check_label_values, write_volume
 from diffseg3d.core.data.preprocess import Intensity, PreparedCase, preprocess_case
 from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
 

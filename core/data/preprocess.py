@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 from diffseg3d.core.data.crop import crop_or_pad, crop_start
-from diffseg3d.core.data.nifti_io import (
+from diffseg3d.core.data.nifti.io import (
     FileRef,
     Volume,
     check_label_values,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from diffseg3d.core.data.nifti_io import Volume
+from diffseg3d.core.data.nifti.io import Volume
 from scipy import ndimage
 
 

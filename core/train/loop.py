@@ -1,7 +1,7 @@
 """The two pieces every training loop shares: the jitted step and the logging window.
 
-The loop itself is written out where it runs (`experiments/trial.py: run_trial`, in the manner of
-big_vision's `train.py`): step s (counting from 0) is
+The loop itself is written out where it runs (`experiments/trial/run.py: run_trial`, in the manner
+of big_vision's `train.py`): step s (counting from 0) is
 
     state, metrics = step_fn(state, batch_s, jax.random.fold_in(key, s))
 

@@ -1,6 +1,6 @@
 """Slice montage: an image with label maps overlaid in class colours, one row per slice.
 
-The one renderer behind the trial's `predictions/<case>.png` (`experiments.montage`) and the
+The one renderer behind the trial's `predictions/<case>.png` (`experiments.trial.montage`) and the
 paper's Fig. 2 (`analysis.figures.prediction_montage`), so both show a case in the same colours
 and the same orientation.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from diffseg3d.cli.main import main
-from diffseg3d.experiments.ray_env import RAY_ENV_DEFAULTS
+from diffseg3d.experiments.cluster.environment import RAY_ENV_DEFAULTS
 
 SUBCOMMANDS = {
     "train": ["--profile", "--data", "--out", "--resume", "--experiment"],

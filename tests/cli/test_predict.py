@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from diffseg3d.cli.main import main
 
-from tests.experiments.trained_phantom import TEST_CASES, trained_trial, write_reoriented
+from tests.predict.trained_phantom import TEST_CASES, trained_trial, write_reoriented
 
 pytestmark = pytest.mark.slow
 

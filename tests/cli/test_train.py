@@ -1,12 +1,12 @@
 """`diffseg3d train` / `ablate` on bad input: one `error: ...` line naming the key, exit 2
-(a trial that runs is tested in tests/experiments/test_trial.py and tests/e2e)."""
+(a trial that runs is tested in tests/experiments/trial/test_run.py and tests/e2e)."""
 
 import json
 
 import pytest
 import yaml
 from diffseg3d.cli.main import main
-from diffseg3d.core.data.phantom import PhantomSpec, make_phantom
+from diffseg3d.core.data.sources.phantom import PhantomSpec, make_phantom
 
 
 def test_train_bad_config_is_one_line_naming_key(tmp_path, capsys):

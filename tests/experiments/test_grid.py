@@ -4,7 +4,7 @@ import json
 
 import pytest
 import yaml
-from diffseg3d.experiments.config import config_hash
+from diffseg3d.experiments.config.schema import config_hash
 from diffseg3d.experiments.grid import (
     GRIDS_DIR,
     GridError,

@@ -4,7 +4,7 @@ check before launching: Ray's launcher schema and TPU node rules, and the KubeRa
 schemas (tests/k8s/crds/, copied from ray-project/kuberay tag v1.7.0,
 ray-operator/config/crd/bases/), made strict about unknown fields as `kubectl apply` with
 server-side field validation is. Also: every node type / group sets the same Ray auth mode, and
-the resources each file advertises hold the request `experiments/resources.py` makes for the
+the resources each file advertises hold the request `experiments/cluster/resources.py` makes for the
 paper profiles, which the files quote.
 """
 
@@ -16,9 +16,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from diffseg3d.experiments.config import validate_config
-from diffseg3d.experiments.layers import load_profile
-from diffseg3d.experiments.resources import check_cluster_fits, node_resources, trial_resources
+from diffseg3d.experiments.cluster.resources import (
+    check_cluster_fits,
+    node_resources,
+    trial_resources,
+)
+from diffseg3d.experiments.config.layering import load_profile
+from diffseg3d.experiments.config.schema import validate_config
 from ray._private.accelerators import tpu
 from ray.autoscaler._private.util import prepare_config
 from ray.autoscaler._private.util import validate_config as validate_launcher

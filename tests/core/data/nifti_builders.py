@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from diffseg3d.core.data.nifti_io import nifti_bytes
+from diffseg3d.core.data.nifti.io import nifti_bytes
 
 
 def oblique_affine(spacing, angle_deg=8.0, flips=(-1, -1, 1), origin=(30.0, -12.0, 5.0)):

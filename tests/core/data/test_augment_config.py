@@ -4,7 +4,8 @@ set's preset when not given, kept when given, validated with the dotted key in t
 import math
 
 import pytest
-from diffseg3d.experiments.config import ConfigError, validate_config
+from diffseg3d.experiments.config.errors import ConfigError
+from diffseg3d.experiments.config.schema import validate_config
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from diffseg3d.cli.main import main
 from diffseg3d.core.data import DataError, PreparedDataset
-from diffseg3d.core.data.amos import prepare_amos_ct
-from diffseg3d.core.data.nifti import prepare_nifti, random_split
-from diffseg3d.core.data.nifti_io import nifti_bytes, read_volume
-from diffseg3d.core.data.phantom import PhantomSpec, make_phantom
-from diffseg3d.core.data.prostate import prepare_prostate_mr
+from diffseg3d.core.data.nifti.io import nifti_bytes, read_volume
+from diffseg3d.core.data.sources.amos import prepare_amos_ct
+from diffseg3d.core.data.sources.nifti import prepare_nifti, random_split
+from diffseg3d.core.data.sources.phantom import PhantomSpec, make_phantom
+from diffseg3d.core.data.sources.prostate import prepare_prostate_mr
 
 from .nifti_builders import (
     make_amos_folder,
@@ -195,8 +195,8 @@ def test_parallel_workers_same_output_and_errors_name_the_file(tmp_path):
 
 
 def test_interrupted_preparation_leaves_nothing_and_stale_partials_are_removed(tmp_path):
-    from diffseg3d.core.data.phantom import _prepared_case
     from diffseg3d.core.data.preparation import write_prepared
+    from diffseg3d.core.data.sources.phantom import _prepared_case
 
     spec = PhantomSpec(cases=3, shape=(16, 16, 8))
 

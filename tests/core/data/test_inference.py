@@ -12,7 +12,7 @@ from diffseg3d.core.data.inference import (
     restore_label,
     restore_map,
 )
-from diffseg3d.core.data.nifti_io import DataError, FileRef
+from diffseg3d.core.data.nifti.io import DataError, FileRef
 from diffseg3d.core.data.preprocess import Intensity, preprocess_case
 from scipy import ndimage
 
@@ -136,7 +136,7 @@ def test_prepare_volume_is_the_preparation_chain(tmp_path, intensity, crop_centr
 
 
 def test_recipe_from_a_real_record_and_old_records(tmp_path):
-    from diffseg3d.core.data.phantom import PhantomSpec, make_phantom
+    from diffseg3d.core.data.sources.phantom import PhantomSpec, make_phantom
 
     out = make_phantom(tmp_path / "phantom", PhantomSpec(cases=3, shape=(16, 16, 8)))
     record = json.loads((out / "dataset.json").read_text())["preprocessing"]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from diffseg3d.core.data import PreparedDataset, batch_iterator, eval_batches
 from diffseg3d.core.data.loader import batch_case_indices
-from diffseg3d.core.data.phantom import PhantomSpec, make_phantom
-from diffseg3d.core.data.prostate import prepare_prostate_mr
-from diffseg3d.core.data.writeback import write_prediction
+from diffseg3d.core.data.nifti.writeback import write_prediction
+from diffseg3d.core.data.sources.phantom import PhantomSpec, make_phantom
+from diffseg3d.core.data.sources.prostate import prepare_prostate_mr
 
 from .nifti_builders import load, make_prostate_zip, octant_label
 

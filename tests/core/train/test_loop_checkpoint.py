@@ -1,6 +1,7 @@
 """The loop's pieces and the checkpoints: one compile, window means, fold_in(key, step) +
 orbax resume is bit-for-bit, checkpoint folders are pruned, incompatible or missing checkpoints
-fail with the directory in the message. (The trial's loop itself: tests/experiments/test_trial.py.)
+fail with the directory in the message. (The trial's loop itself:
+tests/experiments/trial/test_run.py.)
 """
 
 import functools
@@ -79,7 +80,7 @@ def _leaves(state):
 
 
 def _train(step_fn, state, key, stop, losses, on_step=None):
-    """The loop of `experiments/trial.py` without logging: step s (from 0) gets batch s and
+    """The loop of `experiments/trial/run.py` without logging: step s (from 0) gets batch s and
     fold_in(key, s); `on_step(completed, state)` after each step."""
     for s in range(int(state.step), stop):
         state, metrics = step_fn(state, _batch_at(s), jax.random.fold_in(key, s))

@@ -3,8 +3,8 @@ schedule (warmup from 0, cosine to 0 at train.steps)."""
 
 import pytest
 from diffseg3d.core.train.optimizer import make_optimizer
-from diffseg3d.experiments.config import validate_config
-from diffseg3d.experiments.layers import load_profile
+from diffseg3d.experiments.config.layering import load_profile
+from diffseg3d.experiments.config.schema import validate_config
 
 
 def _lr_schedule(profile: str):

@@ -1,7 +1,7 @@
 """Data parallel: one step on a 2- or 8-device CPU mesh equals the same step on one device.
 
 8 devices at batch 8 is the paper's layout (TPU v3-8: one volume per core) and what a TPU trial
-on a v5e-8/v6e-8 host runs (experiments/resources.py); the fake devices come from
+on a v5e-8/v6e-8 host runs (experiments/cluster/resources.py); the fake devices come from
 `--xla_force_host_platform_device_count`."""
 
 import os

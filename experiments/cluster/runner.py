@@ -1,0 +1,285 @@
+"""Run an ablation grid with Ray Tune, one Tune trial per expanded config, one MLflow run each.
+
+`run_grid` is what `diffseg3d ablate` calls. The flow (DESIGN.md "Embedded defaults and
+scale-out"):
+
+1. Expand the grid (`grid.expand`) into named trials with resolved configs.
+2. Connect to Ray: the cluster at `RAY_ADDRESS` when set, else a local Ray with the machine's
+   CPUs, no dashboard, every Ray server bound to 127.0.0.1 and token authentication on (Ray
+   generates the token in `~/.ray/auth_token`; see `connection.connect_ray`). Refuse at once, before
+   any trial starts, trials that no node can ever hold (e.g. GPUs on a CPU-only cluster),
+   instead of letting Tune wait forever.
+3. On the driver, create the MLflow experiment (named after the grid) and the grid's parent run
+   once; trials only open child runs (creating the experiment from several trials races).
+4. Run the trials with `tune.Tuner` over `tune.grid_search` of the trial names; resources per
+   trial from each config (`resources.trial_resources`). The Tune experiment folder is keyed
+   by the expansion, `<storage>/<grid>_<expansion hash>` (storage `<out_dir>/ray_results` or
+   `storage_path`, shared storage on a cluster): the same grid on another data set (or any
+   other change of a trial config) gets its own folder and MLflow parent run beside the first.
+   A lost trial is retried from its last checkpoint up to `max_failures` times.
+5. Rerunning the same command after an interruption finds the Tune experiment of the same
+   expansion (`Tuner.can_restore`) and restores it: finished trials are not rerun, unfinished
+   and errored ones continue from their checkpoints, and the same MLflow parent run is reused
+   (the manifest `<experiment folder>/diffseg3d_grid.json` records it). A trial whose last
+   checkpoint Tune never registered (the driver was SIGKILLed right after the trial saved it)
+   resumes from its working folder `<experiment folder>/<trial>/work/checkpoints/` instead
+   (`trainable.train_trial`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from diffseg3d.experiments.cluster.connection import check_reachable_from_all_nodes, connect_ray
+from diffseg3d.experiments.cluster.manifest import (
+    close_parent_run,
+    open_parent_run,
+    read_manifest,
+    write_manifest,
+)
+from diffseg3d.experiments.cluster.resources import (
+    ResourceRequestError,
+    check_cluster_fits,
+    trial_env,
+    trial_resources,
+)
+from diffseg3d.experiments.cluster.trainable import (
+    FAULT_KILL_TRIAL_ENV,
+    FAULT_MARKER_DIR_ENV,
+    train_trial,
+)
+from diffseg3d.experiments.config.errors import ConfigError
+from diffseg3d.experiments.grid import absolute_root
+
+__all__ = [
+    "ResourceRequestError",
+    "experiment_folder_name",
+    "failed_trials",
+    "run_grid",
+]
+
+#: Hex digits of the expansion hash (`grid.grid_hash`) in the Tune experiment folder's name.
+EXPANSION_HASH_CHARS = 8
+
+
+def run_grid(
+    grid_path: str | os.PathLike,
+    *,
+    profile: str | None = "quick",
+    data_override: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "runs",
+    max_concurrent: int = 2,
+    tracking_uri: str | None = None,
+    max_failures: int = 2,
+    storage_path: str | None = None,
+) -> list[dict]:
+    """Run (or resume) every trial of the grid at `grid_path`; one result dict per trial.
+
+    profile: `smoke` | `quick` | `paper` (experiments/profiles), None for the grid's own values.
+    data_override: a prepared data folder replacing every data set of the grid.
+    out_dir: local output folder: `mlflow.db` + `mlartifacts/` (default tracking) and
+        `ray_results/` (default Tune storage).
+    max_concurrent: trials running at once (Ray also limits by resources).
+    tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI`, else
+        `sqlite:///<out_dir>/mlflow.db` (absolute, so trials in other working dirs find it).
+    max_failures: retries of a trial whose worker died or that raised (Tune FailureConfig).
+    storage_path: Tune storage (local path, NFS mount or `s3://...`); default
+        `<out_dir>/ray_results`. On a multi-node cluster it must be storage every node sees.
+
+    Returns, in grid order, `{"trial", "hash", "status", "error", "metrics", "checkpoint"}`:
+    status "ok" (final report received), "error" (raised or lost more than `max_failures`
+    times; `error` is the root cause in one line) or "unfinished" (driver interrupted);
+    `metrics` is the last reported dict (the test means for finished trials); `checkpoint`
+    the path of its last checkpoint on Tune's storage. Failed trials are returned, not raised:
+    `failed_trials` turns them into an exit status.
+
+    Note: on a restore, Tune keeps the original run's `max_concurrent` and `max_failures`.
+    """
+    from diffseg3d.experiments.grid import expand, grid_hash, load_grid, resolve_grid_path
+    from diffseg3d.experiments.tracking.mlflow_runs import default_tracking_uri
+
+    if max_concurrent < 1:
+        raise ValueError(f"max_concurrent={max_concurrent}: must be >= 1")
+    if max_failures < 0:
+        raise ValueError(f"max_failures={max_failures}: must be >= 0")
+
+    grid_path = resolve_grid_path(grid_path)
+    if data_override is not None:
+        # Absolute before expansion: trials run in their own working directories, and the
+        # config hash must not change when the runner resolves the path later.
+        data_override = Path(data_override).resolve()
+        if not data_override.is_dir():
+            raise ConfigError(f"--data {data_override}: no such prepared data folder")
+    grid = load_grid(grid_path)
+    trials = expand(grid, profile, None if data_override is None else str(data_override))
+    if not trials:
+        raise ConfigError(f"{grid_path}: the grid expands to no trials")
+    grid_name = _grid_name(grid, grid_path)
+    expansion = grid_hash(trials)
+    folder_name = experiment_folder_name(grid_name, expansion)
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    tracking_uri = tracking_uri or default_tracking_uri(out)
+    storage = storage_path or str(out / "ray_results")
+    experiment_path = _join(storage, folder_name)
+
+    configs = {t.name: _resolved_config_dict(t.config) for t in trials}
+    requests = {name: trial_resources(cfg) for name, cfg in configs.items()}
+    envs = {name: trial_env(req) for name, req in requests.items()}
+    hashes = {t.name: t.hash for t in trials}
+
+    ray = connect_ray()
+    nodes = ray.nodes()
+    check_cluster_fits(requests, nodes, ray.cluster_resources())
+    check_reachable_from_all_nodes(
+        tracking_uri, storage, {n["NodeManagerAddress"] for n in nodes if n.get("Alive", True)}
+    )
+
+    from ray import tune
+
+    manifest = read_manifest(experiment_path)
+    restoring = tune.Tuner.can_restore(experiment_path)
+    print(f"grid {grid_name}: {'resuming' if restoring else 'starting'} {len(trials)} trials "
+          f"in {experiment_path}", file=sys.stderr)
+
+    experiment_id, parent_run_id = open_parent_run(
+        tracking_uri, out, grid_name, manifest if restoring else None, expansion
+    )
+    write_manifest(
+        experiment_path,
+        {
+            "grid": str(Path(grid_path).resolve()),
+            "profile": profile,
+            "data_override": None if data_override is None else str(Path(data_override).resolve()),
+            "tracking_uri": tracking_uri,
+            "experiment": grid_name,
+            "experiment_id": experiment_id,
+            "expansion": expansion,
+            "parent_run_id": parent_run_id,
+            "trials": hashes,
+        },
+    )
+
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            configs=configs,
+            envs=envs,
+            tracking_uri=tracking_uri,
+            experiment=grid_name,
+            parent_run_id=parent_run_id,
+            experiment_path=None if "://" in experiment_path else experiment_path,
+            fault={k: os.environ[k] for k in (FAULT_KILL_TRIAL_ENV, FAULT_MARKER_DIR_ENV)
+                   if k in os.environ},
+        ),
+        resources=lambda param: requests[param["trial"]],
+    )
+    if restoring:
+        tuner = tune.Tuner.restore(
+            experiment_path, trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([t.name for t in trials])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=max_concurrent,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=folder_name,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=1,
+            ),
+        )
+    result_grid = tuner.fit()
+    results = _collect(result_grid, [t.name for t in trials], hashes)
+    close_parent_run(tracking_uri, parent_run_id, failed_trials(results))
+    return results
+
+
+def experiment_folder_name(grid_name: str, expansion: str) -> str:
+    """`<grid>_<first EXPANSION_HASH_CHARS of the expansion hash>`: the Tune experiment folder
+    (and Tune experiment name) of one expansion of a grid."""
+    return f"{grid_name}_{expansion[:EXPANSION_HASH_CHARS]}"
+
+
+def failed_trials(results: Sequence[Mapping]) -> list[tuple[str, str]]:
+    """(trial name, error) for every result of `run_grid` that did not finish."""
+    return [(r["trial"], r["error"] or r["status"]) for r in results if r["status"] != "ok"]
+
+
+def _trial_name(trial) -> str:
+    # Tune's default "train_trial_<id>_<n>_trial=<name>,..." hides the grid's readable name.
+    return str(trial.config["trial"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and grid identity
+
+
+def _grid_name(grid, grid_path) -> str:
+    name = getattr(grid, "name", None)
+    return str(name) if name else Path(grid_path).stem
+
+
+def _resolved_config_dict(config) -> dict:
+    """JSON-able config with `data.root` absolute: trials run in their own working directories."""
+    data = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+    root = data.get("data", {}).get("root")
+    if root:
+        data["data"]["root"] = absolute_root(root)
+    return data
+
+
+def _join(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage) / name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+def _collect(result_grid, order: Sequence[str], hashes: Mapping[str, str]) -> list[dict]:
+    by_name: dict[str, dict] = {}
+    for result in result_grid:
+        name = result.config["trial"]
+        metrics = result.metrics or {}
+        if result.error is not None:
+            status, error = "error", _describe(result.error)
+        elif not metrics.get("trial_done"):
+            # Stopped before its final report (Ctrl-C on the driver): not a result yet.
+            status, error = "unfinished", "interrupted; rerun the same command to resume it"
+        else:
+            status, error = "ok", None
+        by_name[name] = {
+            "trial": name,
+            "hash": hashes.get(name),
+            "status": status,
+            "error": error,
+            "metrics": {k: v for k, v in metrics.items() if not isinstance(v, dict)},
+            "checkpoint": None if result.checkpoint is None else result.checkpoint.path,
+        }
+    missing = [n for n in order if n not in by_name]
+    for name in missing:
+        by_name[name] = {
+            "trial": name, "hash": hashes.get(name), "status": "error",
+            "error": "trial never ran (missing from the Tune results)", "metrics": {},
+            "checkpoint": None,
+        }
+    return [by_name[n] for n in order]
+
+
+def _describe(error: BaseException) -> str:
+    """One-line error: the root cause's type and message (Tune wraps it in RayTaskError)."""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    last = next((line for line in reversed(text) if line.strip()), "")
+    return f"{type(cause).__name__}: {last}"[:500]

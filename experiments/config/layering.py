@@ -1,0 +1,215 @@
+"""Loading a config and layering its sources.
+
+Layering used by `load_config` and `grid.expand` (later wins):
+    schema defaults  <-  config file / grid base  <-  profile  <-  data set  <-  grid axes, seed
+
+Each layer the user writes (config file, grid base, each grid axis value) is validated ON ITS OWN
+before layering (`check_layer`), so a profile cannot hide an invalid value by replacing it; only
+rules that tie several keys together (`optim.warmup_steps < train.steps`, accelerator vs count)
+wait for the merged config. A profile value that replaces one the user set is printed
+(`profile smoke overrides train.steps: 500 -> 20`) and kept in `Config.overridden` (the MLflow
+tag `record.TAG_OVERRIDDEN`). A profile never moves a GPU/TPU request to the CPU: when the
+user's layer sets `resources.accelerator` to gpu or tpu and the profile says cpu, the user's
+accelerator (and count) are kept and the console says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from diffseg3d.experiments.config.errors import ConfigError, format_errors
+from diffseg3d.experiments.config.schema import Config, validate_config
+from pydantic import ValidationError
+
+#: Folder of the named profiles (`<name>.yaml`, each a partial config; package data).
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested dicts
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: `override` merged into `base` recursively (override's leaves win)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> dict:
+    """A new nested dict with `tree[a][b] = value` for `dotted = "a.b"`."""
+    out = copy.deepcopy(tree)
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A YAML mapping from `path`; a missing file, bad YAML or a non-mapping names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles and layers
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped in `experiments/profiles/`."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str | None) -> dict:
+    """The partial config of the shipped profile `name` (`{}` for None).
+
+    Looked up by NAME only among `available_profiles()`: a path or any other value is an error
+    listing the profiles, so `--profile` never opens a file the user pointed at."""
+    if name is None:
+        return {}
+    known = available_profiles()
+    if name not in known:
+        hint = " (a profile is a name, not a path)" if "/" in name or "\\" in name else ""
+        raise ConfigError(f"unknown profile {name!r}{hint}; available profiles: {', '.join(known)}")
+    path = PROFILES_DIR / f"{name}.yaml"
+    raw = read_yaml(path)
+    # Validate the profile on its own, so a typo is reported against the profile file.
+    check_layer(raw, source=str(path))
+    return raw
+
+
+def _is_cross_key(error: dict) -> bool:
+    # A model-level validator (input = the whole section): a rule over several keys, which only
+    # the merged config can judge (e.g. warmup_steps < steps with the steps from a profile).
+    return error["type"] == "value_error" and isinstance(error.get("input"), dict)
+
+
+def check_layer(raw: dict, source: str) -> None:
+    """Raise ConfigError naming `source` and each key whose value in the partial config `raw` is
+    invalid ON ITS OWN (unknown key, wrong type, out of range, unsafe name).
+
+    Rules over several keys are left to the merged config; this check exists so that a later
+    layer (a profile) cannot replace, and so hide, a bad value the user wrote."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a mapping, got {type(raw).__name__}")
+    try:
+        Config.model_validate(raw)
+    except ValidationError as err:
+        own = [e for e in err.errors() if not _is_cross_key(e)]
+        if own:
+            raise ConfigError(format_errors(own, source)) from None
+
+
+def normalise_layer(raw: dict) -> dict:
+    """`raw` with the legacy `resources.gpus_per_trial: g` written as `resources.accelerator` /
+    `accelerators_per_trial`, so layers compare key by key (other keys unchanged)."""
+    resources = raw.get("resources")
+    if not isinstance(resources, dict) or "gpus_per_trial" not in resources:
+        return copy.deepcopy(raw)
+    if "accelerator" in resources or "accelerators_per_trial" in resources:
+        return copy.deepcopy(raw)  # the schema reports the combination
+    resources = dict(resources)
+    gpus = resources.pop("gpus_per_trial")
+    if gpus:
+        resources.update(accelerator="gpu", accelerators_per_trial=gpus)
+    return {**copy.deepcopy(raw), "resources": resources}
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+#: Keys of `resources` a profile may not take from a user's GPU/TPU request.
+_ACCELERATOR_KEYS = ("accelerator", "accelerators_per_trial")
+
+
+@dataclass(frozen=True)
+class Layered:
+    """A user layer with a profile applied: `raw` (the merged partial config), `overridden`
+    (`key: user -> profile (profile P)` per replaced user value) and `messages` (the console
+    lines: one per override, and one per kept accelerator request)."""
+
+    raw: dict
+    overridden: tuple[str, ...]
+    messages: tuple[str, ...]
+
+
+def apply_profile(user: dict, profile: str | None, source: str) -> Layered:
+    """Merge the profile `profile` over the user layer `user` (from `source`, e.g. a config file
+    or a grid's base), reporting what it replaces and keeping a GPU/TPU request.
+
+    Both layers are checked on their own first (`check_layer`)."""
+    prof = normalise_layer(load_profile(profile))
+    user = normalise_layer(user)
+    check_layer(user, source)
+    messages: list[str] = []
+    wanted = (user.get("resources") or {}).get("accelerator")
+    prof_res = prof.get("resources") or {}
+    if wanted in ("gpu", "tpu") and prof_res.get("accelerator") == "cpu":
+        prof = {**prof, "resources": {k: v for k, v in prof_res.items()
+                                      if k not in _ACCELERATOR_KEYS}}
+        messages.append(f"profile {profile} asks for resources.accelerator: cpu; keeping "
+                        f"resources.accelerator: {wanted} from {source} (a profile never moves a "
+                        "GPU/TPU request to the CPU)")
+    user_leaves, prof_leaves = _leaves(user), _leaves(prof)
+    overridden = []
+    for key in sorted(set(user_leaves) & set(prof_leaves)):
+        if user_leaves[key] != prof_leaves[key]:
+            change = f"{key}: {_show(user_leaves[key])} -> {_show(prof_leaves[key])}"
+            overridden.append(f"{change} (profile {profile})")
+            messages.append(f"profile {profile} overrides {change}")
+    return Layered(deep_merge(user, prof), tuple(overridden), tuple(messages))
+
+
+def say(lines) -> None:
+    """Print console notes (profile overrides) on stderr, one line each."""
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def load_config(path: str | os.PathLike, profile: str | None = None) -> Config:
+    """Load a YAML config (full or partial; defaults fill the rest) and apply `profile` on top.
+
+    The file is validated on its own first; profile overrides of its values are printed and
+    kept in `Config.overridden` (see the module docstring)."""
+    layered = apply_profile(read_yaml(path), profile, source=str(path))
+    say(layered.messages)
+    source = str(path) if profile is None else f"{path} (profile {profile})"
+    config = validate_config(layered.raw, source=source)
+    return config.model_copy(update={"overridden": list(layered.overridden)})

@@ -1,0 +1,259 @@
+"""One trial end to end, without Ray: data -> state -> training with validation and checkpoints
+-> test evaluation per case and class -> one MLflow run. Ray Tune (`trainable.py`) wraps
+`run_trial`; `diffseg3d train` calls it directly.
+
+Random streams (one seed -> same numbers, also across a resume):
+    key = PRNGKey(config.seed)
+    init:  fold_in(key, 0)    parameters
+    train: fold_in(key, 1)    step s (from 0) uses fold_in(train_key, s) (augmentation, t, noise)
+    eval:  fold_in(key, 2)    validation after step s: fold_in(eval_key, s), batch j fold_in(., j)
+    test:  fold_in(key, 3)    the final evaluation, batch j fold_in(test_key, j); ensemble
+                              sample s >= 1 of batch j fold_in(fold_in(test_key, j), s)
+    data:  config.seed        batch i depends only on (seed, i) (`data.loader.batch_iterator`)
+
+Logging: the mean of the per-step metrics since the last log, every `train.log_every` steps and
+after every validation, checkpoint and the last step (so a resumed trial logs the same windows).
+
+Checkpoints: one fresh folder per checkpoint (`trial_checkpoint.save_checkpoint`),
+`<workdir>/checkpoints/step_0000100/` with `orbax/` (TrainState) and `trial.json`.
+
+Test-time parameters (`eval.checkpoint`): `last`, or `best_val`: a device copy of the parameters
+of the validation with the highest mean foreground Dice (the earliest on ties; NaN never wins).
+The best so far travels with every checkpoint folder (`trial_checkpoint.BestValidation`).
+`eval.samplers` scores those parameters again with other sampling variants (Table 4), with the
+same test key (`scoring.score_sampling_variants`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import nibabel as nib
+import numpy as np
+from diffseg3d.core.data.dataset import PreparedDataset
+from diffseg3d.core.data.loader import batch_iterator
+from diffseg3d.core.metrics import evaluate
+from diffseg3d.core.train.checkpoint import FOLDER_STATE, params_digest, restore_checkpoint
+from diffseg3d.core.train.loop import compile_train_step, window_means
+from diffseg3d.core.train.sharding import check_batch_divisible, make_mesh, replicate, shard_batches
+from diffseg3d.core.train.state import create_train_state, run_init
+from diffseg3d.experiments.config.schema import Config, config_hash, to_yaml
+from diffseg3d.experiments.tracking import record
+from diffseg3d.experiments.tracking.mlflow_runs import TrialRun, finite_or_nan
+from diffseg3d.experiments.tracking.pyfunc_model import log_trained_model
+from diffseg3d.experiments.trial import build, sampling_eval
+from diffseg3d.experiments.trial.checkpoint import (
+    BestValidation,
+    TrialError,
+    read_trial_json,
+    save_checkpoint,
+)
+from diffseg3d.experiments.trial.montage import save_montage
+from diffseg3d.experiments.trial.scoring import predict_split, score_sampling_variants, test_means
+from tqdm import tqdm
+
+__all__ = ["Report", "TrialError", "run_trial"]
+
+#: `report(metrics, checkpoint_dir)`, e.g. Ray Tune's `tune.report` (`trainable.py`).
+Report = Callable[[dict[str, float], str], None]
+
+
+def run_trial(
+    config: Config, *, workdir: str | os.PathLike, tracking_uri: str | None, experiment: str,
+    parent_run_id: str | None = None, resume_from: str | os.PathLike | None = None,
+    report: Report | None = None, progress: bool = False,
+) -> dict[str, Any]:
+    """Train, validate and test one configuration, logging everything to one MLflow run.
+
+    Args:
+      config: the validated trial config.
+      workdir: the trial's folder (checkpoints/, the per-case CSV, predictions/).
+      tracking_uri: MLflow store (None: MLflow's default resolution, e.g. the env variable).
+      experiment: MLflow experiment name (or id); must exist (`tracking.ensure_experiment`).
+      parent_run_id: the grid's parent run; the trial's run is nested under it.
+      resume_from: a checkpoint folder written by this function (or its copy, e.g. Ray Tune's):
+        the state is restored, its MLflow run reopened, and training continues at its step
+        with the same data and random streams as an uninterrupted run.
+      report: called with (metrics so far, checkpoint folder) after each checkpoint and once at
+        the end (with the test means, `done: True` and the final checkpoint).
+      progress: show a tqdm progress bar (the `diffseg3d train` command).
+
+    Returns: `run_id`, `trial`, `config_hash`, `step`, `checkpoint_dir`, `per_case_csv`,
+      `params_digest`, `val_dice` (last, when validated) and the test means (`scoring.test_means`).
+    """
+    chash = config_hash(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    meta = read_trial_json(resume_from) if resume_from is not None else None
+    if meta is not None and meta["config_hash"] != chash:
+        raise TrialError(f"{resume_from}: checkpoint belongs to config {meta['config_hash']}, "
+                         f"not {chash} ({config.name})")
+    if meta is None:
+        run = TrialRun.start(config, experiment=experiment, tracking_uri=tracking_uri,
+                             parent_run_id=parent_run_id)
+    else:
+        run = TrialRun.reopen(meta["mlflow_run_id"], tracking_uri=tracking_uri)
+        run.log_params(config)
+    trial_meta = {"mlflow_run_id": run.run_id, "config_hash": chash, "trial": config.name}
+    best = BestValidation.from_meta(config.eval.checkpoint == "best_val", meta)
+    save = functools.partial(save_checkpoint, workdir / "checkpoints")
+    t, batch_size = config.train, config.data.batch_size
+    try:
+        # ---- data ----
+        dataset = PreparedDataset.load(config.data.root)
+        key = jax.random.PRNGKey(config.seed)
+        init_key, train_key, eval_key, test_key = (jax.random.fold_in(key, i) for i in range(4))
+
+        # ---- state (init or restore) ----
+        model = build.model(config, dataset.num_classes)
+        tx, lr_schedule = build.optimizer(config)
+        init_state = functools.partial(create_train_state, model, tx, diffusion=model.diffusion,
+                                       image_shape=(batch_size, *dataset.shape, 1))
+        if resume_from is not None:  # a restore only needs the shapes
+            target = jax.eval_shape(init_state, init_key)
+            state, _ = restore_checkpoint(Path(resume_from) / FOLDER_STATE, target)
+            best.restore_params(resume_from, target.params)
+        else:  # one jitted init, compiled for speed; same values (tests/core/train/test_state.py)
+            state = run_init(init_state, init_key)
+        start_step = int(jax.device_get(state.step))
+        if start_step == 0:
+            run.log_text(to_yaml(config), record.ARTIFACT_CONFIG)
+
+        # ---- step ----
+        step_fn = compile_train_step(build.train_step(config, model, tx, lr_schedule,
+                                                      dataset.spacing))
+        predict = build.predictor(config, model, dataset.num_classes)
+        # Diffusion: validation and test share one compiled sampling pass (with its per-step
+        # labels; same padded batch shape), so the sampler is compiled once per trial.
+        sample = (build.sampler(config, model, dataset.num_classes)
+                  if config.method == "diffusion" else None)
+        chain = sampling_eval.batch_sampler(sample) if sample is not None else None
+        batches = host_batches = batch_iterator(dataset, "train", batch_size, config.seed,
+                                                start_step=start_step)
+        if len(jax.local_devices()) > 1:  # data parallel: state replicated, batches split
+            mesh = make_mesh()
+            check_batch_divisible(batch_size, mesh)
+            state = replicate(state, mesh)
+            batches = shard_batches(host_batches, mesh)
+
+        # ---- loop (eval and checkpoint every k steps) ----
+        bar = tqdm(total=t.steps, initial=start_step, desc=config.name, unit="step",
+                   disable=not progress)
+        last: dict[str, float] = {}
+        window: list[dict] = []
+        for step in range(start_step + 1, t.steps + 1):  # `step` counts completed steps
+            state, metrics = step_fn(state, next(batches), jax.random.fold_in(train_key, step - 1))
+            window.append(metrics)
+            validate = bool(t.eval_every) and step % t.eval_every == 0
+            checkpoint = bool(t.checkpoint_every) and step % t.checkpoint_every == 0
+            if step % t.log_every == 0 or validate or checkpoint or step == t.steps:
+                logged = {k: finite_or_nan(v) for k, v in window_means(window).items()}
+                window = []
+                run.log_metrics(logged, step)
+                last.update(logged)
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{logged.get('loss', math.nan):.4f}")
+            if validate:
+                preds, labels = _predict_valid(predict, chain, state.params, dataset,
+                                               batch_size, jax.random.fold_in(eval_key, step))
+                last["val_dice"] = finite_or_nan(
+                    evaluate.mean_case_dice(preds, labels, dataset.num_classes))
+                run.log_metrics({"val_dice": last["val_dice"]}, step)
+                best.update(step, last["val_dice"], state.params)
+            if checkpoint and step < t.steps:
+                checkpoint_dir = save(state, {**trial_meta, **best.info()}, best.params)
+                if report is not None:
+                    report({"step": step, **last}, str(checkpoint_dir))
+        bar.close()
+        host_batches.close()  # stops the loader's prefetch thread
+
+        # ---- test ----
+        final_step = int(jax.device_get(state.step))
+        # Always written by this call, so it never carries another run's trial.json.
+        final_dir = save(state, {**trial_meta, **best.info()}, best.params)
+        digest = params_digest(state.params)
+        test_step = best.step or final_step  # no finite validation Dice: last
+        test_params = best.params if test_step != final_step else state.params
+        split = config.eval.split
+        if config.method == "diffusion":  # one pass: prediction, every step's x0_hat, ensemble
+            if config.eval.samples > 1:
+                chain = sampling_eval.batch_sampler(sample, config.eval.samples)
+            sampled = sampling_eval.sample_split(chain, test_params, dataset, split,
+                                                 batch_size, test_key)
+            preds, labels = sampled.preds, sampled.labels
+        else:
+            preds, labels = predict_split(predict, test_params, dataset, split, batch_size,
+                                          test_key)
+        case_ids = dataset.case_ids(split)
+
+        def score(predicted: np.ndarray) -> list[dict]:
+            return evaluate.evaluate_cases(case_ids, predicted, labels, dataset.class_names,
+                                           dataset.spacing, config.eval.nsd_tolerance_mm)
+
+        rows = score(preds)
+        summary = test_means(rows, split, dataset.class_names)
+        summary[f"{split}_checkpoint_step"] = test_step
+        if config.method == "diffusion":
+            summary.update({k: finite_or_nan(v) for k, v in sampling_eval.chain_metrics(
+                sampled, dataset.num_classes, "test" if split == "test" else split).items()})
+        sampling = score_sampling_variants(config, model, dataset, test_params, test_key, rows,
+                                           score)
+
+        # ---- record ----
+        csv_path = evaluate.write_per_case_csv(rows, workdir / record.ARTIFACT_PER_CASE)
+        run.log_artifact(csv_path)
+        pred_dir = workdir / record.ARTIFACT_PREDICTIONS
+        images = dataset.arrays(split)[0]
+        for i, case_id in enumerate(case_ids[: config.eval.save_predictions]):
+            pred_dir.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(preds[i].astype(np.uint8), dataset.affine(case_id)),
+                     str(pred_dir / f"{case_id}.nii.gz"))
+            case_dice = [r["dice"] for r in rows if r["case"] == case_id]
+            title = f"{config.name} | {case_id} | mean Dice {np.nanmean(case_dice):.3f}"
+            save_montage(images[i], labels[i], preds[i], pred_dir / f"{case_id}.png",
+                         dataset.class_names, title=title)
+        if pred_dir.is_dir():
+            run.log_artifacts(pred_dir, record.ARTIFACT_PREDICTIONS)
+        for variant, variant_rows in sampling.items():
+            evaluate.write_per_case_csv(
+                variant_rows, workdir / record.ARTIFACT_SAMPLING / f"{variant}.csv")
+            run.log_metrics({f"{record.ARTIFACT_SAMPLING}/{variant}/{k}": v for k, v in
+                             test_means(variant_rows, split, dataset.class_names).items()},
+                            final_step)
+        if sampling:
+            run.log_artifacts(workdir / record.ARTIFACT_SAMPLING, record.ARTIFACT_SAMPLING)
+        run.log_metrics(summary, final_step)
+        test_mode = "best_val" if best.step else "last"
+        run.set_tags({record.TAG_PARAMS_DIGEST: digest,
+                      record.TAG_TEST_CHECKPOINT: f"{test_step} ({test_mode})"})
+        run.log_artifacts(final_dir, record.ARTIFACT_CHECKPOINT)
+        log_trained_model(run, config, dataset.meta, final_dir, workdir)  # for `predict`
+        result = {"run_id": run.run_id, "trial": config.name, "config_hash": chash,
+                  "step": final_step, "checkpoint_dir": str(final_dir),
+                  "per_case_csv": str(csv_path), "params_digest": digest,
+                  **({"val_dice": last["val_dice"]} if "val_dice" in last else {}), **summary}
+        if report is not None:
+            numbers = {k: v for k, v in result.items() if isinstance(v, int | float)}
+            report({**last, **numbers, "done": True}, str(final_dir))
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    run.finish("FINISHED")
+    return result
+
+
+def _predict_valid(predict: build.Predictor, chain: sampling_eval.BatchSampler | None, params,
+                   dataset: PreparedDataset, batch_size: int, key) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, true) label maps of the validation split: through the trial's compiled
+    sampling pass for diffusion (the same labels `predict` gives), `predict` for the U-Net."""
+    if chain is None:
+        return predict_split(predict, params, dataset, "valid", batch_size, key)
+    sampled = sampling_eval.sample_split(chain, params, dataset, "valid", batch_size, key)
+    return sampled.preds, sampled.labels
+
