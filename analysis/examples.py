@@ -64,7 +64,7 @@ def load_example(runs: pd.DataFrame, data_set: str, tracking_uri: str | None = N
 
     Roles without a run are left out of the montage and named in its title.
     """
-    from diffseg3d.analysis.figures import best_slice
+    from diffseg3d.analysis.figures.montage import best_slice
 
     picked = pick_runs(runs, data_set)
     if not picked:

@@ -25,6 +25,16 @@ def per_case_scores(rows: pd.DataFrame, metric: str) -> pd.Series:
     return per_case.dropna()
 
 
+def per_seed_case_scores(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Per-(seed, case) score of one setting: class mean per run, then the mean over runs of the
+    same seed (normally one). Index (seed, case); all-NaN entries dropped. Rows without a `seed`
+    column count each run as its own seed."""
+    if "seed" not in rows.columns:
+        rows = rows.assign(seed=rows["run_id"])
+    per_run = rows.groupby(["run_id", "seed", "case"], sort=True)[metric].mean()
+    return per_run.groupby(level=["seed", "case"], sort=True).mean().dropna()
+
+
 def count_empty(rows: pd.DataFrame, metric: str) -> int:
     """Number of (run, case, class) entries whose `metric` is NaN (an empty mask)."""
     return int(rows[metric].isna().sum())
@@ -37,6 +47,8 @@ class Pairing:
     cases: (n,) common case ids, sorted.
     a, b: (n,) per-case scores of the reference (a) and the compared setting (b).
     only_a, only_b: case ids present (with a finite score) in one setting only; excluded.
+    long: one row per (case, seed, setting) on the common cases, columns `case, seed, setting
+      (a | b), score`: the per-run scores behind the seed means (the mixed model's data).
     """
 
     cases: tuple[str, ...]
@@ -44,16 +56,30 @@ class Pairing:
     b: np.ndarray
     only_a: tuple[str, ...]
     only_b: tuple[str, ...]
+    long: pd.DataFrame
+
+    @property
+    def n_seeds(self) -> int:
+        """Seeds of the setting with fewer of them (0 without common cases)."""
+        if self.long.empty:
+            return 0
+        return int(self.long.groupby("setting")["seed"].nunique().reindex(["a", "b"])
+                   .fillna(0).min())
 
 
 def pair_settings(rows_a: pd.DataFrame, rows_b: pd.DataFrame, metric: str) -> Pairing:
     """Pair settings a and b on the cases both scored (see module docstring)."""
     score_a, score_b = per_case_scores(rows_a, metric), per_case_scores(rows_b, metric)
     common = score_a.index.intersection(score_b.index).sort_values()
+    long = [per_seed_case_scores(rows, metric).rename("score").reset_index().assign(setting=side)
+            for side, rows in (("a", rows_a), ("b", rows_b))]
+    long = pd.concat(long, ignore_index=True)
+    long = long[long["case"].isin(common)].loc[:, ["case", "seed", "setting", "score"]]
     return Pairing(
         cases=tuple(common),
         a=score_a.loc[common].to_numpy(dtype=float),
         b=score_b.loc[common].to_numpy(dtype=float),
         only_a=tuple(sorted(set(score_a.index) - set(common))),
         only_b=tuple(sorted(set(score_b.index) - set(common))),
+        long=long.reset_index(drop=True),
     )

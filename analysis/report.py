@@ -5,8 +5,10 @@ Files: the five paper tables (`table1_recycling.tex`, ...) and Table 4 beyond th
 (`supplement_{dice,hd95,nsd}_<data set>.tex`; NSD when the runs scored it, its tolerance in the
 caption), `roi_vs_dice_spearman.tex`, the diffusion sampling tables (`sampling_steps.tex`: Dice
 per sampling step, with `figures/dice_per_sampling_step`; `ensemble.tex`: 1 vs N samples, when
-runs logged an ensemble), `summary.md`, `tidy.csv`, `runs.csv` and `run_metrics.csv` (the
-numbers and runs behind everything), and `figures/` (PNG + PDF).
+runs logged an ensemble), `summary.md` (with one verdict per comparison), `comparisons.csv`
+(every comparison's statistics: `tables.comparisons_csv`), `tidy.csv`, `runs.csv` and
+`run_metrics.csv` (the numbers and runs behind everything), and `figures/` (PNG + PDF; per table
+with comparisons `paired_differences_<table id>`).
 """
 
 from __future__ import annotations
@@ -16,29 +18,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from diffseg3d.analysis import figures
 from diffseg3d.analysis.collect import Collection
 from diffseg3d.analysis.comparisons import SAMPLING_TABLE, TABLES, add_setting_column
 from diffseg3d.analysis.examples import Example
+from diffseg3d.analysis.figures.curves import dice_by_sampling_step, training_curves
+from diffseg3d.analysis.figures.montage import prediction_montage
+from diffseg3d.analysis.figures.paired_differences import paired_differences_figure
+from diffseg3d.analysis.figures.per_class import per_class_dice_boxplot, roi_dice_scatter
+from diffseg3d.analysis.figures.saving import save
 from diffseg3d.analysis.sampling_chain import ensemble_dice, step_dice, summary_section
-from diffseg3d.analysis.spearman import roi_dice_spearman
 from diffseg3d.analysis.stats import ALPHA
+from diffseg3d.analysis.stats.spearman import roi_dice_spearman
 from diffseg3d.analysis.summary import (
     collection_section,
     figures_section,
     per_class_section,
     spearman_section,
     table_section,
+    verdicts_section,
 )
 from diffseg3d.analysis.table_data import compute_table, data_set_order, per_class_stats
-from diffseg3d.analysis.tables import (
-    ensemble_latex,
-    main_table_latex,
-    per_class_latex,
-    sampling_steps_latex,
-    spearman_latex,
-    write_text,
-)
+from diffseg3d.analysis.tables.comparisons_csv import write_comparisons_csv
+from diffseg3d.analysis.tables.latex import write_text
+from diffseg3d.analysis.tables.main_table import main_table_latex
+from diffseg3d.analysis.tables.sampling import ensemble_latex, sampling_steps_latex
+from diffseg3d.analysis.tables.supplements import per_class_latex, spearman_latex
 
 
 @dataclasses.dataclass
@@ -89,13 +93,23 @@ def write_report(
     data_sets = sorted(frame["data_set"].unique(), key=data_set_order)
 
     sections = ["# diffseg3d results\n", collection_section(collection.source, runs,
-                                                           collection.problems, missing)]
+                                                           collection.problems, missing),
+                verdicts_section()]
+    fig_dir = out / "figures"
     # Table 4 reads the runs' sampling-variant rows, not their one test evaluation each.
     tables = [(spec, frame) for spec in TABLES] + [(SAMPLING_TABLE, collection.sampling)]
+    computed = []
     for spec, rows in tables:
         data = compute_table(rows, spec, alpha)
+        computed.append(data)
         report.written.append(write_text(out / f"{spec.table_id}.tex", main_table_latex(data)))
         sections.append(table_section(data))
+        fig = paired_differences_figure(data)
+        if fig is None:
+            report.skipped.append(f"paired differences {spec.table_id}: no comparison")
+        else:
+            report.written += save(fig, fig_dir / f"paired_differences_{spec.table_id}")
+    report.written.append(write_comparisons_csv(computed, out / "comparisons.csv", alpha))
 
     sections.append("## Per-class results (supplement)\n")
     for data_set in data_sets:
@@ -113,7 +127,6 @@ def write_report(
     sections.append(spearman_section(spearman))
     report.written.append(write_text(out / "roi_vs_dice_spearman.tex", spearman_latex(spearman)))
 
-    fig_dir = out / "figures"
     steps = step_dice(collection.run_metrics, runs)
     ensembles = ensemble_dice(collection.run_metrics, runs)
     sections.append(summary_section(steps, ensembles))
@@ -121,28 +134,28 @@ def write_report(
         report.skipped.append("Dice per sampling step: no run logged test_dice_step_<k>")
     else:
         report.written.append(write_text(out / "sampling_steps.tex", sampling_steps_latex(steps)))
-        report.written += figures.dice_by_sampling_step(steps, fig_dir / "dice_per_sampling_step")
+        report.written += dice_by_sampling_step(steps, fig_dir / "dice_per_sampling_step")
     if not ensembles.empty:
         report.written.append(write_text(out / "ensemble.tex", ensemble_latex(ensembles)))
     for data_set in data_sets:
         tag = _safe(data_set)
-        report.written += figures.per_class_dice_boxplot(frame, data_set,
-                                                         fig_dir / f"dice_per_class_{tag}")
-        report.written += figures.roi_dice_scatter(frame, spearman, data_set,
-                                                   fig_dir / f"roi_vs_dice_{tag}")
+        report.written += per_class_dice_boxplot(frame, data_set,
+                                                 fig_dir / f"dice_per_class_{tag}")
+        report.written += roi_dice_scatter(frame, spearman, data_set,
+                                           fig_dir / f"roi_vs_dice_{tag}")
         example = load_example(data_set) if load_example else "no prediction source"
         if isinstance(example, str):
             report.skipped.append(f"montage {data_set}: {example}")
         else:
-            report.written += figures.prediction_montage(
+            report.written += prediction_montage(
                 example.image, example.panels, example.class_names,
                 fig_dir / f"examples_{tag}", title=example.title)
     if history is None or history.empty:
         reason = history_skip_reason if history is None else "no loss/val_dice history logged"
         report.skipped.append(f"training curves: {reason}")
     else:
-        report.written += figures.training_curves(history, runs.dropna(subset=["setting"]),
-                                                  fig_dir / "training_curves")
+        report.written += training_curves(history, runs.dropna(subset=["setting"]),
+                                          fig_dir / "training_curves")
 
     frame.to_csv(out / "tidy.csv", index=False)
     runs.to_csv(out / "runs.csv", index=False)

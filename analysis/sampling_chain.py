@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from diffseg3d.analysis.summary import markdown_table
 from diffseg3d.analysis.table_data import data_set_order
-from diffseg3d.analysis.tables import ensemble_frame, sampling_steps_frame
+from diffseg3d.analysis.tables.sampling import ensemble_frame, sampling_steps_frame
 
 STEP_PREFIX = "test_dice_step_"
 STEP_COLUMNS: tuple[str, ...] = ("data_set", "setting", "step", "mean", "std", "n_runs")

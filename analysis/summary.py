@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from diffseg3d.analysis.comparisons import AXIS_HEADERS
-from diffseg3d.analysis.stats import format_pvalue
+from diffseg3d.analysis.stats.paired import format_pvalue
 from diffseg3d.analysis.table_data import Comparison, TableData
-from diffseg3d.analysis.tables import EMPTY, data_set_name, display_frame, format_cell
+from diffseg3d.analysis.tables.latex import EMPTY, data_set_name, format_cell
+from diffseg3d.analysis.tables.main_table import display_frame
 
 
 def markdown_table(text: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
@@ -52,13 +53,54 @@ def comparison_sentence(data: TableData, comp: Comparison) -> str:
     return (
         f"- {data_set_name(comp.data_set)}: {axis} = {comp.compared} gave a {direction} Dice "
         f"than {comp.reference} ({t.mean_b:.3f} vs {t.mean_a:.3f}; difference "
-        f"{t.mean_diff:+.3f}, {100 * t.confidence:.0f} % CI [{t.ci_low:+.3f}, {t.ci_high:+.3f}], "
+        f"{t.mean_diff:+.3f}, {100 * t.confidence:.0f} % t interval [{t.ci_low:+.3f}, "
+        f"{t.ci_high:+.3f}], "
         f"n = {t.n} paired cases); paired t-test {_p_phrase(t.t_pvalue)} (unadjusted, as the "
         f"paper reports it): {verdict} at alpha = {comp.alpha:g}; Holm-adjusted over the "
         f"table's comparisons: t-test {_p_phrase(comp.t_pvalue_holm)} ({holm_verdict}), "
         f"Wilcoxon {_p_phrase(comp.wilcoxon_pvalue_holm)}. Runs: {comp.reference}: "
         f"{', '.join(comp.run_ids_reference)}; {comp.compared}: "
         f"{', '.join(comp.run_ids_compared)}."
+    )
+
+
+def mixed_clause(comp: Comparison) -> str:
+    """The mixed model's estimate and p, or why there is none (one seed)."""
+    mixed = comp.mixed
+    if mixed is None:
+        return "mixed model: not computed"
+    if not np.isfinite(mixed.pvalue):
+        return f"mixed model: none ({mixed.note})"
+    return (f"mixed model over {mixed.n_seeds} seeds: difference {mixed.estimate:+.3f} "
+            f"(SE {mixed.std_error:.3f}), {_p_phrase(mixed.pvalue)}; SD between cases "
+            f"{mixed.sd_case:.3f}, between seeds {mixed.sd_seed:.3f}, residual "
+            f"{mixed.sd_residual:.3f}")
+
+
+def verdict_line(data: TableData, comp: Comparison) -> str:
+    """`- Prostate MR, Recycling Y vs N: <verdict with its numbers>; <mixed model>.`"""
+    axis = AXIS_HEADERS.get(data.spec.axis, data.spec.axis)
+    return (f"- {data_set_name(comp.data_set)}, {axis} {comp.compared} vs {comp.reference} "
+            f"(n = {comp.test.n} cases): {comp.verdict_text}; {mixed_clause(comp)}.")
+
+
+def verdicts_section() -> str:
+    """How to read the verdicts (once, before the tables)."""
+    return (
+        "## How to read the comparisons\n\n"
+        "Every comparison (each row against the table's first row, per data set) is in "
+        "`comparisons.csv` with its paired t-test (raw and Holm-adjusted), Wilcoxon test, the "
+        "BCa bootstrap interval of the mean paired Dice difference over cases, the mixed model "
+        "(random intercept per case, variance component per seed; only with two or more "
+        "seeds) and mde80, the smallest mean difference a paired t-test on these cases "
+        "detects with 80% power at alpha. Each gets one verdict:\n\n"
+        "- significant: paired t-test p < alpha (the paper's criterion);\n"
+        "- not significant, but could have seen an effect of size mde80: the interval lies "
+        "inside +-mde80, so effects the study had the power to detect are ruled out;\n"
+        "- too small to tell: not significant, the difference is below mde80 and the interval "
+        "reaches past +-mde80, so the study can neither show nor rule out such an effect.\n\n"
+        "The interval resamples cases, not training runs: with one seed per setting, training "
+        "noise is inside neither the t-test nor the interval.\n"
     )
 
 
@@ -82,6 +124,9 @@ def table_section(data: TableData) -> str:
               "Holm): Holm-adjusted over the table's comparisons. HD95 empty (excluded) values: "
               f"{data.n_empty('hd95')}; Dice both-empty values: {data.n_empty('dice')}.", ""]
     lines += [comparison_sentence(data, c) for c in data.comparisons]
+    if data.comparisons:
+        lines += ["", "Verdicts (what this study can tell; see comparisons.csv):"]
+        lines += [verdict_line(data, c) for c in data.comparisons]
     lines += ["", "Runs behind each cell:"]
     lines += [f"- {label} / {data_set_name(ds)}: {', '.join(ids)}"
               for (label, ds), ids in data.run_ids.items()]

@@ -12,8 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from diffseg3d.analysis.comparisons import TableSpec, runs_for_table
-from diffseg3d.analysis.pairing import count_empty, pair_settings, per_case_scores
-from diffseg3d.analysis.stats import ALPHA, PairedTest, holm, paired_test
+from diffseg3d.analysis.pairing import Pairing, count_empty, pair_settings, per_case_scores
+from diffseg3d.analysis.stats import ALPHA
+from diffseg3d.analysis.stats.bootstrap import BootstrapInterval, bootstrap_interval
+from diffseg3d.analysis.stats.mixed_model import MixedResult, mixed_model_test
+from diffseg3d.analysis.stats.paired import PairedTest, holm, paired_test
+from diffseg3d.analysis.stats.power import mde80
+from diffseg3d.analysis.stats.verdict import classify, verdict_sentence
 
 # The paper's column order; other data sets follow alphabetically.
 PAPER_DATA_SETS: tuple[str, ...] = ("prostate-mr", "amos-ct")
@@ -48,6 +53,11 @@ class Comparison:
 
     test.t_pvalue / test.wilcoxon_pvalue: unadjusted (the paper reports the raw t-test p).
     t_pvalue_holm / wilcoxon_pvalue_holm: Holm-adjusted across the table's comparisons.
+    sd_diff: standard deviation (ddof 1) of the per-case paired differences (b - a).
+    interval: BCa bootstrap (1 - alpha) interval of the mean paired difference over cases.
+    mixed: the mixed model with case and seed effects (NaN with its reason under one seed).
+    mde80: the smallest mean paired difference detected with 80% power (`stats.power`).
+    cases, differences: the paired case ids and their differences b - a (for the figures).
     """
 
     data_set: str
@@ -61,6 +71,25 @@ class Comparison:
     run_ids_reference: tuple[str, ...]
     run_ids_compared: tuple[str, ...]
     alpha: float
+    sd_diff: float = float("nan")
+    interval: BootstrapInterval = BootstrapInterval(float("nan"), float("nan"), 1 - ALPHA)
+    mixed: MixedResult | None = None
+    mde80: float = float("nan")
+    n_seeds: int = 0
+    cases: tuple[str, ...] = ()
+    differences: tuple[float, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        """One of `stats.verdict.VERDICTS` (significant / could have seen / too small / none)."""
+        return classify(self.test.mean_diff, self.test.t_pvalue, self.mde80,
+                        self.interval.low, self.interval.high, self.alpha)
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict with its numbers, one clause (summary.md)."""
+        return verdict_sentence(self.verdict, self.test.mean_diff, self.mde80,
+                                self.interval.low, self.interval.high, self.interval.confidence)
 
     @property
     def significant(self) -> bool:
@@ -131,6 +160,17 @@ def _levels(spec: TableSpec, rows: pd.DataFrame) -> tuple[tuple[Any, str], ...]:
     return spec.levels + tuple((v, str(v)) for v in extra)
 
 
+def small_study_stats(pairing: Pairing, alpha: float = ALPHA) -> dict[str, Any]:
+    """`Comparison` fields beyond the paper's tests: sd_diff, the bootstrap interval, the mixed
+    model, mde80, the seed count and the paired differences."""
+    diff = pairing.b - pairing.a
+    sd_diff = float(np.std(diff, ddof=1)) if len(diff) > 1 else float("nan")
+    return dict(sd_diff=sd_diff, interval=bootstrap_interval(pairing.a, pairing.b, alpha),
+                mixed=mixed_model_test(pairing.long), mde80=mde80(sd_diff, len(diff), alpha),
+                n_seeds=pairing.n_seeds, cases=pairing.cases,
+                differences=tuple(float(d) for d in diff))
+
+
 def compute_table(frame: pd.DataFrame, spec: TableSpec, alpha: float = ALPHA) -> TableData:
     """Cells, comparisons (each level vs the first, per data set, Holm across all) and notes.
 
@@ -167,7 +207,7 @@ def compute_table(frame: pd.DataFrame, spec: TableSpec, alpha: float = ALPHA) ->
     comparisons = tuple(
         Comparison(data_set, ref_label, label, test, float(t_holm[i]), float(w_holm[i]),
                    pairing.only_a, pairing.only_b, run_ids[(ref_label, data_set)],
-                   run_ids[(label, data_set)], alpha)
+                   run_ids[(label, data_set)], alpha, **small_study_stats(pairing, alpha))
         for i, (data_set, label, pairing, test) in enumerate(raw)
     )
     n_seeds = int(rows.groupby(["data_set", spec.axis])["seed"].nunique().max()) if len(rows) else 0

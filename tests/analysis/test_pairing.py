@@ -34,3 +34,19 @@ def test_cases_in_one_setting_only_are_reported_and_excluded():
     np.testing.assert_allclose(pairing.b, [0.8, 0.8])
     # c has no finite score at all, so it is in neither setting; d only in the new one.
     assert pairing.only_a == () and pairing.only_b == ("d",)
+
+
+def test_long_rows_keep_each_seed_on_the_common_cases():
+    ref = pd.concat([_rows("r0", {"a": [0.5, 0.7], "b": [0.6, 0.6]}).assign(seed=0),
+                     _rows("r1", {"a": [0.3, 0.5], "b": [0.2, 0.4], "x": [0.1, 0.1]})
+                     .assign(seed=1)])
+    new = _rows("n0", {"a": [0.9, 0.9], "b": [0.8, np.nan]}).assign(seed=0)
+    pairing = pair_settings(ref, new, "dice")
+    long = pairing.long.set_index(["setting", "seed", "case"])["score"]
+    # Per run the class mean (NaN skipped); case x (reference only) is not in the long rows.
+    assert long.to_dict() == {("a", 0, "a"): pytest.approx(0.6), ("a", 0, "b"): pytest.approx(0.6),
+                              ("a", 1, "a"): pytest.approx(0.4), ("a", 1, "b"): pytest.approx(0.3),
+                              ("b", 0, "a"): pytest.approx(0.9), ("b", 0, "b"): pytest.approx(0.8)}
+    # The seed-averaged pair is the mean of the long rows per case.
+    np.testing.assert_allclose(pairing.a, [0.5, 0.45])
+    assert pairing.n_seeds == 1  # the compared setting has one seed

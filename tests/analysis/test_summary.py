@@ -2,13 +2,13 @@
 
 import pytest
 from diffseg3d.analysis.comparisons import TABLES_BY_ID
-from diffseg3d.analysis.stats import format_pvalue
+from diffseg3d.analysis.stats.paired import format_pvalue
 from diffseg3d.analysis.summary import comparison_sentence, table_section
 from diffseg3d.analysis.table_data import compute_table
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from .test_tables import AMOS_N, AMOS_Y, _two_data_set_frame
+from .tables.test_main_table import AMOS_N, AMOS_Y, _two_data_set_frame
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import itertools
 import numpy as np
 import pytest
 from diffseg3d.analysis.comparisons import add_setting_column
-from diffseg3d.analysis.spearman import roi_dice_spearman, spearman_with_permutation
+from diffseg3d.analysis.stats.spearman import roi_dice_spearman, spearman_with_permutation
 from scipy import stats
 
-from .synthetic_runs import synthetic_frame
+from ..synthetic_runs import synthetic_frame
 
 
 def _enumerated_p(x, y):

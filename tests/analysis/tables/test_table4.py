@@ -13,11 +13,12 @@ from diffseg3d.analysis.collect import SAMPLING_COLUMNS, Collection, collect_csv
 from diffseg3d.analysis.comparisons import SAMPLING_TABLE
 from diffseg3d.analysis.report import write_report
 from diffseg3d.analysis.table_data import compute_table
-from diffseg3d.analysis.tables import MINIMAL_DOCUMENT, display_frame, main_table_latex
+from diffseg3d.analysis.tables.latex import MINIMAL_DOCUMENT
+from diffseg3d.analysis.tables.main_table import display_frame, main_table_latex
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from .synthetic_runs import synthetic_frame
+from ..synthetic_runs import synthetic_frame
 
 # variant -> Dice offset against fixed_large (the default sampler, the reference row).
 OFFSETS = {"ddpm_fixed_large": 0.0, "ddpm_fixed_small": 0.04, "ddim": -0.01}

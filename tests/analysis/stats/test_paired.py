@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from diffseg3d.analysis.stats import format_pvalue, holm, paired_test
+from diffseg3d.analysis.stats.paired import format_pvalue, holm, paired_test
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 

@@ -7,20 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from diffseg3d.analysis.comparisons import TABLES_BY_ID, add_setting_column
-from diffseg3d.analysis.spearman import roi_dice_spearman
+from diffseg3d.analysis.stats.spearman import roi_dice_spearman
 from diffseg3d.analysis.table_data import compute_table, per_class_stats
-from diffseg3d.analysis.tables import (
-    MINIMAL_DOCUMENT,
-    caption,
-    display_frame,
-    main_table_latex,
-    per_class_latex,
-    spearman_latex,
-)
+from diffseg3d.analysis.tables.latex import MINIMAL_DOCUMENT
+from diffseg3d.analysis.tables.main_table import caption, display_frame, main_table_latex
+from diffseg3d.analysis.tables.supplements import per_class_latex, spearman_latex
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from .synthetic_runs import synthetic_frame
+from ..synthetic_runs import synthetic_frame
 
 # Dice per (case, class) for recycling N and Y on one data set; HD95 = 10 * (1 - Dice).
 KNOWN = {

@@ -2,8 +2,8 @@
 
 import matplotlib.image as mpimg
 import numpy as np
-from diffseg3d.analysis import figures
-from diffseg3d.experiments.montage import pick_slices, save_montage
+from diffseg3d.analysis.figures.montage import prediction_montage
+from diffseg3d.experiments.trial.montage import pick_slices, save_montage
 
 
 def test_trial_png_and_paper_figure_are_the_same_pixels(tmp_path):
@@ -17,7 +17,7 @@ def test_trial_png_and_paper_figure_are_the_same_pixels(tmp_path):
     [z] = pick_slices(label, 1)
     trial = mpimg.imread(save_montage(image, label, pred, tmp_path / "trial.png", names,
                                       num_slices=1, title=title))
-    paper, _ = figures.prediction_montage(
+    paper, _ = prediction_montage(
         image[..., z], [("label", label[..., z]), ("prediction", pred[..., z])], names,
         tmp_path / "paper", title=title, z=z)
     np.testing.assert_array_equal(trial, mpimg.imread(paper))

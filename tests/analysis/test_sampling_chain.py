@@ -7,10 +7,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
-from diffseg3d.analysis import figures
 from diffseg3d.analysis.comparisons import add_setting_column
+from diffseg3d.analysis.figures.curves import dice_by_sampling_step
+from diffseg3d.analysis.figures.saving import DPI
 from diffseg3d.analysis.sampling_chain import ensemble_dice, step_dice
-from diffseg3d.analysis.tables import ensemble_latex, sampling_steps_latex
+from diffseg3d.analysis.tables.sampling import ensemble_latex, sampling_steps_latex
 from diffseg3d.cli.main import main
 
 from .synthetic_runs import SETTINGS, synthetic_frame
@@ -78,10 +79,10 @@ def test_ensemble_dice_side_by_side(synthetic):
 def test_figure_and_latex_table(synthetic, tmp_path):
     _, runs, metrics = synthetic
     steps = step_dice(metrics, runs)
-    paths = figures.dice_by_sampling_step(steps, tmp_path / "steps")
+    paths = dice_by_sampling_step(steps, tmp_path / "steps")
     assert [p.suffix for p in paths] == [".png", ".pdf"]
     height, width = mpimg.imread(paths[0]).shape[:2]
-    assert (width, height) == (int(11.0 * figures.DPI), int(4.5 * figures.DPI))
+    assert (width, height) == (int(11.0 * DPI), int(4.5 * DPI))
     latex = sampling_steps_latex(steps)
     first = steps[(steps["data_set"] == "prostate-mr")].iloc[0]
     assert f"{first['mean']:.3f}" in latex

@@ -14,10 +14,9 @@ import math
 import warnings
 
 import numpy as np
+from diffseg3d.analysis.stats import ALPHA
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
-
-ALPHA = 0.01  # the paper's significance level
 
 
 @dataclasses.dataclass(frozen=True)
