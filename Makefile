@@ -6,8 +6,12 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 # make ablations knobs: PROFILE=smoke|quick|paper, GRID=<grid yaml>, DATA=<prepared folder that
 # replaces every data set of the grid; empty = the grid's own data roots>, OUT=<runs folder holding
-# mlflow.db, artifacts and Tune results>, RAY_ADDRESS=<cluster>, MLFLOW_TRACKING_URI=<server>.
+# mlflow.db, artifacts and Tune results>, RAY_ADDRESS=<cluster>, MLFLOW_TRACKING_URI=<server>,
+# SEEDS="0 1 2" (every trial once per seed, replacing the grid's seeds; empty = the grid's, one
+# seed for paper.yaml; two or more give comparisons.csv its mixed-model column p_mixed).
 PROFILE  ?= quick
+SEEDS    ?=
+SEEDS_FLAGS := $(if $(strip $(SEEDS)),--seeds $(SEEDS),)
 GRID     ?= experiments/grids/paper.yaml
 OUT      ?= runs
 PHANTOM  ?= data/phantom
@@ -65,9 +69,9 @@ data: $(PHANTOM)/dataset.json
 ablations: $(STAMP) tex $(DATA_PREREQ)
 	mkdir -p $(OUT)
 	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/diffseg3d ablate $(GRID) --profile $(PROFILE) $(DATA_FLAGS) --out $(OUT) \
-	  --max-concurrent $(MAX_CONCURRENT)
+	  --max-concurrent $(MAX_CONCURRENT) $(SEEDS_FLAGS)
 	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT) \
-	  --grid $(GRID) $(DATA_FLAGS)
+	  --grid $(GRID) $(DATA_FLAGS) $(SEEDS_FLAGS)
 
 # Tables from the runs already in the store (as left by `make ablations` with the same knobs).
 tables: $(STAMP) tex

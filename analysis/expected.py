@@ -11,12 +11,17 @@ from __future__ import annotations
 import os
 
 import pandas as pd
-from diffseg3d.experiments.grid import expand, resolve_grid_path
+from diffseg3d.experiments.grid import expand, load_grid, resolve_grid_path
 
 
-def expected_trial_names(grid: str | os.PathLike, data_override: str | None = None) -> list[str]:
-    """Names of every trial of `grid` (a YAML path or a grid name under experiments/grids)."""
-    return [t.name for t in expand(resolve_grid_path(grid), None, data_override)]
+def expected_trial_names(grid: str | os.PathLike, data_override: str | None = None,
+                         seeds: list[int] | None = None) -> list[str]:
+    """Names of every trial of `grid` (a YAML path or a grid name under experiments/grids);
+    `seeds` replaces the grid's `seeds:` as `diffseg3d ablate --seeds` does."""
+    loaded = load_grid(resolve_grid_path(grid))
+    if seeds is not None:
+        loaded = loaded.model_copy(update={"seeds": list(seeds)})
+    return [t.name for t in expand(loaded, None, data_override)]
 
 
 def missing_trials(expected: list[str], runs: pd.DataFrame) -> list[str]:

@@ -2,6 +2,7 @@
 
     diffseg3d train CONFIG [--profile P] [--data DIR] [--out DIR]       one trial, no Ray
     diffseg3d ablate GRID [--profile P] [--data DIR] [--out DIR] [--max-concurrent N]
+                          [--seeds SEED ...]                          a grid on Ray Tune
     diffseg3d evaluate --pred DIR --labels DIR --out CSV [--classes A,B] [--nsd-tolerance MM]
                        [--resample] [--spacing-from-labels]               score predictions
     diffseg3d data ...                                                  prepare data sets

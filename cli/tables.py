@@ -36,6 +36,9 @@ def _add_tables_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="the --data folder given to `diffseg3d ablate`, if any (trial names "
                         "depend on it)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="the --seeds given to `diffseg3d ablate`, if any (with --grid: "
+                        "the trials of every seed are expected)")
     parser.add_argument("--alpha", type=float, default=ALPHA,
                         help="significance level of the paired t-test (paper: 0.01)")
     parser.add_argument("--no-figures-from-mlflow", action="store_true",
@@ -77,7 +80,8 @@ def run_tables(args: argparse.Namespace) -> int:
     missing = None
     if args.grid is not None:
         try:
-            missing = missing_trials(expected_trial_names(args.grid, args.data), collection.runs)
+            missing = missing_trials(expected_trial_names(args.grid, args.data, args.seeds),
+                                     collection.runs)
         except (ValueError, FileNotFoundError) as err:  # GridError / ConfigError are ValueErrors
             print(f"diffseg3d tables: --grid {args.grid}: {err}", file=sys.stderr)
             return 1

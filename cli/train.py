@@ -103,6 +103,7 @@ def _run_ablate(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         max_failures=args.max_failures,
         storage_path=args.storage,
+        seeds=args.seeds,
     )
     failures = failed_trials(results)
     print(f"{len(results) - len(failures)} of {len(results)} trials finished")
@@ -169,6 +170,15 @@ def add_ablate_command(subparsers) -> argparse.ArgumentParser:
         metavar="PATH",
         help="Tune storage for checkpoints and experiment state (default <out>/ray_results; "
         "on a cluster a shared path or s3://... reachable from every node)",
+    )
+    ablate.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="run every trial once per seed, replacing the grid's `seeds:` (e.g. --seeds 0 1 "
+        "2; two or more give the mixed model of `diffseg3d tables` its seed variance)",
     )
     ablate.set_defaults(func=_run_ablate)
     return ablate

@@ -75,6 +75,7 @@ def run_grid(
     tracking_uri: str | None = None,
     max_failures: int = 2,
     storage_path: str | None = None,
+    seeds: list[int] | None = None,
 ) -> list[dict]:
     """Run (or resume) every trial of the grid at `grid_path`; one result dict per trial.
 
@@ -88,6 +89,7 @@ def run_grid(
     max_failures: retries of a trial whose worker died or that raised (Tune FailureConfig).
     storage_path: Tune storage (local path, NFS mount or `s3://...`); default
         `<out_dir>/ray_results`. On a multi-node cluster it must be storage every node sees.
+    seeds: replaces the grid's `seeds:` (every trial runs once per seed); None keeps them.
 
     Returns, in grid order, `{"trial", "hash", "status", "error", "metrics", "checkpoint"}`:
     status "ok" (final report received), "error" (raised or lost more than `max_failures`
@@ -114,6 +116,8 @@ def run_grid(
         if not data_override.is_dir():
             raise ConfigError(f"--data {data_override}: no such prepared data folder")
     grid = load_grid(grid_path)
+    if seeds is not None:
+        grid = grid.model_copy(update={"seeds": list(seeds)})
     trials = expand(grid, profile, None if data_override is None else str(data_override))
     if not trials:
         raise ConfigError(f"{grid_path}: the grid expands to no trials")

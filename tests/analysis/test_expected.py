@@ -35,3 +35,12 @@ def test_missing_trials_distinguishes_absent_and_failed():
         "c: no usable run (r4 FAILED)",
         "d: no run in the experiment",
     ]
+
+
+def test_seeds_replace_the_grids_seeds_as_ablate_seeds_does(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(GRID)
+    names = expected_trial_names(path, seeds=[0, 1, 2])
+    assert len(names) == 6  # 2 recycling values x 3 seeds
+    assert {n.rsplit("_", 1)[1] for n in names} == {"s0", "s1", "s2"}
+    assert len(expected_trial_names(path, seeds=[5])) == 2
