@@ -1,5 +1,20 @@
-"""Ablation grids: a base config, comparisons (axes of dotted keys -> values) feeding paper
-tables, seeds and data sets, expanded deterministically into de-duplicated trials.
+"""A grid file + a profile + an optional data override -> validated, named trial configs.
+
+Read top to bottom, in the order a grid is processed:
+1. `resolve_grid_path` (a path, or a shipped grid's name) and `load_grid`: parse the YAML
+   (`Grid`), check every layer the user wrote ON ITS OWN (`layering.check_layer`: a profile
+   cannot hide a bad value), resolve `include`s, check data sets and axes.
+2. `expand`: per comparison, the profile over its base (`layering.apply_profile`: overrides
+   printed once per key, recorded per trial); per data set x axis values x seed one validated
+   `Config`, layered (later wins) schema defaults <- base <- profile <- data set (`data.name`,
+   `data.root` made absolute) <- axis values <- seed; the equal-budget check; configs that train
+   the same model merged (`training_key`); trial names, safe (`core/data/safe_name.py`) and
+   unique; U-Net levels checked against the prepared data's shape, before any trial starts.
+   `--data DIR` replaces every data set by DIR (labelled with DIR's dataset.json name), so
+   trials that differed only by data set collapse into one trial keeping every table it feeds.
+3. `grid_hash`: the id of one expansion (its Tune folder and MLflow parent run).
+YAML layering itself is `config/layering.py`; the config schema `config/schema.py`, the grid
+file's `config/grid_file.py`.
 
 Grid YAML (`experiments/grids/*.yaml`):
 
@@ -16,16 +31,6 @@ Grid YAML (`experiments/grids/*.yaml`):
         axes: {diffusion.recycling: [false, true]}   # Cartesian product over the axes
     include: [other.yaml]             # optional: comparisons of other grids (their own base,
                                       # data sets merged), e.g. paper.yaml = the three tables
-
-Layering of one trial's config (later wins): schema defaults <- base <- profile <- data set
-(`data.name`, `data.root` made absolute against the current directory) <- axes values <- seed.
-The base of the grid and of each comparison, and every axis value, are validated on their own
-first (`layers.check_layer`), so a profile cannot hide a bad value; profile overrides of base
-values are printed once per key and recorded per trial (`layers.apply_profile`). The grid name
-and every trial name are safe file names (`core/data/safe_name.py`), and each trial's U-Net
-levels must divide its prepared data's spatial shape (checked before any trial starts).
-`--data DIR` replaces every data set by DIR (labelled with DIR's dataset.json name), so trials
-that differed only by data set collapse into one trial that keeps every table it feeds.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from diffseg3d.core.data.safe_name import UnsafeNameError, check_safe_name
-from diffseg3d.experiments.config.errors import ConfigError
+from diffseg3d.experiments.config.errors import ConfigError, GridError
+from diffseg3d.experiments.config.grid_file import Comparison, Grid
 from diffseg3d.experiments.config.layering import (
+    Layered,
     apply_profile,
     check_layer,
     deep_merge,
@@ -50,60 +56,13 @@ from diffseg3d.experiments.config.layering import (
     set_dotted,
 )
 from diffseg3d.experiments.config.schema import Config, config_hash, validate_config
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 #: Folder of the shipped grids.
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
 
 #: Keys every method of one comparison must share: the paper compares at equal compute budget.
 BUDGET_KEYS = ("train.steps", "data.batch_size")
-
-
-class GridError(ValueError):
-    """A grid file is malformed or expands into inconsistent trials; names file and key."""
-
-
-class Comparison(BaseModel):
-    """One comparison of a paper table: the axes varied and the data sets it runs on."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    table: str = Field(description="Paper table label, e.g. '1', '2', '3a'.")
-    axes: dict[str, list[Any]] = Field(
-        description="Dotted config key -> values; trials are the Cartesian product."
-    )
-    data_sets: list[str] | None = Field(
-        None, description="Subset of the grid's data sets (default: all of them)."
-    )
-    base: dict = Field(
-        {}, description="Partial config merged over the grid's base for this comparison only."
-    )
-
-
-class Grid(BaseModel):
-    """A parsed grid file (includes resolved: every comparison carries its full base)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(
-        description="Grid name: the MLflow experiment and parent run label, and the folder of "
-        "its Tune experiment; a safe file name (letters, digits, `._+-=`)."
-    )
-    description: str = Field("", description="Free text.")
-    seeds: list[int] = Field([0], min_length=1, description="Seeds; each trial runs per seed.")
-    data_sets: dict[str, str] = Field(
-        {}, description="Data set label -> default prepared folder (relative: to the cwd)."
-    )
-    base: dict = Field({}, description="Partial config shared by every comparison.")
-    comparisons: list[Comparison] = Field([], description="Comparisons feeding paper tables.")
-    include: list[str] = Field(
-        [], description="Other grid files (relative to this one) whose comparisons are added."
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, name: str) -> str:
-        return check_safe_name(name, what="name")
 
 
 @dataclass(frozen=True)
@@ -117,16 +76,20 @@ class Trial:
     tables: tuple[str, ...]
 
 
-def _parse(raw: dict, source: str) -> Grid:
-    try:
-        return Grid.model_validate(raw)
-    except ValidationError as err:
-        lines = [
-            f"  - {'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')} "
-            f"(got {e.get('input')!r})"
-            for e in err.errors()
-        ]
-        raise GridError(f"{source}: invalid grid:\n" + "\n".join(lines)) from None
+# ---------------------------------------------------------------------------------------------
+# 1. Finding and reading a grid file
+
+
+def resolve_grid_path(grid: str | os.PathLike) -> Path:
+    """A grid file path; a bare name like `paper` or `paper.yaml` finds the shipped grid."""
+    path = Path(grid)
+    if path.is_file():
+        return path
+    shipped = GRIDS_DIR / (path.name if path.suffix else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.yaml")))
+    raise GridError(f"{grid}: no such grid file (shipped grids: {known})")
 
 
 def load_grid(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> Grid:
@@ -166,6 +129,18 @@ def load_grid(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> Grid:
     )
 
 
+def _parse(raw: dict, source: str) -> Grid:
+    try:
+        return Grid.model_validate(raw)
+    except ValidationError as err:
+        lines = [
+            f"  - {'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')} "
+            f"(got {e.get('input')!r})"
+            for e in err.errors()
+        ]
+        raise GridError(f"{source}: invalid grid:\n" + "\n".join(lines)) from None
+
+
 def _check_layers(grid: Grid, source: str) -> None:
     """Each user-written layer of one grid file on its own (`layers.check_layer`)."""
     layers = [(grid.base, f"{source} base")]
@@ -180,86 +155,70 @@ def _check_layers(grid: Grid, source: str) -> None:
             raise GridError(str(err)) from None
 
 
-def _yn(flag: bool) -> str:
-    return "Y" if flag else "N"
+# ---------------------------------------------------------------------------------------------
+# 2. Expanding a grid into trials
 
 
-def trial_name(config: Config) -> str:
-    """Readable name from the config: `prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0`,
-    `amos-ct_unet_dice-Y_s0`."""
-    if config.method == "unet":
-        parts = [config.data.name, "unet", f"dice-{_yn(config.loss.dice)}"]
-    else:
-        d = config.diffusion
-        parts = [
-            config.data.name,
-            "diffusion",
-            d.output,
-            f"recycle-{_yn(d.recycling)}",
-            f"dice-{_yn(config.loss.dice)}",
-            f"k{d.train_steps}",
-        ]
-    return "_".join([*parts, f"s{config.seed}"])
+def expand(
+    grid: Grid | str | os.PathLike,
+    profile: str | None = None,
+    data_override: str | os.PathLike | None = None,
+) -> list[Trial]:
+    """All unique trials of `grid` under `profile`, in a deterministic order (comparisons as
+    written, then data sets, axis values, seeds). A configuration reached by several comparisons
+    appears once, with all their tables; configurations that differ only in `eval.samplers`
+    are one trial sampled with the union of their variants (`training_key`)."""
+    source = str(grid) if not isinstance(grid, Grid) else grid.name
+    if not isinstance(grid, Grid):
+        grid = load_grid(grid)
+    load_profile(profile)  # an unknown profile fails before anything else
+    roots, override_label = _data_roots(grid, data_override)
+
+    # training key -> (config, tables), in order of first appearance
+    merged: dict[str, tuple[Config, list[str]]] = {}
+    messages: list[str] = []
+    for comp in grid.comparisons:
+        layered = apply_profile(comp.base, profile, source=f"{source} table {comp.table} base")
+        messages += [m for m in layered.messages if m not in messages]
+        configs = _comparison_configs(grid, comp, layered, roots, override_label, source)
+        _check_budget(comp.table, configs, source)
+        _merge_by_training(merged, configs, comp.table)
+    trials = _named_trials(merged, source)
+    say(messages)
+    return trials
 
 
-def data_set_label(root: str | os.PathLike) -> str:
-    """Label of a prepared folder: its dataset.json `name`, else the folder's name."""
-    meta = Path(root) / "dataset.json"
-    if meta.is_file():
-        try:
-            name = json.loads(meta.read_text()).get("name")
-        except json.JSONDecodeError as err:
-            raise GridError(f"{meta}: not valid JSON: {err}") from None
-        if name is not None and name != "":
-            try:
-                return check_safe_name(name, what="key 'name'")
-            except UnsafeNameError as err:
-                raise GridError(f"{meta}: {err}") from None
-    try:
-        return check_safe_name(Path(root).resolve().name, what="data set folder name")
-    except UnsafeNameError as err:
-        raise GridError(f"{root}: no dataset.json name and {err}") from None
+def _data_roots(grid: Grid, data_override) -> tuple[dict[str, str], str | None]:
+    """(data set label -> absolute prepared folder, label replacing every data set's or None):
+    `--data DIR` replaces every folder by DIR, labelled with DIR's own name."""
+    if data_override is not None:
+        roots = {name: absolute_root(data_override) for name in grid.data_sets}
+        return roots, data_set_label(data_override)
+    return {name: absolute_root(root) for name, root in grid.data_sets.items()}, None
 
 
-def prepared_shape(root: str | os.PathLike) -> tuple[int, ...] | None:
-    """Spatial shape from a prepared folder's dataset.json; None when there is none yet (a URL,
-    or data not prepared: the trial then reports the missing data set)."""
-    if "://" in os.fspath(root):
-        return None
-    meta = Path(root) / "dataset.json"
-    if not meta.is_file():
-        return None
-    try:
-        shape = json.loads(meta.read_text()).get("shape")
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise GridError(f"{meta}: not a JSON object: {err}") from None
-    if not isinstance(shape, list) or not all(isinstance(s, int) for s in shape):
-        return None  # the data set loader names this file and key
-    return tuple(shape)
-
-
-def check_levels_fit(config: Config, what: str) -> None:
-    """Raise GridError naming `what` (the trial) unless every spatial size of the prepared data
-    at `config.data.root` is divisible by 2**(levels - 1), levels = len(model.channels): the
-    U-Net halves each size at every level below the top."""
-    shape = prepared_shape(config.data.root)
-    levels = len(config.model.channels)
-    divisor = 2 ** (levels - 1)
-    if shape is None or all(size % divisor == 0 for size in shape):
-        return
-    raise GridError(
-        f"{what}: the prepared data's spatial shape {list(shape)} ({config.data.root}) is not "
-        f"divisible by {divisor} = 2**(levels-1) for model.channels {config.model.channels} "
-        f"({levels} levels); prepare the data with sizes divisible by {divisor} or use fewer "
-        "levels"
-    )
-
-
-def absolute_root(root: str | os.PathLike) -> str:
-    """A data root as an absolute path (URLs unchanged): trials run in other working
-    directories (Ray), and the config hash must be the one the trial itself computes."""
-    root = os.fspath(root)
-    return root if "://" in root else str(Path(root).resolve())
+def _comparison_configs(grid: Grid, comp: Comparison, layered: Layered, roots: dict[str, str],
+                        override_label: str | None, source: str) -> list[Config]:
+    """One validated config per data set x axis values x seed of one comparison: the layers
+    base + profile (`layered`) <- data set <- axis values <- seed, then the whole config."""
+    names = comp.data_sets or list(grid.data_sets)
+    keys = list(comp.axes)
+    configs = []
+    for ds in names:
+        for values in itertools.product(*(comp.axes[k] for k in keys)):
+            for seed in grid.seeds:
+                raw = layered.raw
+                raw = set_dotted(raw, "data.name", override_label or ds)
+                raw = set_dotted(raw, "data.root", roots[ds])
+                for key, value in zip(keys, values, strict=True):
+                    raw = set_dotted(raw, key, value)
+                raw = set_dotted(raw, "seed", seed)
+                label = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values, strict=True))
+                config = validate_config(
+                    raw, source=f"{source} table {comp.table} ({ds}; {label}; seed {seed})"
+                )
+                configs.append(config.model_copy(update={"overridden": list(layered.overridden)}))
+    return configs
 
 
 def _check_budget(table: str, configs: list[Config], source: str) -> None:
@@ -271,6 +230,19 @@ def _check_budget(table: str, configs: list[Config], source: str) -> None:
                 f"{source}: table {table} compares methods at different compute budgets: "
                 f"{key} takes values {sorted(values)}"
             )
+
+
+def _merge_by_training(merged: dict[str, tuple[Config, list[str]]], configs: list[Config],
+                       table: str) -> None:
+    """Add one comparison's configs to `merged` (training key -> (config, tables)): a model
+    already there gains the table and the comparison's sampling variants."""
+    for config in configs:
+        key = training_key(config)
+        if key not in merged:
+            merged[key] = (config, [])
+        merged[key] = (_with_samplers_of(merged[key][0], config), merged[key][1])
+        if table not in merged[key][1]:
+            merged[key][1].append(table)
 
 
 def training_key(config: Config) -> str:
@@ -293,65 +265,12 @@ def _with_samplers_of(config: Config, other: Config) -> Config:
         update={"eval": config.eval.model_copy(update={"samplers": samplers})})
 
 
-def expand(
-    grid: Grid | str | os.PathLike,
-    profile: str | None = None,
-    data_override: str | os.PathLike | None = None,
-) -> list[Trial]:
-    """All unique trials of `grid` under `profile`, in a deterministic order (comparisons as
-    written, then data sets, axis values, seeds). A configuration reached by several comparisons
-    appears once, with all their tables; configurations that differ only in `eval.samplers`
-    are one trial sampled with the union of their variants (`training_key`)."""
-    source = str(grid) if not isinstance(grid, Grid) else grid.name
-    if not isinstance(grid, Grid):
-        grid = load_grid(grid)
-    load_profile(profile)  # an unknown profile fails before anything else
-    if data_override is not None:
-        data_sets = {name: absolute_root(data_override) for name in grid.data_sets}
-        override_label = data_set_label(data_override)
-    else:
-        data_sets = {name: absolute_root(root) for name, root in grid.data_sets.items()}
-        override_label = None
-
-    order: list[str] = []
-    by_hash: dict[str, tuple[Config, list[str]]] = {}
-    messages: list[str] = []
-    for comp in grid.comparisons:
-        names = comp.data_sets or list(grid.data_sets)
-        keys = list(comp.axes)
-        configs = []
-        layered = apply_profile(comp.base, profile, source=f"{source} table {comp.table} base")
-        messages += [m for m in layered.messages if m not in messages]
-        for ds in names:
-            for values in itertools.product(*(comp.axes[k] for k in keys)):
-                for seed in grid.seeds:
-                    raw = layered.raw
-                    raw = set_dotted(raw, "data.name", override_label or ds)
-                    raw = set_dotted(raw, "data.root", data_sets[ds])
-                    for key, value in zip(keys, values, strict=True):
-                        raw = set_dotted(raw, key, value)
-                    raw = set_dotted(raw, "seed", seed)
-                    label = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values, strict=True))
-                    config = validate_config(
-                        raw, source=f"{source} table {comp.table} ({ds}; {label}; seed {seed})"
-                    )
-                    configs.append(
-                        config.model_copy(update={"overridden": list(layered.overridden)})
-                    )
-        _check_budget(comp.table, configs, source)
-        for config in configs:
-            h = training_key(config)
-            if h not in by_hash:
-                order.append(h)
-                by_hash[h] = (config, [])
-            by_hash[h] = (_with_samplers_of(by_hash[h][0], config), by_hash[h][1])
-            if comp.table not in by_hash[h][1]:
-                by_hash[h][1].append(comp.table)
-
+def _named_trials(merged: dict[str, tuple[Config, list[str]]], source: str) -> list[Trial]:
+    """The merged configs as `Trial`s: readable names (made unique with the config hash where two
+    configs share one), safe as file names, U-Net levels checked against the prepared data."""
     trials = []
     names_seen: dict[str, int] = {}
-    for key in order:
-        config, tables = by_hash[key]
+    for config, tables in merged.values():
         h = config_hash(config)
         name = trial_name(config)
         names_seen[name] = names_seen.get(name, 0) + 1
@@ -365,8 +284,96 @@ def expand(
         config = config.model_copy(update={"name": name, "tables": list(tables)})
         check_levels_fit(config, f"{source}: trial {name}")
         trials.append(Trial(name=name, config=config, hash=h, tables=tuple(tables)))
-    say(messages)
     return trials
+
+
+def trial_name(config: Config) -> str:
+    """Readable name from the config: `prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0`,
+    `amos-ct_unet_dice-Y_s0`."""
+    if config.method == "unet":
+        parts = [config.data.name, "unet", f"dice-{_yn(config.loss.dice)}"]
+    else:
+        d = config.diffusion
+        parts = [
+            config.data.name,
+            "diffusion",
+            d.output,
+            f"recycle-{_yn(d.recycling)}",
+            f"dice-{_yn(config.loss.dice)}",
+            f"k{d.train_steps}",
+        ]
+    return "_".join([*parts, f"s{config.seed}"])
+
+
+def _yn(flag: bool) -> str:
+    return "Y" if flag else "N"
+
+
+def check_levels_fit(config: Config, what: str) -> None:
+    """Raise GridError naming `what` (the trial) unless every spatial size of the prepared data
+    at `config.data.root` is divisible by the network's down-sampling factor, with levels =
+    len(model.channels): 2**(levels - 1) for diffseg3d (it halves each size at every level below
+    the top), 2**levels for imgx_v010 (its full-resolution stem adds one halving)."""
+    shape = prepared_shape(config.data.root)
+    levels = len(config.model.channels)
+    released = config.model.architecture == "imgx_v010"
+    divisor = 2**levels if released else 2 ** (levels - 1)
+    if shape is None or all(size % divisor == 0 for size in shape):
+        return
+    rule = "2**levels for model.architecture imgx_v010" if released else "2**(levels-1)"
+    raise GridError(
+        f"{what}: the prepared data's spatial shape {list(shape)} ({config.data.root}) is not "
+        f"divisible by {divisor} = {rule} for model.channels {config.model.channels} "
+        f"({levels} levels); prepare the data with sizes divisible by {divisor} or use fewer "
+        "levels"
+    )
+
+
+def prepared_shape(root: str | os.PathLike) -> tuple[int, ...] | None:
+    """Spatial shape from a prepared folder's dataset.json; None when there is none yet (a URL,
+    or data not prepared: the trial then reports the missing data set)."""
+    if "://" in os.fspath(root):
+        return None
+    meta = Path(root) / "dataset.json"
+    if not meta.is_file():
+        return None
+    try:
+        shape = json.loads(meta.read_text()).get("shape")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise GridError(f"{meta}: not a JSON object: {err}") from None
+    if not isinstance(shape, list) or not all(isinstance(s, int) for s in shape):
+        return None  # the data set loader names this file and key
+    return tuple(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data roots and the identity of an expansion
+
+
+def data_set_label(root: str | os.PathLike) -> str:
+    """Label of a prepared folder: its dataset.json `name`, else the folder's name."""
+    meta = Path(root) / "dataset.json"
+    if meta.is_file():
+        try:
+            name = json.loads(meta.read_text()).get("name")
+        except json.JSONDecodeError as err:
+            raise GridError(f"{meta}: not valid JSON: {err}") from None
+        if name is not None and name != "":
+            try:
+                return check_safe_name(name, what="key 'name'")
+            except UnsafeNameError as err:
+                raise GridError(f"{meta}: {err}") from None
+    try:
+        return check_safe_name(Path(root).resolve().name, what="data set folder name")
+    except UnsafeNameError as err:
+        raise GridError(f"{root}: no dataset.json name and {err}") from None
+
+
+def absolute_root(root: str | os.PathLike) -> str:
+    """A data root as an absolute path (URLs unchanged): trials run in other working
+    directories (Ray), and the config hash must be the one the trial itself computes."""
+    root = os.fspath(root)
+    return root if "://" in root else str(Path(root).resolve())
 
 
 def grid_hash(trials: list[Trial]) -> str:
@@ -374,15 +381,3 @@ def grid_hash(trials: list[Trial]) -> str:
     the same MLflow parent run."""
     joined = ",".join(sorted(t.hash for t in trials))
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
-
-
-def resolve_grid_path(grid: str | os.PathLike) -> Path:
-    """A grid file path; a bare name like `paper` or `paper.yaml` finds the shipped grid."""
-    path = Path(grid)
-    if path.is_file():
-        return path
-    shipped = GRIDS_DIR / (path.name if path.suffix else f"{path.name}.yaml")
-    if shipped.is_file():
-        return shipped
-    known = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.yaml")))
-    raise GridError(f"{grid}: no such grid file (shipped grids: {known})")

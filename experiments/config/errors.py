@@ -1,7 +1,8 @@
-"""The error of an invalid config, and pydantic's errors as one message naming source and keys.
+"""The errors of an invalid config or grid file, and pydantic's errors as one message naming
+source and keys.
 
-Every layer of configuration (config file, grid, profile, data override, resources) raises
-`ConfigError`; `diffseg3d ablate` and `diffseg3d train` print it as one line and exit 2.
+Every layer of configuration (config file, profile, data override, resources) raises
+`ConfigError`, a grid file `GridError`; the command line prints either as one line and exits 2.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A config (file, profile or override) is invalid; the message names source, key and value."""
+
+
+class GridError(ValueError):
+    """A grid file is malformed or expands into inconsistent trials; names file and key."""
 
 
 def format_errors(errors: list[dict], source: str) -> str:
