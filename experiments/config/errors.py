@@ -24,6 +24,9 @@ def format_errors(errors: list[dict], source: str) -> str:
         value = e.get("input")
         if e["type"] == "extra_forbidden":
             lines.append(f"  - {key}: unknown key (value {value!r})")
+        elif e["type"] == "finite_number":  # `Section`'s allow_inf_nan=False
+            lines.append(f"  - {key}: must be a finite number, not NaN or infinity "
+                         f"(got {value!r})")
         elif isinstance(value, dict):
             # A section-level (cross-field) check: its message names the keys and values.
             msg = e["msg"].removeprefix("Value error, ")

@@ -15,9 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Section(BaseModel):
-    """Base of every section: unknown keys are errors, assignments are re-validated."""
+    """Base of every section: unknown keys are errors, assignments are re-validated, and no
+    float setting (a float, an optional float, a tuple or list of floats) takes NaN or +-inf:
+    `allow_inf_nan=False` holds for every field of every section, also ones added later (a
+    test walks the whole schema)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
