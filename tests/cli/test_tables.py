@@ -1,4 +1,4 @@
-"""`diffseg3d tables` reads a store and never creates or repairs one (issue 14 point 8)."""
+"""`diffseg3d tables` reads a store and never creates or repairs one."""
 
 import pytest
 from diffseg3d.cli.main import main

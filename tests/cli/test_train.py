@@ -35,7 +35,7 @@ def test_ablate_counts_must_be_integers(flag, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
-# Names that would steer writes outside --out, and checks before any trial starts (issue #14)
+# Names that would steer writes outside --out, and checks before any trial starts
 
 
 def _tree(root):

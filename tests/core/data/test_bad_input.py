@@ -1,4 +1,4 @@
-"""Each bad input of issues #3 and #14 (points 4, 9) gives a DataError naming the file, key or
+"""Each bad input of data preparation and loading gives a DataError naming the file, key or
 argument, and no partial output."""
 
 import functools
@@ -224,7 +224,7 @@ def test_interrupted_preparation_leaves_nothing_and_stale_partials_are_removed(t
 
 
 # ---------------------------------------------------------------------------------------------
-# Nonsense preparation arguments (issue #14 point 4): DataError from the core functions (the
+# Nonsense preparation arguments: DataError from the core functions (the
 # API), before anything is read or written.
 
 
@@ -298,7 +298,7 @@ def test_intensity_window_low_must_be_below_high():
 
 
 # ---------------------------------------------------------------------------------------------
-# Source dataset.json and folders (issue #14 point 9)
+# Source dataset.json and folders
 
 
 def _msd(root, training, extra_files=()):

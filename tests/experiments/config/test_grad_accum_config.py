@@ -47,7 +47,7 @@ def test_it_is_an_mlflow_param_and_part_of_the_config_hash():
 
 @pytest.mark.parametrize(("name", "microbatches"), [("paper", 8), ("paper_tpu", 2)])
 def test_paper_profiles_train_the_batch_of_8_one_volume_per_device_at_a_time(name, microbatches):
-    # One 256x256x48 volume per device per pass (issue #10): 8 x 1 on a GPU, 2 x 4 on 4 chips.
+    # One 256x256x48 volume per device per pass: 8 x 1 on a GPU, 2 x 4 on 4 chips.
     config = validate_config(load_profile(name), source=name)
     assert config.data.batch_size == 8
     assert config.train.grad_accum_steps == microbatches

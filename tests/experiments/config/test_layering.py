@@ -1,4 +1,4 @@
-"""Layering a profile over the user's config / grid base (issue #14 point 2): each user layer is
+"""Layering a profile over the user's config / grid base: each user layer is
 validated on its own (a profile cannot hide a bad value), profile overrides of user values are
 printed and recorded (MLflow tag `diffseg3d.overridden`), and a GPU/TPU request is never turned
 into a CPU run by a profile."""
