@@ -136,7 +136,7 @@ class ModelConfig(Section):
         description="Convolution forms (core/models/conv.py): lax3d (native 3D convs, strided "
         "down / transposed up), slices (2D convs over depth-shifted slices and space-to-depth "
         "matmuls for down/up; faster on XLA:CPU), lax3d_s2d (native 3x3x3 convs, space-to-depth "
-        "matmuls for down/up; a GPU candidate, issue #10) or auto (slices on CPU, lax3d on "
+        "matmuls for down/up; a GPU candidate) or auto (slices on CPU, lax3d on "
         "GPU/TPU). All share the same parameters.",
     )
     remat: bool = Field(
