@@ -260,6 +260,15 @@ class TrainConfig(Section):
     eval_every: int = Field(
         2500, ge=0, description="Validation Dice every this many steps; 0 disables it."
     )
+    stop_on_nonfinite: bool = Field(
+        True,
+        description="Stop the trial at the first logged window (train.log_every, and before "
+        "every validation and checkpoint) whose loss or gradient norm is NaN or infinite: the "
+        "error names the first such step and its loss parts, the checkpoints saved so far (all "
+        "of finite training) are kept, the MLflow run ends FAILED with the reason in the tag "
+        "diffseg3d.failure, and Ray Tune does not retry it (the same seed diverges again; "
+        "experiments/trial/divergence.py). false: log NaN and train on.",
+    )
 
 
 class EvalConfig(Section):

@@ -59,6 +59,17 @@ TAG_TEST_CHECKPOINT = "diffseg3d.test_checkpoint"
 #: The user's values a profile replaced, "; "-joined `Config.overridden` entries
 #: (`train.steps: 500 -> 20 (profile smoke)`); set only when a profile replaced something.
 TAG_OVERRIDDEN = "diffseg3d.overridden"
+#: On a trial run that ended FAILED: why, `<error type>: <message>` (e.g. the step and loss
+#: parts of a non-finite training step, `train.stop_on_nonfinite`), at most
+#: `FAILURE_TAG_CHARS` characters.
+TAG_FAILURE = "diffseg3d.failure"
+FAILURE_TAG_CHARS = 5000
+
+
+def failure_reason(err: BaseException) -> str:
+    """`TAG_FAILURE`'s value for `err`: its type and message, cut to `FAILURE_TAG_CHARS`."""
+    text = str(err).strip()
+    return (f"{type(err).__name__}: {text}" if text else type(err).__name__)[:FAILURE_TAG_CHARS]
 
 # ---------------------------------------------------------------------------------------------
 # Artifacts of a trial run

@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from diffseg3d.core.train.checkpoint import save_checkpoint_folder
 from diffseg3d.experiments.tracking import record
+from diffseg3d.experiments.write_failure import no_room_errno, no_room_reason
 
 #: Local checkpoint folders kept (older ones are deleted; Ray Tune keeps its own copies).
 KEEP_CHECKPOINTS = 2
@@ -72,15 +74,32 @@ class BestValidation:
 
 def save_checkpoint(root: Path, state, info: dict, best_params) -> Path:
     """A fresh checkpoint folder (`save_checkpoint_folder`) with `info` as trial.json and, when
-    given, the best-validation parameters as `record.BEST_PARAMS`."""
+    given, the best-validation parameters as `record.BEST_PARAMS`.
+
+    No room to write it (a full disk, a quota, a file-size limit) is a `TrialError` naming the
+    folder; the half-written folder is removed and the older ones, deleted only after a
+    complete save, are kept."""
     def write_best(directory: Path) -> None:  # before trial.json: its presence means complete
         leaves = jax.tree_util.tree_leaves(jax.device_get(best_params))
         np.savez(directory / record.BEST_PARAMS,
                  **{f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
 
-    return save_checkpoint_folder(root, state, info=info, info_name=record.TRIAL_JSON,
-                                  keep=KEEP_CHECKPOINTS,
-                                  write_extra=None if best_params is None else write_best)
+    try:
+        return save_checkpoint_folder(root, state, info=info, info_name=record.TRIAL_JSON,
+                                      keep=KEEP_CHECKPOINTS,
+                                      write_extra=None if best_params is None else write_best)
+    except (OSError, ValueError) as err:  # orbax reports a failed write as a ValueError
+        code = no_room_errno(err)
+        if code is None:
+            raise
+        step = int(jax.device_get(state.step))
+        folder = Path(root) / f"step_{step:07d}"  # `save_checkpoint_folder`'s name
+        shutil.rmtree(folder, ignore_errors=True)
+        complete = sorted(p for p in Path(root).glob("step_*") if (p / record.TRIAL_JSON).is_file())
+        kept = (f"the previous checkpoint {complete[-1]} is kept" if complete
+                else "no earlier checkpoint exists")
+        raise TrialError(f"{folder}: cannot write the checkpoint of step {step}: "
+                         f"{no_room_reason(code)}; {kept}") from None
 
 
 def read_params(path: Path, like):

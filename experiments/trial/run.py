@@ -26,6 +26,7 @@ same test key (`scoring.score_sampling_variants`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -54,6 +55,7 @@ from diffseg3d.experiments.trial.checkpoint import (
     read_trial_json,
     save_checkpoint,
 )
+from diffseg3d.experiments.trial.divergence import check_window
 from diffseg3d.experiments.trial.montage import save_montage
 from diffseg3d.experiments.trial.scoring import predict_split, score_sampling_variants, test_means
 from tqdm import tqdm
@@ -147,15 +149,19 @@ def run_trial(
                    disable=not progress)
         last: dict[str, float] = {}
         window: list[dict] = []
+        kept = None if resume_from is None else Path(resume_from)  # the newest checkpoint
         for step in range(start_step + 1, t.steps + 1):  # `step` counts completed steps
             state, metrics = step_fn(state, next(batches), jax.random.fold_in(train_key, step - 1))
             window.append(metrics)
             validate = bool(t.eval_every) and step % t.eval_every == 0
             checkpoint = bool(t.checkpoint_every) and step % t.checkpoint_every == 0
             if step % t.log_every == 0 or validate or checkpoint or step == t.steps:
-                logged = {k: finite_or_nan(v) for k, v in window_means(window).items()}
-                window = []
+                means = window_means(window)
+                logged = {k: finite_or_nan(v) for k, v in means.items()}
                 run.log_metrics(logged, step)
+                if t.stop_on_nonfinite:  # before this step's validation and checkpoint
+                    check_window(window, means, step, config.name, kept)
+                window = []
                 last.update(logged)
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{logged.get('loss', math.nan):.4f}")
@@ -167,7 +173,8 @@ def run_trial(
                 run.log_metrics({"val_dice": last["val_dice"]}, step)
                 best.update(step, last["val_dice"], state.params)
             if checkpoint and step < t.steps:
-                checkpoint_dir = save(state, {**trial_meta, **best.info()}, best.params)
+                checkpoint_dir = kept = save(state, {**trial_meta, **best.info()},
+                                             best.params)
                 if report is not None:
                     report({"step": step, **last}, str(checkpoint_dir))
         bar.close()
@@ -241,7 +248,9 @@ def run_trial(
         if report is not None:
             numbers = {k: v for k, v in result.items() if isinstance(v, int | float)}
             report({**last, **numbers, "done": True}, str(final_dir))
-    except BaseException:
+    except BaseException as err:
+        with contextlib.suppress(Exception):  # the store itself may be what failed
+            run.set_tags({record.TAG_FAILURE: record.failure_reason(err)})
         run.finish("FAILED")
         raise
     run.finish("FINISHED")
