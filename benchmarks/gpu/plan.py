@@ -71,7 +71,7 @@ TIMEOUTS = {
     "step": 100, "profile_step": 150, "sample": 60, "hlo": 90, "monai": 90,
     "conv_layers": 150, "pytest": 240,
 }
-SMALL_TIMEOUT_S = 90
+SMALL_TIMEOUT_S = 120
 #: The GPU run's wall-clock budget (6 minutes) and the CPU rehearsal's.
 BUDGET_S = 360.0
 SMALL_BUDGET_S = 900.0

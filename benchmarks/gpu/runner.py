@@ -128,10 +128,19 @@ def _child_record(cfg: GpuConfig, timeout_s: float, log_dir: Path,
                   env_extra: dict[str, str] | None = None) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.gpu.child", cfg.to_json()]
     run = run_command(cmd, child_env(cfg.small, env_extra), timeout_s, log_dir / f"{cfg.name}.log")
-    record = _result_line(run["stdout"]) if run["returncode"] == 0 else None
+    return child_outcome(run, timeout_s)
+
+
+def child_outcome(run: dict, timeout_s: float) -> dict:
+    """The record of a measuring process from `run_command`'s result: its printed record
+    (``status`` ok; also when it was killed after printing it, e.g. in torch's or XLA's
+    teardown: then with a ``note``), else the failure."""
+    record = _result_line(run["stdout"]) if run["returncode"] == 0 or run["timed_out"] else None
     if record is None:
         return {**_failure(run, timeout_s), "wall_s": run["wall_s"]}
-    return {"status": "ok", **record, "wall_s": run["wall_s"]}
+    late = {"note": f"killed at its {timeout_s:.0f} s limit after printing its record"} \
+        if run["timed_out"] else {}
+    return {"status": "ok", **record, **late, "wall_s": run["wall_s"]}
 
 
 def _hlo_record(cfg: GpuConfig, timeout_s: float, log_dir: Path, env: dict[str, str]) -> dict:

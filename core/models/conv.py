@@ -39,10 +39,12 @@ Why ``"lax3d_s2d"`` and not ``"lax3d"`` off the CPU. The kernel gradient of
 dilated by 2 (``lhs_dilation=(2, 2, 2)``), correlated with the output cotangent, whose window is
 the level's whole volume (256x256x48 at the top level of the paper's size). XLA:GPU does not
 match that as a cuDNN backward-filter conv; it runs it as a forward conv over a zero-interleaved
-padded copy of the input, mostly multiplying zeros (public reports: jax-ml/jax#31662, a bf16
-ConvTranspose3D gradient 32x slower than torch; openxla/xla#34273; jax-ml/jax#8537, 3D
-transposed convs a blind spot of cuDNN; patrick-kidger/equinox#1259, about 30x faster after
-replacing ``lhs_dilation`` by explicit padding). On the paper's 256x256x48 step on an H200 the
+padded copy of the input, mostly multiplying zeros. Public reports:
+https://github.com/jax-ml/jax/issues/31662 (a bf16 ConvTranspose3D gradient 32x slower than
+torch), https://github.com/openxla/xla/issues/34273 (the same HLO),
+https://github.com/jax-ml/jax/issues/8537 (3D transposed convs a blind spot of cuDNN),
+https://github.com/patrick-kidger/equinox/pull/1259 (about 30x faster after replacing
+``lhs_dilation`` by explicit padding). On the paper's 256x256x48 step on an H200 the
 ``"lax3d"`` train step took 0.88 s against a 22 ms forward pass (2026-11-28). ``"lax3d_s2d"``
 has no such conv: its down/up convs and their gradients are reshapes around one matmul, which
 cuBLAS (GPU) and the MXU (TPU) run natively. TPUs get the same form: the dilated whole-volume

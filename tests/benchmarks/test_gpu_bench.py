@@ -18,8 +18,17 @@ import pytest
 from benchmarks import gpu_bench
 from benchmarks.gpu import external, figures
 from benchmarks.gpu.child import RESULT_PREFIX
-from benchmarks.gpu.plan import BUDGET_S, GPU_FORM, PAPER_ACCUM, PARTS, GpuConfig, estimate, plan
-from benchmarks.gpu.runner import run_all
+from benchmarks.gpu.plan import (
+    BUDGET_S,
+    GPU_FORM,
+    PAPER_ACCUM,
+    PARTS,
+    SMALL_TIMEOUT_S,
+    GpuConfig,
+    estimate,
+    plan,
+)
+from benchmarks.gpu.runner import child_outcome, run_all
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,15 +125,29 @@ def test_budget_spent_by_the_first_configuration_skips_the_rest():
 
     def run(cfg, timeout_s, log_dir):
         seen.append((cfg.name, timeout_s))
-        now[0] += 70.0  # this configuration took 70 s of the 100 s budget
+        now[0] += 125.0  # this configuration took 125 s of the 150 s budget
         return {"name": cfg.name, "part": cfg.part, "status": "ok", "step_s": 1.0}
 
-    records = run_all(configs, 100.0, Path("unused"), min_start_s=20.0, clock=lambda: now[0],
+    records = run_all(configs, 150.0, Path("unused"), min_start_s=20.0, clock=lambda: now[0],
                       run=run)
-    # The second gets only the 30 s left, not its own 90 s limit; the third cannot start.
-    assert seen == [(configs[0].name, 90.0), (configs[1].name, 30.0)]
+    # The first gets its own limit; the second only the 25 s left; the third cannot start.
+    assert SMALL_TIMEOUT_S < 150
+    assert seen == [(configs[0].name, SMALL_TIMEOUT_S), (configs[1].name, 25.0)]
     assert [r["status"] for r in records] == ["ok", "ok", "skipped"]
-    assert "0 s of 100 s left" in records[2]["error"]
+    assert "0 s of 150 s left" in records[2]["error"]
+
+
+def test_a_process_killed_after_printing_its_record_counts_and_says_so():
+    line = RESULT_PREFIX + json.dumps({"step_s": 2.0})
+    late = child_outcome({"returncode": None, "timed_out": True, "stdout": f"x\n{line}\n",
+                          "stderr": "", "wall_s": 90.4}, 90.0)
+    assert late["status"] == "ok" and late["step_s"] == 2.0 and "90 s limit" in late["note"]
+    killed = child_outcome({"returncode": None, "timed_out": True, "stdout": "x\n",
+                            "stderr": "", "wall_s": 90.4}, 90.0)
+    assert killed["status"] == "timeout" and "step_s" not in killed
+    crashed = child_outcome({"returncode": 1, "timed_out": False, "stdout": f"{line}\n",
+                             "stderr": "RESOURCE_EXHAUSTED: out of memory", "wall_s": 3.0}, 90.0)
+    assert crashed["status"] == "oom"  # a non-zero exit is a failure even after a record
 
 
 def test_record_unmeasured_writes_nulls_and_never_numbers(tmp_path):
