@@ -1,7 +1,8 @@
 """Everything `diffseg3d tables` writes into one output folder, from one `Collection`.
 
 Files: the five paper tables (`table1_recycling.tex`, ...) and Table 4 beyond the paper
-(`table4_sampling_variance.tex`, from `Collection.sampling`), per-class supplements
+(`table4_sampling_variance.tex`, from `Collection.sampling`), Table 3c by time input beyond the
+paper when runs feed it (`table3c_time_input.tex`, `tables.time_input`), per-class supplements
 (`supplement_{dice,hd95,nsd}_<data set>.tex`; NSD when the runs scored it, its tolerance in the
 caption), `roi_vs_dice_spearman.tex`, the diffusion sampling tables (`sampling_steps.tex`: Dice
 per sampling step, with `figures/dice_per_sampling_step`; `ensemble.tex`: 1 vs N samples, when
@@ -43,6 +44,7 @@ from diffseg3d.analysis.tables.latex import write_text
 from diffseg3d.analysis.tables.main_table import main_table_latex
 from diffseg3d.analysis.tables.sampling import ensemble_latex, sampling_steps_latex
 from diffseg3d.analysis.tables.supplements import per_class_latex, spearman_latex
+from diffseg3d.analysis.tables.time_input import write_time_input_table
 
 
 @dataclasses.dataclass
@@ -110,6 +112,11 @@ def write_report(
         else:
             report.written += save(fig, fig_dir / f"paired_differences_{spec.table_id}")
     report.written.append(write_comparisons_csv(computed, out / "comparisons.csv", alpha))
+    # Table 3c by time input (beyond the paper): only when runs carry its labels.
+    time_input_paths, time_input_section = write_time_input_table(frame, out, alpha)
+    report.written += time_input_paths
+    if time_input_section:
+        sections.append(time_input_section)
 
     sections.append("## Per-class results (supplement)\n")
     for data_set in data_sets:

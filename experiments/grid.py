@@ -289,7 +289,8 @@ def _named_trials(merged: dict[str, tuple[Config, list[str]]], source: str) -> l
 
 def trial_name(config: Config) -> str:
     """Readable name from the config: `prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0`,
-    `amos-ct_unet_dice-Y_s0`."""
+    `amos-ct_unet_dice-Y_s0`; `_tindex` after the steps when `diffusion.time_input` is
+    index (the default fraction adds nothing, so names of earlier grids are unchanged)."""
     if config.method == "unet":
         parts = [config.data.name, "unet", f"dice-{_yn(config.loss.dice)}"]
     else:
@@ -301,6 +302,7 @@ def trial_name(config: Config) -> str:
             f"recycle-{_yn(d.recycling)}",
             f"dice-{_yn(config.loss.dice)}",
             f"k{d.train_steps}",
+            *(["tindex"] if d.time_input == "index" else []),
         ]
     return "_".join([*parts, f"s{config.seed}"])
 

@@ -1,14 +1,26 @@
 """The sections of a trial's config (`config.Config`): data, model, diffusion, loss, optimiser,
-training, evaluation and resources. Every setting is documented in its Field description; the
-defaults are the paper's settings (see `schema.py`)."""
+training, evaluation and resources. Every setting is documented in its Field description. The
+defaults are this project's choices, not all the paper's: the `paper` profiles set the released
+code's values where they differ (clip_x0, the learning-rate ends, the network, the time input,
+the Dice over absent classes, augmentation semantics, best-validation selection;
+docs/PAPER_FIDELITY.md lists them)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Literal
 
-from diffseg3d.core.data.augment_presets import AUGMENT_PRESETS, DEFAULT_PRESET, augment_preset
+from diffseg3d.core.data.augment_presets import (
+    AUGMENT_PRESETS,
+    AUGMENT_SPACES,
+    DEFAULT_PRESET,
+    augment_preset,
+)
 from diffseg3d.core.data.safe_name import check_safe_name
+from diffseg3d.core.diffusion.schedule import TIME_INPUTS
+from diffseg3d.core.losses.segmentation import DICE_ABSENT_CLASSES
+from diffseg3d.core.metrics.validation_selection import VAL_METRICS, VAL_TIES
+from diffseg3d.core.models.architecture import ARCHITECTURES
 from diffseg3d.core.models.conv import CONV_IMPLS
 from diffseg3d.experiments.config.accelerators import check_accelerator_count
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -70,6 +82,15 @@ class DataConfig(Section):
         "false for prostate-mr and amos-ct (released code), true for the phantom and unlisted "
         "names.",
     )
+    limit_translation: bool = Field(
+        False, description="Cut each example's translation range per axis to [max(-m, -lo), "
+        "min(m, N - 1 - hi)], [lo, hi] its foreground box, so that the translation keeps all "
+        "foreground inside (released code; core/data/augment.py: translation_bounds); rotation "
+        "and scaling are not limited. Paper profiles: true.")
+    augment_space: Literal[AUGMENT_SPACES] = Field(
+        "mm", description="Where rotations and scalings act: mm (rigid in physical space, by "
+        "the data set's voxel spacing) or voxel (on the voxel index grid, as the released code; "
+        "a shear of the anatomy on anisotropic voxels). Paper profiles: voxel.")
 
     @model_validator(mode="before")
     @classmethod
@@ -122,15 +143,23 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """The 3D U-Net (paper section 4); the diffusion and the plain U-Net share it."""
 
+    architecture: Literal[ARCHITECTURES] = Field(
+        "diffseg3d", description="The network (core/models/architecture.py): diffseg3d (this "
+        "project's U-Net, len(channels) - 1 down-samplings) or imgx_v010 (the released code's "
+        "network at the paper's tag, core/models/imgx_v010.py: len(channels) down-samplings, one "
+        "block per level; num_res_blocks and norm do not apply). Paper profiles: imgx_v010.")
     channels: list[int] = Field(
         [32, 64, 128, 256],
         min_length=1,
         description="Channels per level; its length is the number of levels (paper: "
         "32/64/128/256). Every spatial size of the data must be divisible by "
-        "2**(levels - 1). GroupNorm groups (8) are clipped to divide each level's channels.",
+        "2**(levels - 1) (diffseg3d) or 2**levels (imgx_v010). GroupNorm groups (8) are "
+        "clipped to divide each level's channels.",
     )
-    num_res_blocks: int = Field(2, ge=1, description="Residual blocks per level (paper code: 2).")
-    norm: Literal["group", "instance"] = Field("group", description="Normalisation layer.")
+    num_res_blocks: int = Field(2, ge=1, description="Residual blocks per level, diffseg3d only "
+                                "(released v0.1.0: 1, see imgx_v010; later versions: 2).")
+    norm: Literal["group", "instance"] = Field(
+        "group", description="Normalisation layer, diffseg3d only (imgx_v010: InstanceNorm).")
     conv_impl: Literal[CONV_IMPLS] = Field(
         "auto",
         description="Convolution forms (core/models/conv.py): lax3d (native 3D convs, strided "
@@ -180,6 +209,12 @@ class DiffusionConfig(Section):
         "fixed_large", description="Sampler variance: beta_k (fixed_large) or beta_tilde_k."
     )
     sampler: Literal["ddpm", "ddim"] = Field("ddpm", description="Inference sampler.")
+    time_input: Literal[TIME_INPUTS] = Field(
+        "fraction", description="The network's time input for step index k "
+        "(core/diffusion/gaussian.py: model_time): fraction (t_k / T, times 1000 in the network: "
+        "the same input for the same noise level whatever K) or index (k in [0, K) itself, as "
+        "the released code; trained with K = 1000 and sampled with K = 5 it then sees 0..4). "
+        "Paper profiles: index.")
     clip_x0: bool = Field(
         True,
         description="Noise prediction only: clip x0_hat from eq. 10 to [-1, 1], in the sampler and "
@@ -194,6 +229,11 @@ class LossConfig(Section):
     noise_weight: float = Field(
         0.1, ge=0.0, description="Weight of the L2 loss on eps when predicting noise (paper 0.1)."
     )
+    dice_absent_classes: Literal[DICE_ABSENT_CLASSES] = Field(
+        "include", description="Soft Dice over (example, class) pairs whose class is absent "
+        "from the example's label: include (in the mean, with a loss near 1) or exclude (left "
+        "out of the mean, as the released code; core/losses/segmentation.py: soft_dice_loss). "
+        "Paper profiles: exclude.")
 
 
 class OptimConfig(Section):
@@ -295,11 +335,19 @@ class EvalConfig(Section):
     checkpoint: Literal["last", "best_val"] = Field(
         "last",
         description="Parameters the split is scored with: last (after train.steps) or best_val "
-        "(those of the validation, every train.eval_every steps, with the highest mean "
-        "foreground Dice; the earliest on ties; the paper profile). best_val needs "
+        "(those of the validation, every train.eval_every steps, with the best eval.val_metric, "
+        "ties by eval.val_ties; the paper profiles). best_val needs "
         "train.eval_every > 0; the chosen step is logged (test_checkpoint_step) and kept "
         "across a resume (trial.json + best_params.npz in each checkpoint folder).",
     )
+    val_metric: Literal[VAL_METRICS] = Field(
+        "foreground_dice", description="Validation score picking best_val "
+        "(core/metrics/validation_selection.py): foreground_dice, or binary_dice_with_background "
+        "(the released mean_binary_dice_score, background included), logged as val_score; "
+        "val_dice (foreground) is logged either way. Paper profiles: binary_dice_with_background.")
+    val_ties: Literal[VAL_TIES] = Field(
+        "earlier", description="Which of equal best validation scores wins: earlier or later "
+        "(the released code prefers the longer trained). NaN never wins. Paper profiles: later.")
     samplers: list[Literal["ddpm_fixed_large", "ddpm_fixed_small", "ddim"]] = Field(
         [],
         description="Diffusion only: sampling variants the same trained parameters are also "

@@ -17,14 +17,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from diffseg3d.core.data.augment import random_affine
+from diffseg3d.core.data.augment_presets import augment_spacing
 from diffseg3d.core.diffusion.schedule import Schedule, make_schedule
 from diffseg3d.core.infer.predict import predict_unet
 from diffseg3d.core.infer.sampling import make_sampler
-from diffseg3d.core.models.unet import UNet
+from diffseg3d.core.models.architecture import build_network
 from diffseg3d.core.train.optimizer import make_optimizer
 from diffseg3d.core.train.steps import check_microbatches, make_train_step
 from diffseg3d.experiments.config.schema import Config
@@ -33,11 +35,14 @@ from diffseg3d.experiments.config.schema import Config
 Predictor = Callable[[object, jax.Array, jax.Array], jax.Array]
 
 
-def model(config: Config, num_classes: int) -> UNet:
-    """The U-Net of `config.model` with `num_classes` outputs (background included); its
-    `diffusion` flag (noisy-mask and time inputs) is on for `config.method == "diffusion"`."""
+def model(config: Config, num_classes: int) -> nn.Module:
+    """The network of `config.model.architecture` (`core.models.architecture.build_network`)
+    with `num_classes` outputs (background included); its `diffusion` flag (noisy-mask and time
+    inputs) is on for `config.method == "diffusion"`, its time scale from
+    `diffusion.time_input`."""
     m = config.model
-    return UNet(
+    return build_network(
+        m.architecture,
         num_classes=num_classes,
         channels=tuple(m.channels),
         num_res_blocks=m.num_res_blocks,
@@ -46,6 +51,7 @@ def model(config: Config, num_classes: int) -> UNet:
         conv_impl=m.conv_impl,
         remat=m.remat,
         dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32,
+        time_input=config.diffusion.time_input,
     )
 
 
@@ -53,12 +59,15 @@ def schedule(config: Config, num_steps: int) -> Schedule:
     """The schedule of `config.diffusion` resampled to K = `num_steps` steps (paper 3.4): K is
     `diffusion.train_steps` for training and `diffusion.sample_steps` for sampling."""
     d = config.diffusion
-    return make_schedule(num_timesteps=d.num_timesteps, num_steps=num_steps, kind=d.beta_schedule)
+    return make_schedule(num_timesteps=d.num_timesteps, num_steps=num_steps, kind=d.beta_schedule,
+                         time_input=d.time_input)
 
 
 def augment(config: Config, spacing: Sequence[float] | None = None) -> Callable | None:
     """`augment(key, image, label)` bound to `config.data`'s ranges, or None when
-    `data.augment` is off; rotations are rigid in mm for the data set's voxel `spacing`."""
+    `data.augment` is off; rotations are rigid in mm for the data set's voxel `spacing` or act
+    on the voxel grid (`data.augment_space`), translations limited to keep each example's
+    foreground inside with `data.limit_translation`."""
     d = config.data
     if not d.augment:
         return None
@@ -68,7 +77,8 @@ def augment(config: Config, spacing: Sequence[float] | None = None) -> Callable 
         max_translation=tuple(d.max_translation),
         max_scale=tuple(d.max_scale),
         isotropic_scale=d.isotropic_scale,
-        spacing=None if spacing is None else tuple(spacing),
+        spacing=augment_spacing(d.augment_space, spacing),
+        limit_translation=d.limit_translation,
     )
 
 
@@ -84,7 +94,7 @@ def optimizer(config: Config) -> tuple[optax.GradientTransformation, Callable]:
 
 def train_step(
     config: Config,
-    model: UNet,
+    model: nn.Module,
     tx: optax.GradientTransformation,
     lr_schedule: Callable,
     spacing: Sequence[float] | None = None,
@@ -111,10 +121,11 @@ def train_step(
         clip_x0=config.diffusion.clip_x0,
         augment=augment(config, spacing),
         grad_accum_steps=config.train.grad_accum_steps,
+        dice_absent_classes=config.loss.dice_absent_classes,
     )
 
 
-def predictor(config: Config, model: UNet, num_classes: int) -> Predictor:
+def predictor(config: Config, model: nn.Module, num_classes: int) -> Predictor:
     """`predict(params, image (B, *S, 1), key) -> label map (B, *S)`: the K-step sampler of
     `config.diffusion` (K = `diffusion.sample_steps`) for diffusion, one forward pass and argmax
     for the U-Net (which ignores `key`)."""
@@ -124,7 +135,7 @@ def predictor(config: Config, model: UNet, num_classes: int) -> Predictor:
     return lambda params, image, key: sample(params, image, key)
 
 
-def sampler(config: Config, model: UNet, num_classes: int) -> Callable:
+def sampler(config: Config, model: nn.Module, num_classes: int) -> Callable:
     """`infer.make_sampler`'s `sample(params, image, key, return_trajectory=False)` of
     `config.diffusion` (K = `diffusion.sample_steps`, its sampler, variance, output, clip_x0)."""
     d = config.diffusion

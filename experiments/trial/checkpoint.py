@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from diffseg3d.core.metrics.validation_selection import beats_best
 from diffseg3d.core.train.checkpoint import save_checkpoint_folder
 from diffseg3d.experiments.tracking import record
 from diffseg3d.experiments.write_failure import no_room_errno, no_room_reason
@@ -36,23 +36,27 @@ class TrialError(RuntimeError):
 
 @dataclasses.dataclass
 class BestValidation:
-    """The validation with the highest mean foreground Dice so far (the earliest on ties; NaN
-    never wins) and a device copy of its parameters, for `eval.checkpoint: best_val`. When not
-    `enabled` it never updates and adds nothing to trial.json. `step` 0 means none yet."""
+    """The validation with the best score so far (`eval.val_metric`; `val_dice` holds that
+    score) under the tie rule `ties` (`eval.val_ties`: "earlier" keeps the first of equal
+    scores, "later" takes the later; NaN never wins; `validation_selection.beats_best`) and a
+    device copy of its parameters, for `eval.checkpoint: best_val`. When not `enabled` it never
+    updates and adds nothing to trial.json. `step` 0 means none yet."""
 
     enabled: bool
     step: int = 0
     val_dice: float | None = None
     params: Any = None
+    ties: str = "earlier"
 
     @classmethod
-    def from_meta(cls, enabled: bool, meta: dict | None) -> BestValidation:
+    def from_meta(cls, enabled: bool, meta: dict | None, ties: str = "earlier"
+                  ) -> BestValidation:
         """The best so far as a checkpoint's trial.json records it (`meta` None: a fresh run)."""
         if not enabled:
-            return cls(enabled=False)
+            return cls(enabled=False, ties=ties)
         meta = meta or {}
         return cls(enabled=True, step=int(meta.get("best_step", 0)),
-                   val_dice=meta.get("best_val_dice"))
+                   val_dice=meta.get("best_val_dice"), ties=ties)
 
     def restore_params(self, folder: str | os.PathLike, like) -> None:
         """Reads the best parameters from a checkpoint folder when it names a best step."""
@@ -60,9 +64,8 @@ class BestValidation:
             self.params = read_params(Path(folder) / record.BEST_PARAMS, like)
 
     def update(self, step: int, val_dice: float, params) -> None:
-        """Keeps `params` when `val_dice` beats the best so far (strictly, so NaN never wins)."""
-        floor = -math.inf if self.val_dice is None else self.val_dice
-        if self.enabled and val_dice > floor:
+        """Keeps `params` when the score `val_dice` beats the best so far under `ties`."""
+        if self.enabled and beats_best(val_dice, self.val_dice, self.ties):
             self.step, self.val_dice = step, val_dice
             # A copy: the next train step donates (frees) the state's buffers.
             self.params = jax.tree_util.tree_map(jnp.copy, params)

@@ -18,7 +18,9 @@ Checkpoints: one fresh folder per checkpoint (`trial_checkpoint.save_checkpoint`
 `<workdir>/checkpoints/step_0000100/` with `orbax/` (TrainState) and `trial.json`.
 
 Test-time parameters (`eval.checkpoint`): `last`, or `best_val`: a device copy of the parameters
-of the validation with the highest mean foreground Dice (the earliest on ties; NaN never wins).
+of the validation with the best `eval.val_metric` (mean foreground Dice by default, or the
+released code's binary Dice with background, logged as `val_score`), ties by `eval.val_ties`
+(the earliest by default; NaN never wins).
 The best so far travels with every checkpoint folder (`trial_checkpoint.BestValidation`).
 `eval.samplers` scores those parameters again with other sampling variants (Table 4), with the
 same test key (`scoring.score_sampling_variants`).
@@ -40,6 +42,7 @@ import numpy as np
 from diffseg3d.core.data.dataset import PreparedDataset
 from diffseg3d.core.data.loader import batch_iterator
 from diffseg3d.core.metrics import evaluate
+from diffseg3d.core.metrics.validation_selection import validation_score
 from diffseg3d.core.train.checkpoint import FOLDER_STATE, params_digest, restore_checkpoint
 from diffseg3d.core.train.loop import compile_train_step, window_means
 from diffseg3d.core.train.sharding import check_batch_divisible, make_mesh, replicate, shard_batches
@@ -103,7 +106,8 @@ def run_trial(
         run = TrialRun.reopen(meta["mlflow_run_id"], tracking_uri=tracking_uri)
         run.log_params(config)
     trial_meta = {"mlflow_run_id": run.run_id, "config_hash": chash, "trial": config.name}
-    best = BestValidation.from_meta(config.eval.checkpoint == "best_val", meta)
+    best = BestValidation.from_meta(config.eval.checkpoint == "best_val", meta,
+                                    ties=config.eval.val_ties)
     save = functools.partial(save_checkpoint, workdir / "checkpoints")
     t, batch_size = config.train, config.data.batch_size
     try:
@@ -170,8 +174,12 @@ def run_trial(
                                                batch_size, jax.random.fold_in(eval_key, step))
                 last["val_dice"] = finite_or_nan(
                     evaluate.mean_case_dice(preds, labels, dataset.num_classes))
-                run.log_metrics({"val_dice": last["val_dice"]}, step)
-                best.update(step, last["val_dice"], state.params)
+                score = last["val_dice"]
+                if config.eval.val_metric != "foreground_dice":
+                    score = last["val_score"] = finite_or_nan(validation_score(
+                        config.eval.val_metric, preds, labels, dataset.num_classes))
+                run.log_metrics({k: last[k] for k in ("val_dice", "val_score") if k in last}, step)
+                best.update(step, score, state.params)
             if checkpoint and step < t.steps:
                 checkpoint_dir = kept = save(state, {**trial_meta, **best.info()},
                                              best.params)

@@ -89,3 +89,18 @@ def test_latex_table_compiles(tmp_path):
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_the_report_writes_the_table_and_its_summary_row(tmp_path):
+    from diffseg3d.analysis.collect import Collection
+    from diffseg3d.analysis.report import write_report
+
+    frame = time_input_frame(n_cases=6)
+    runs = frame.drop_duplicates("run_id").assign(
+        status="FINISHED", problem=None, n_rows=0, data_root=None, start_time=0,
+        test_checkpoint="20 (last)", samplers=None)
+    report = write_report(Collection(frame=frame, runs=runs, source="synthetic"), tmp_path,
+                          n_resamples=99)
+    assert tmp_path / f"{TABLE_ID}.tex" in report.written
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"## {TABLE_ID}" in summary and "| index | Prostate MR |" in summary

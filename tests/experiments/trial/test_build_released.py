@@ -1,0 +1,63 @@
+"""`trial.build` turns the released-code options into the core objects: the network and its
+time scale, the schedule's time input, the augmentation's space and translation limit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from diffseg3d.core.diffusion import model_time
+from diffseg3d.core.models.imgx_v010 import ImgXV010UNet
+from diffseg3d.core.models.unet import UNet
+from diffseg3d.experiments.config.layering import deep_merge, load_profile
+from diffseg3d.experiments.config.schema import validate_config
+from diffseg3d.experiments.trial import build
+from diffseg3d.experiments.trial.checkpoint import BestValidation
+
+
+def _config(profile, **over):
+    return validate_config(deep_merge(load_profile(profile), over), source="test")
+
+
+def test_paper_profile_builds_the_released_network_with_index_time():
+    config = _config("paper")
+    net = build.model(config, 9)
+    assert isinstance(net, ImgXV010UNet) and net.time_scale == 1.0
+    assert net.dtype == jnp.bfloat16 and net.remat
+    schedule = build.schedule(config, config.diffusion.sample_steps)
+    np.testing.assert_array_equal(np.asarray(model_time(schedule, jnp.arange(5))), range(5))
+
+
+def test_quick_profile_keeps_the_project_network_and_fraction_time():
+    config = _config("quick")
+    net = build.model(config, 9)
+    assert isinstance(net, UNet) and net.time_scale == 1000.0
+    schedule = build.schedule(config, 5)
+    assert float(model_time(schedule, jnp.array([4]))[0]) == 1.0
+
+
+def test_augment_space_and_translation_limit_reach_the_augmentation():
+    paper = build.augment(_config("paper"), spacing=(0.75, 0.75, 2.5))
+    assert paper.keywords["spacing"] is None and paper.keywords["limit_translation"] is True
+    quick = build.augment(_config("quick"), spacing=(0.75, 0.75, 2.5))
+    assert quick.keywords["spacing"] == (0.75, 0.75, 2.5)
+    assert quick.keywords["limit_translation"] is False
+    # The bound function runs: foreground spanning x entirely leaves no x translation, so a
+    # translation-only draw keeps every voxel (rotation/scaling off to isolate it).
+    label = jnp.zeros((1, 32, 32, 16), jnp.int32).at[0, :, 10:20, 4:8].set(1)
+    image = label[..., None].astype(jnp.float32)
+    only_shift = paper.func(jax.random.key(3), image, label, 0.0, (20.0, 20.0, 4.0), 0.0,
+                            spacing=None, limit_translation=True)
+    assert int((only_shift[1] == 1).sum()) == int((label == 1).sum())
+
+
+def test_best_validation_ties_follow_eval_val_ties():
+    """Validations 0.7, 0.8, 0.8 (tie), 0.75 at steps 500..2000: earlier keeps 1000, the
+    released later rule 1500; the rule travels with `from_meta` (a resumed trial)."""
+    params = {"w": jnp.ones(2)}
+    for ties, expected in (("earlier", 1000), ("later", 1500)):
+        best = BestValidation.from_meta(True, None, ties=ties)
+        for step, score in ((500, 0.7), (1000, 0.8), (1500, 0.8), (2000, 0.75)):
+            best.update(step, score, params)
+        assert best.step == expected and best.val_dice == 0.8
+        resumed = BestValidation.from_meta(True, best.info(), ties=ties)
+        resumed.update(2500, 0.8, params)
+        assert resumed.step == (2500 if ties == "later" else expected)
