@@ -25,9 +25,11 @@ HELP = "score a folder of NIfTI predictions against labels (Dice, HD95, NSD, ROI
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from diffseg3d.cli.output_paths import check_output_file
     from diffseg3d.core.metrics.evaluate import summarise
     from diffseg3d.predict.evaluate_folder import evaluate_folder
 
+    check_output_file(args.out, "--out")  # a folder there: refused before any scoring
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     rows = evaluate_folder(
         args.pred,

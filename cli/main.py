@@ -52,13 +52,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input (printed as one line), not a bug (traceback)."""
+    from diffseg3d.cli.output_paths import OutputPathError
     from diffseg3d.core.data.nifti.io import DataError
     from diffseg3d.experiments.config.errors import ConfigError
     from diffseg3d.experiments.grid import GridError
+    from diffseg3d.experiments.output_lock import OutputLockedError
+    from diffseg3d.experiments.trial.divergence import NonFiniteTrainingError
     from diffseg3d.experiments.trial.run import TrialError
+    from diffseg3d.experiments.write_failure import OutputWriteError
     from diffseg3d.predict.evaluate_folder import EvaluateError
 
-    return (ConfigError, EvaluateError, FileNotFoundError, GridError, TrialError, DataError)
+    # The last three: an output path of the wrong kind that a command's own checks
+    # (`output_paths`) did not foresee, still one line rather than a traceback.
+    return (ConfigError, EvaluateError, FileNotFoundError, GridError, TrialError, DataError,
+            OutputLockedError, OutputPathError, OutputWriteError, NonFiniteTrainingError,
+            FileExistsError, NotADirectoryError, IsADirectoryError)
 
 
 def main(argv: list[str] | None = None) -> int:

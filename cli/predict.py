@@ -10,9 +10,11 @@ HELP = "predict label maps (and uncertainty) for new NIfTI volumes with a traine
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from diffseg3d.cli.output_paths import check_output_folder
     from diffseg3d.predict.model_source import load_model
     from diffseg3d.predict.predictor import predict_volumes
 
+    check_output_folder(args.out, "--out")  # before the model loads: nothing is written
     model = load_model(args.model, args.tracking_uri)
     report = predict_volumes(model, args.input, args.out, samples=args.samples,
                              steps=args.steps, sampler=args.sampler, batch=args.batch,

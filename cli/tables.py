@@ -46,7 +46,20 @@ def _add_tables_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tables(args: argparse.Namespace) -> int:
-    """Collect, analyse and write; returns the process exit code."""
+    """`_write_tables` while holding the lock of --out (a second `tables` into the same folder
+    refuses at once, naming this one); returns the process exit code."""
+    from diffseg3d.cli.output_paths import check_output_folder
+    from diffseg3d.experiments.output_lock import output_lock, tables_lock_path
+
+    out = check_output_folder(args.out, "--out")
+    with output_lock(tables_lock_path(out), f"the tables in {out}"):
+        return _write_tables(args)
+
+
+def _write_tables(args: argparse.Namespace) -> int:
+    """Collect, analyse and write; returns the process exit code. The files are written
+    through a staging folder (`staged_output`): a full disk half way names the file and leaves
+    the earlier tables in --out as they were."""
     # One progress bar per downloaded artifact would bury the list of missing runs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from diffseg3d.analysis.collect import (
@@ -96,8 +109,11 @@ def run_tables(args: argparse.Namespace) -> int:
         def examples(data_set: str):
             return load_example(runs, data_set, args.tracking_uri)
 
-    report = write_report(collection, args.out, history=history, load_example=examples,
-                          missing=missing, alpha=args.alpha)
+    from diffseg3d.cli.staged_output import staged_folder
+
+    with staged_folder(args.out) as staging:
+        report = write_report(collection, staging, history=history, load_example=examples,
+                              missing=missing, alpha=args.alpha)
     for reason in report.skipped:
         print(f"diffseg3d tables: skipped {reason}", file=sys.stderr)
     print(f"diffseg3d tables: wrote {len(report.written)} files to {args.out}")

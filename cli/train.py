@@ -4,6 +4,7 @@ Tune). Library imports live inside the handlers (see `diffseg3d.cli`)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -69,20 +70,23 @@ def _run_train(args: argparse.Namespace) -> int:
     if "://" not in config.data.root:
         PreparedDataset.load(config.data.root, verify="none")
     check_levels_fit(config, f"{args.config}: trial {config.name}")
-    out = Path(args.out)
-    uri = tracking.default_tracking_uri(out)
-    tracking.ensure_experiment(
-        args.experiment, tracking.default_artifact_location(out, uri), tracking_uri=uri
-    )
-    workdir = out / "trials" / f"{config.name}_{config_hash(config)}"
-    result = run_trial(
-        config,
-        workdir=workdir,
-        tracking_uri=uri,
-        experiment=args.experiment,
-        resume_from=args.resume,
-        progress=True,
-    )
+    from diffseg3d.experiments.output_lock import output_lock, train_lock_path
+
+    out, workdir = _check_train_out(args.out, f"{config.name}_{config_hash(config)}")
+    # One writer per trial folder: the same config trained twice into one --out refuses.
+    with output_lock(train_lock_path(out, workdir.name), f"trial {workdir.name} in {out}"):
+        uri = tracking.default_tracking_uri(out)
+        tracking.ensure_experiment(
+            args.experiment, tracking.default_artifact_location(out, uri), tracking_uri=uri
+        )
+        result = run_trial(
+            config,
+            workdir=workdir,
+            tracking_uri=uri,
+            experiment=args.experiment,
+            resume_from=args.resume,
+            progress=True,
+        )
     print(f"trial {result['trial']}: MLflow run {result['run_id']} in {uri}")
     for key in ("test_dice", "test_hd95", "test_n_nan_dice", "test_n_nan_hd95"):
         if key in result:
@@ -92,9 +96,38 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_train_out(out_dir: str, trial_folder: str) -> tuple[Path, Path]:
+    """(--out, the trial's folder in it), refused before anything is written when a file
+    stands where `train` makes a folder or a folder where it makes a file."""
+    from diffseg3d.cli.output_paths import check_output_file, check_output_folder
+    from diffseg3d.experiments.output_lock import LOCKS_FOLDER
+
+    out = check_output_folder(out_dir, "--out")
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        check_output_file(out / "mlflow.db", "--out")
+    check_output_folder(out / LOCKS_FOLDER, "--out")
+    return out, check_output_folder(out / "trials" / trial_folder, "--out")
+
+
+def _check_ablate_out(out_dir: str, storage: str | None) -> None:
+    """`_check_train_out`'s checks for `ablate`: --out, its store, lock and Tune folders."""
+    from diffseg3d.cli.output_paths import check_output_file, check_output_folder
+    from diffseg3d.experiments.output_lock import LOCKS_FOLDER
+
+    out = check_output_folder(out_dir, "--out")
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        check_output_file(out / "mlflow.db", "--out")
+    check_output_folder(out / LOCKS_FOLDER, "--out")
+    if storage is None:
+        check_output_folder(out / "ray_results", "--out")
+    elif "://" not in storage:
+        check_output_folder(storage, "--storage")
+
+
 def _run_ablate(args: argparse.Namespace) -> int:
     from diffseg3d.experiments.cluster.runner import failed_trials, run_grid
 
+    _check_ablate_out(args.out, args.storage)
     results = run_grid(
         args.grid,
         profile=args.profile,

@@ -6,7 +6,8 @@
   and trial runs), `<out>/locks/ablate_<grid>_<hash>.lock`;
 - train: one trial folder `<out>/trials/<trial>_<config hash>` and its MLflow run,
   `<out>/locks/train_<trial>_<hash>.lock`;
-- tables: its output folder, `<out>/.diffseg3d-tables.lock`.
+- tables: its output folder, `.<out name>.tables.lock` beside it (so a refused or failed
+  `tables` creates nothing in --out).
 
 So a second launch of the same grid (same expansion: grid, profile, data) into the same --out
 refuses at once, naming the first's host, pid and command, while another grid, the same grid on
@@ -38,8 +39,6 @@ from pathlib import Path
 
 #: Subfolder of --out holding the lock files of `ablate` and `train`.
 LOCKS_FOLDER = "locks"
-#: Lock file of `tables`, inside its output folder.
-TABLES_LOCK = ".diffseg3d-tables.lock"
 #: How long a refused launch waits for the holder's details to appear in a just-locked file.
 READ_HOLDER_SECONDS = 2.0
 
@@ -79,8 +78,9 @@ def train_lock_path(out_dir: str | os.PathLike, trial_folder: str) -> Path:
 
 
 def tables_lock_path(out_dir: str | os.PathLike) -> Path:
-    """Lock file of a `tables` output folder."""
-    return Path(out_dir) / TABLES_LOCK
+    """Lock file of a `tables` output folder: hidden, beside it."""
+    out = Path(out_dir).absolute()
+    return out.parent / f".{out.name}.tables.lock"
 
 
 def parse_holder(text: str) -> LockHolder | None:

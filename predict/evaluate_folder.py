@@ -12,6 +12,10 @@ no options:
 - spacing (mm): each label's NIfTI header (the default), or with `spacing_from_labels=False`
   that `dataset.json`'s `spacing` when it has one (the headers otherwise).
 
+A foreground value that predictions hold but no label file does (a class the labels never use,
+or a stray value) is scored like any other class and reported through `echo` with its cases
+(`unlabelled_values`).
+
 Geometry: a prediction must lie on its label's grid, i.e. have the same shape and the same
 voxel-to-world affine (origin, axis directions and voxel size), within `AFFINE_TOLERANCE_MM`: the
 largest distance between the world positions the two affines give the same voxel, over the
@@ -193,8 +197,11 @@ def evaluate_folder(
             classes = present_classes([*labels.values(), *preds.values()])
     use_meta_spacing = not spacing_from_labels and "spacing" in meta
     rows: list[dict] = []
+    label_values: set[int] = set()
+    pred_values: dict[str, set[int]] = {}
     for case in sorted(labels):
         label, label_affine, label_zooms = _load_label(labels[case])
+        label_values.update(int(v) for v in np.unique(label))
         pred, pred_affine, _ = _load_label(preds[case])
         difference = _grid_difference(pred, pred_affine, label, label_affine)
         if difference is not None and not resample:
@@ -208,11 +215,30 @@ def evaluate_folder(
             if echo is not None:
                 echo(f"case {case}: prediction {preds[case].name} resampled onto the grid of "
                      f"label {labels[case].name} (nearest neighbour; {difference})")
+        pred_values[case] = {int(v) for v in np.unique(pred)}
         spacing = tuple(meta["spacing"]) if use_meta_spacing else label_zooms
         try:
             rows.extend(evaluate_case(case, pred, label, classes, spacing[: label.ndim],
                                       nsd_tolerance_mm))
         except ValueError as err:
             raise EvaluateError(f"{labels[case]} / {preds[case]}: {err}") from None
+    if echo is not None:
+        for line in unlabelled_values(pred_values, label_values, classes):
+            echo(line)
     write_per_case_csv(rows, out_csv)
     return rows
+
+
+def unlabelled_values(pred_values: dict[str, set[int]], label_values: set[int],
+                      classes: Sequence[str]) -> list[str]:
+    """One note per foreground value that predictions hold but no label file does, naming the
+    value, its class and the cases: it is scored as that class like any other (Dice 0 in the
+    cases that predict it, NaN in the others), which is easy to misread without the note."""
+    cases_of: dict[int, list[str]] = {}
+    for case, values in sorted(pred_values.items()):
+        for value in sorted(values - label_values - {0}):
+            cases_of.setdefault(value, []).append(case)
+    return [f"note: label value {value} ({classes[value - 1] if value <= len(classes) else '?'})"
+            f" is in no label file but in the predictions of {len(cases)} case(s): "
+            f"{', '.join(cases)}; scored as that class (Dice 0 where predicted)"
+            for value, cases in sorted(cases_of.items())]

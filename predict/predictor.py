@@ -50,6 +50,7 @@ from diffseg3d.core.infer.ensemble import ensemble_maps
 from diffseg3d.core.infer.sampling import SAMPLERS
 from diffseg3d.experiments.config.schema import Config
 from diffseg3d.experiments.trial import build
+from diffseg3d.experiments.write_failure import OutputWriteError, no_room_errno, no_room_reason
 from diffseg3d.predict.model_source import PredictError, TrainedModel
 from tqdm import tqdm
 
@@ -241,20 +242,38 @@ def _check_channels(files: list[Path], channels: int) -> None:
 # Outputs
 
 
+def _no_room(err: OSError, path: Path) -> OSError:
+    """`err` as an `OutputWriteError` naming `path` when it is a failure for lack of room
+    (full disk, quota, file-size limit: the failed write names no file), else `err`."""
+    code = no_room_errno(err)
+    if code is None:
+        return err
+    return OutputWriteError(code, f"cannot write {path}: {no_room_reason(code)}; the file "
+                            "is left as it was")
+
+
 def _save_atomic(image: nib.Nifti1Image, path: Path) -> None:
-    """nib.save under a temporary name in the same folder, then an atomic rename."""
+    """nib.save under a temporary name in the same folder, then an atomic rename: a file of an
+    earlier run stays whole until the new one is complete."""
     tmp = path.with_name(f".{path.name.removesuffix('.nii.gz')}.partial.nii.gz")
     try:
         nib.save(image, str(tmp))
         os.replace(tmp, path)
+    except OSError as err:
+        raise _no_room(err, path) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def _write_json_atomic(data: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+    except OSError as err:
+        raise _no_room(err, path) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def labels_json(model: TrainedModel, settings: Settings) -> dict:
@@ -340,6 +359,8 @@ def predict_volumes(model: TrainedModel, inputs: str | os.PathLike, out_dir: str
     settings = resolve_settings(model, samples, steps, sampler, batch)
     cases = list_cases(inputs)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PredictError(f"--out {out} is a file, not a folder; nothing was written")
     out.mkdir(parents=True, exist_ok=True)
     predictor = CasePredictor(model, settings)
     _write_json_atomic(labels_json(model, settings), out / LABELS_JSON)
