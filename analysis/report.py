@@ -39,12 +39,12 @@ from diffseg3d.analysis.summary import (
     verdicts_section,
 )
 from diffseg3d.analysis.table_data import compute_table, data_set_order, per_class_stats
+from diffseg3d.analysis.tables import time_input as time_input_table
 from diffseg3d.analysis.tables.comparisons_csv import write_comparisons_csv
 from diffseg3d.analysis.tables.latex import write_text
 from diffseg3d.analysis.tables.main_table import main_table_latex
 from diffseg3d.analysis.tables.sampling import ensemble_latex, sampling_steps_latex
 from diffseg3d.analysis.tables.supplements import per_class_latex, spearman_latex
-from diffseg3d.analysis.tables.time_input import write_time_input_table
 
 
 @dataclasses.dataclass
@@ -111,12 +111,19 @@ def write_report(
             report.skipped.append(f"paired differences {spec.table_id}: no comparison")
         else:
             report.written += save(fig, fig_dir / f"paired_differences_{spec.table_id}")
-    report.written.append(write_comparisons_csv(computed, out / "comparisons.csv", alpha))
-    # Table 3c by time input (beyond the paper): only when runs carry its labels.
-    time_input_paths, time_input_section = write_time_input_table(frame, out, alpha)
-    report.written += time_input_paths
-    if time_input_section:
-        sections.append(time_input_section)
+    # Table 3c by time input (beyond the paper): only when runs carry its labels. Its Holm
+    # adjustment spans both time inputs (one table), and so does comparisons.csv's p_holm.
+    time_input = time_input_table.compute_time_input_table(frame, alpha)
+    holm_override = {}
+    if time_input is not None:
+        report.written.append(write_text(out / f"{time_input_table.TABLE_ID}.tex",
+                                         time_input_table.time_input_latex(time_input)))
+        sections.append(time_input_table.summary_section(time_input))
+        computed += [time_input.tables[t] for t in time_input_table.TIME_INPUTS]
+        holm_override = {(time_input.tables[t].spec.table_id, d, "5"): p
+                         for (t, d), p in time_input.holm.items()}
+    report.written.append(write_comparisons_csv(computed, out / "comparisons.csv", alpha,
+                                                p_holm=holm_override))
 
     sections.append("## Per-class results (supplement)\n")
     for data_set in data_sets:

@@ -66,14 +66,27 @@ def comparison_row(data: TableData, comp: Comparison) -> dict:
     }
 
 
-def comparisons_frame(tables: list[TableData], alpha: float = ALPHA) -> pd.DataFrame:
-    """One row per comparison of `tables`, in table order (`columns(alpha)`)."""
-    rows = [comparison_row(data, comp) for data in tables for comp in data.comparisons]
+def comparisons_frame(tables: list[TableData], alpha: float = ALPHA, *,
+                      p_holm: dict[tuple[str, str, str], float] | None = None) -> pd.DataFrame:
+    """One row per comparison of `tables`, in table order (`columns(alpha)`).
+
+    p_holm: (table id, data set, compared label) -> Holm-adjusted p replacing the one over the
+    `TableData`'s own comparisons, for a published table made of several (Table 3c by time
+    input adjusts over both of its time inputs).
+    """
+    rows = []
+    for data in tables:
+        for comp in data.comparisons:
+            row = comparison_row(data, comp)
+            row["p_holm"] = (p_holm or {}).get((data.spec.table_id, comp.data_set,
+                                                comp.compared), row["p_holm"])
+            rows.append(row)
     return pd.DataFrame(rows, columns=list(columns(alpha)))
 
 
-def write_comparisons_csv(tables: list[TableData], path: Path, alpha: float = ALPHA) -> Path:
+def write_comparisons_csv(tables: list[TableData], path: Path, alpha: float = ALPHA, *,
+                          p_holm: dict[tuple[str, str, str], float] | None = None) -> Path:
     """Write `comparisons_frame` to `path` (undefined numbers as empty cells)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    comparisons_frame(tables, alpha).to_csv(path, index=False, na_rep="")
+    comparisons_frame(tables, alpha, p_holm=p_holm).to_csv(path, index=False, na_rep="")
     return path

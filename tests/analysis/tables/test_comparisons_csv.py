@@ -137,3 +137,15 @@ def test_report_writes_csv_verdicts_figures_and_compiling_footnotes(tmp_path):
                               text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout[-2000:]
     assert any("paired differences table4_sampling_variance" in s for s in report.skipped)
+
+
+def test_time_input_rows_take_the_holm_over_both_time_inputs(tmp_path):
+    from .test_time_input_table import time_input_frame
+
+    frame = time_input_frame(n_cases=6)
+    write_report(_collection(frame), tmp_path, n_resamples=99)
+    table = pd.read_csv(tmp_path / "comparisons.csv").set_index("table")
+    rows = table.loc[["table3c_time_input_index", "table3c_time_input_fraction"]]
+    assert list(rows["a"].astype(str)) == ["1000", "1000"]
+    assert list(rows["b"].astype(str)) == ["5", "5"]
+    np.testing.assert_allclose(rows["p_holm"], multipletests(rows["p_ttest"], method="holm")[1])
