@@ -7,13 +7,25 @@ import shutil
 import sys
 
 import pytest
-from diffseg3d.experiments.cluster.environment import set_ray_env_defaults
+from diffseg3d.experiments.cluster.environment import (
+    forget_cached_ray_token,
+    set_ray_env_defaults,
+)
+
+#: `pytester`: tests of this file's hooks run small pytest sessions (tests/test_require.py).
+pytest_plugins = ["pytester"]
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 set_ray_env_defaults()
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+#: Ray's process-wide settings a test can leave changed (a local `ray.init` exports
+#: RAY_AUTH_MODE=token; cluster fixtures set the address and token), as the session began.
+RAY_PROCESS_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
+                    "RAY_TMPDIR")
+_SESSION_RAY_ENV = {key: os.environ.get(key) for key in RAY_PROCESS_VARS}
 
 #: The tracking URI the session started with (`make test` unsets it).
 _SESSION_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
@@ -32,6 +44,27 @@ def _no_leaked_tracking_uri():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = _SESSION_TRACKING_URI
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ray_state_per_module():
+    """After each test module: disconnect a Ray driver it left, put Ray's variables back as the
+    session began, and make Ray read them afresh (it caches the auth mode and token per process;
+    `forget_cached_ray_token`). So no module's Ray settings reach the next one, whatever the
+    selection or order of the modules."""
+    yield
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    for key, value in _SESSION_RAY_ENV.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    forget_cached_ray_token()
 
 
 def _pdflatex_missing() -> str | None:
@@ -86,6 +119,23 @@ def require(*names: str) -> None:
         if in_ci():
             pytest.fail(f"{name} is required in CI and missing: {missing}", pytrace=False)
         pytest.skip(f"{name} missing: {missing}; install it with: {how}")
+
+
+#: In CI a skip whose reason names one of these is a failure too (a `skipif` or `importorskip`
+#: written without `require`): CI installs all of them.
+_CI_REQUIRED_WORDS = ("pdflatex", "postgresql", "monai", "torch")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and in_ci() and isinstance(report.longrepr, tuple)):
+        return
+    reason = str(report.longrepr[2])
+    if any(word in reason.lower() for word in _CI_REQUIRED_WORDS):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where it must run: {reason}"
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -60,3 +60,22 @@ def test_the_marker_runs_require_before_the_test():
     import ray
 
     assert ray.__version__
+
+
+def test_in_ci_a_skip_naming_a_required_piece_fails_and_others_still_skip(pytester, monkeypatch):
+    """A `skipif`/`importorskip` written without `require` (reason naming pdflatex, PostgreSQL,
+    MONAI or torch) is a failure in CI; a skip for anything else (no GPU) stays a skip."""
+    pytester.makeconftest("from tests.conftest import pytest_runtest_makereport  # noqa: F401\n")
+    pytester.makepyfile(
+        "import pytest\n"
+        "@pytest.mark.skipif(True, reason='pdflatex not installed')\n"
+        "def test_latex():\n    pass\n"
+        "@pytest.mark.skipif(True, reason='no GPU here')\n"
+        "def test_gpu():\n    pass\n"
+    )
+    monkeypatch.setenv("CI", "true")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(errors=1, skipped=1)
+    result.stdout.fnmatch_lines(["*skipped in CI, where it must run*pdflatex not installed*"])
+    monkeypatch.delenv("CI")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(skipped=2)
