@@ -16,7 +16,11 @@ scale-out"):
    by the expansion, `<storage>/<grid>_<expansion hash>` (storage `<out_dir>/ray_results` or
    `storage_path`, shared storage on a cluster): the same grid on another data set (or any
    other change of a trial config) gets its own folder and MLflow parent run beside the first.
-   A lost trial is retried from its last checkpoint up to `max_failures` times.
+   A lost trial is retried from its last checkpoint up to `max_failures` times; a diverged
+   one (non-finite loss, `train.stop_on_nonfinite`) is not: it would diverge again.
+   One driver per expansion: `run_grid` holds `output_lock` on
+   `<out_dir>/locks/ablate_<grid>_<hash>.lock` from before Ray starts to the end, so the same
+   command launched twice refuses the second at once, naming the first's pid.
 5. Rerunning the same command after an interruption finds the Tune experiment of the same
    expansion (`Tuner.can_restore`) and restores it: finished trials are not rerun, unfinished
    and errored ones continue from their checkpoints, and the same MLflow parent run is reused
@@ -47,12 +51,14 @@ from diffseg3d.experiments.cluster.resources import (
     trial_resources,
 )
 from diffseg3d.experiments.cluster.trainable import (
+    FAILED_METRIC,
     FAULT_KILL_TRIAL_ENV,
     FAULT_MARKER_DIR_ENV,
     train_trial,
 )
 from diffseg3d.experiments.config.errors import ConfigError
 from diffseg3d.experiments.grid import absolute_root
+from diffseg3d.experiments.output_lock import ablate_lock_path, output_lock
 
 __all__ = [
     "ResourceRequestError",
@@ -136,77 +142,81 @@ def run_grid(
     envs = {name: trial_env(req) for name, req in requests.items()}
     hashes = {t.name: t.hash for t in trials}
 
-    ray = connect_ray()
-    nodes = ray.nodes()
-    check_cluster_fits(requests, nodes, ray.cluster_resources())
-    check_reachable_from_all_nodes(
-        tracking_uri, storage, {n["NodeManagerAddress"] for n in nodes if n.get("Alive", True)}
-    )
-
-    from ray import tune
-
-    manifest = read_manifest(experiment_path)
-    restoring = tune.Tuner.can_restore(experiment_path)
-    print(f"grid {grid_name}: {'resuming' if restoring else 'starting'} {len(trials)} trials "
-          f"in {experiment_path}", file=sys.stderr)
-
-    experiment_id, parent_run_id = open_parent_run(
-        tracking_uri, out, grid_name, manifest if restoring else None, expansion
-    )
-    write_manifest(
-        experiment_path,
-        {
-            "grid": str(Path(grid_path).resolve()),
-            "profile": profile,
-            "data_override": None if data_override is None else str(Path(data_override).resolve()),
-            "tracking_uri": tracking_uri,
-            "experiment": grid_name,
-            "experiment_id": experiment_id,
-            "expansion": expansion,
-            "parent_run_id": parent_run_id,
-            "trials": hashes,
-        },
-    )
-
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            train_trial,
-            configs=configs,
-            envs=envs,
-            tracking_uri=tracking_uri,
-            experiment=grid_name,
-            parent_run_id=parent_run_id,
-            experiment_path=None if "://" in experiment_path else experiment_path,
-            fault={k: os.environ[k] for k in (FAULT_KILL_TRIAL_ENV, FAULT_MARKER_DIR_ENV)
-                   if k in os.environ},
-        ),
-        resources=lambda param: requests[param["trial"]],
-    )
-    if restoring:
-        tuner = tune.Tuner.restore(
-            experiment_path, trainable, resume_unfinished=True, resume_errored=True
+    # One driver per expansion in --out: a second launch refuses here, before Ray starts.
+    with output_lock(ablate_lock_path(out, folder_name),
+                     f"grid {grid_name} (Tune folder {folder_name}) in {out}"):
+        ray = connect_ray()
+        nodes = ray.nodes()
+        check_cluster_fits(requests, nodes, ray.cluster_resources())
+        check_reachable_from_all_nodes(
+            tracking_uri, storage, {n["NodeManagerAddress"] for n in nodes if n.get("Alive", True)}
         )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search([t.name for t in trials])},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=max_concurrent,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=folder_name,
-                storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                verbose=1,
-            ),
+
+        from ray import tune
+
+        manifest = read_manifest(experiment_path)
+        restoring = tune.Tuner.can_restore(experiment_path)
+        print(f"grid {grid_name}: {'resuming' if restoring else 'starting'} {len(trials)} trials "
+              f"in {experiment_path}", file=sys.stderr)
+
+        experiment_id, parent_run_id = open_parent_run(
+            tracking_uri, out, grid_name, manifest if restoring else None, expansion
         )
-    result_grid = tuner.fit()
-    results = _collect(result_grid, [t.name for t in trials], hashes)
-    close_parent_run(tracking_uri, parent_run_id, failed_trials(results))
-    return results
+        write_manifest(
+            experiment_path,
+            {
+                "grid": str(Path(grid_path).resolve()),
+                "profile": profile,
+                "data_override": None if data_override is None
+                else str(Path(data_override).resolve()),
+                "tracking_uri": tracking_uri,
+                "experiment": grid_name,
+                "experiment_id": experiment_id,
+                "expansion": expansion,
+                "parent_run_id": parent_run_id,
+                "trials": hashes,
+            },
+        )
+
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                train_trial,
+                configs=configs,
+                envs=envs,
+                tracking_uri=tracking_uri,
+                experiment=grid_name,
+                parent_run_id=parent_run_id,
+                experiment_path=None if "://" in experiment_path else experiment_path,
+                fault={k: os.environ[k] for k in (FAULT_KILL_TRIAL_ENV, FAULT_MARKER_DIR_ENV)
+                       if k in os.environ},
+            ),
+            resources=lambda param: requests[param["trial"]],
+        )
+        if restoring:
+            tuner = tune.Tuner.restore(
+                experiment_path, trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"trial": tune.grid_search([t.name for t in trials])},
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=max_concurrent,
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name=folder_name,
+                    storage_path=storage,
+                    failure_config=tune.FailureConfig(max_failures=max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    verbose=1,
+                ),
+            )
+        result_grid = tuner.fit()
+        results = _collect(result_grid, [t.name for t in trials], hashes)
+        close_parent_run(tracking_uri, parent_run_id, failed_trials(results))
+        return results
 
 
 def experiment_folder_name(grid_name: str, expansion: str) -> str:
@@ -258,6 +268,8 @@ def _collect(result_grid, order: Sequence[str], hashes: Mapping[str, str]) -> li
         metrics = result.metrics or {}
         if result.error is not None:
             status, error = "error", _describe(result.error)
+        elif metrics.get(FAILED_METRIC):  # ended without a retry (`trainable.train_trial`)
+            status, error = "error", str(metrics[FAILED_METRIC])
         elif not metrics.get("trial_done"):
             # Stopped before its final report (Ctrl-C on the driver): not a result yet.
             status, error = "unfinished", "interrupted; rerun the same command to resume it"

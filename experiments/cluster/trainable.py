@@ -21,6 +21,11 @@ resumed (`newest_checkpoint`): `run_trial` writes `trial.json` after the orbax s
 folder with a valid `trial.json` of this config (and, when it names a `best_step`, the
 best-validation parameters file) is complete.
 
+Retries: Tune retries a trial that raised (`FailureConfig.max_failures`), except one that
+diverged (`trial.divergence.NonFiniteTrainingError`, `train.stop_on_nonfinite`): the same seed
+and data diverge at the same step again, so `train_trial` reports the error as its last result
+(`FAILED_METRIC`) and returns, which ends the trial, and the runner lists it as failed.
+
 Fault hook (for the fault-tolerance test and for drills on a real cluster): when the driver's
 environment has `DIFFSEG3D_FAULT_KILL_TRIAL=<trial name>` (or `*` for every trial) and
 `DIFFSEG3D_FAULT_MARKER_DIR=<folder on storage every node sees>`, the trial's worker process
@@ -42,6 +47,8 @@ from typing import Any
 #: Environment variables of the fault hook (see the module docstring).
 FAULT_KILL_TRIAL_ENV = "DIFFSEG3D_FAULT_KILL_TRIAL"
 FAULT_MARKER_DIR_ENV = "DIFFSEG3D_FAULT_MARKER_DIR"
+#: Last reported metric of a trial that ended without a retry (a diverged one): the error.
+FAILED_METRIC = "trial_failed"
 
 
 def apply_env(env: Mapping[str, str]) -> None:
@@ -89,6 +96,7 @@ def train_trial(
     apply_env(envs.get(name, {}))
 
     from diffseg3d.experiments.config.schema import config_hash, validate_config
+    from diffseg3d.experiments.trial.divergence import NonFiniteTrainingError
     from diffseg3d.experiments.trial.run import run_trial
     from ray import tune
 
@@ -125,15 +133,21 @@ def train_trial(
                 marker.write_text(f"killed pid {os.getpid()} after first checkpoint\n")
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    run_trial(
-        config,
-        workdir=str(workdir),
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        parent_run_id=parent_run_id,
-        resume_from=None if resume_from is None else str(resume_from),
-        report=report,
-    )
+    try:
+        run_trial(
+            config,
+            workdir=str(workdir),
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            parent_run_id=parent_run_id,
+            resume_from=None if resume_from is None else str(resume_from),
+            report=report,
+        )
+    except NonFiniteTrainingError as err:
+        # Deterministic: Tune's retry (FailureConfig.max_failures) would diverge at the same
+        # step. Returning ends the trial without a retry; its last result says why and the
+        # runner counts it as failed (its MLflow run already ended FAILED with the reason).
+        tune.report({FAILED_METRIC: str(err)})
 
 
 def newest_checkpoint(folders: Sequence[Path], chash: str) -> Path | None:
