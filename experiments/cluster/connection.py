@@ -16,7 +16,8 @@ RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def connect_ray():
-    """`ray` after connecting: to RAY_ADDRESS when set, else a fresh local Ray on this machine.
+    """`ray` after connecting: to RAY_ADDRESS when set, else a fresh local Ray on this machine
+    (never another Ray already running here, e.g. a `ray start --head` of someone else).
 
     A local Ray is reachable from this machine only: no dashboard, every server (GCS, raylet,
     object manager, runtime-env agent, driver and worker gRPC) bound to 127.0.0.1
@@ -37,8 +38,10 @@ def connect_ray():
         # RAY_AUTH_MODE unset: Ray turns token authentication on for a cluster it starts
         # (and tells its own already-imported config so); setting the variable here instead
         # would leave this driver's cached config without auth, and the GCS would refuse it.
+        # address="local": always a new Ray. Without it Ray joins the machine's latest
+        # `ray start` cluster (its address file in Ray's temp folder) when there is one.
         with _loopback_only():
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False)
     return ray
 
 

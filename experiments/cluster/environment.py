@@ -25,14 +25,19 @@ def set_ray_env_defaults() -> None:
 
 
 def forget_cached_ray_token() -> None:
-    """Make this process read Ray's auth token afresh at its next `ray.init`.
+    """Make this process read Ray's authentication settings afresh at its next `ray.init`: the
+    mode (RAY_AUTH_MODE) and the token.
 
-    Ray's token loader keeps the first token it read for the life of the process, so a process
-    that ran a local Ray (token `~/.ray/auth_token`) and then connects to a cluster with another
-    token (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) would send the stale one and be refused. Call
-    before `ray.init` (the runner does) or after `ray.shutdown()`.
+    Ray reads both once per process and keeps them: its C++ config holds the RAY_AUTH_MODE seen
+    when it was first read, its token loader the first token. A process that read the config
+    while RAY_AUTH_MODE was unset (auth "disabled") and then connects to a cluster with
+    RAY_AUTH_MODE=token sends no token ("InvalidAuthToken ... RAY_AUTH_MODE is currently
+    'disabled'"); one that ran a local Ray (token `~/.ray/auth_token`) and then connects to a
+    cluster with another token (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) sends the stale one. Call
+    before `ray.init` (the runner does) or after `ray.shutdown()`, never while connected.
     """
-    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import AuthenticationTokenLoader, Config
 
+    Config.initialize("")  # the config from the environment as it is now (RAY_AUTH_MODE, ...)
     AuthenticationTokenLoader.instance().reset_cache()
 
