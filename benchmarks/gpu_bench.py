@@ -31,10 +31,11 @@ versions (jaxlib, the CUDA plugin, CUDA, cuDNN, the driver), the plan's estimate
 record; the HLO summaries go to ``<log dir>/hlo_summary.txt``.
 
 ``--small`` shrinks sizes, batch and network (a harness rehearsal on the CPU, minutes; budget
-15 minutes); its output says ``"small": true`` and goes to a different file. Without ``--small``
-the command refuses to run where there is no NVIDIA GPU, and never writes figures measured on a
-CPU into ``gpu_latest.json``. ``--record-unmeasured REASON`` writes the file with every figure
-null and the reason.
+13 minutes, so that ``timeout 900`` around it leaves time to write the output); its output
+says ``"small": true`` and goes to a different file. Without ``--small`` the command refuses
+to run where there is no NVIDIA GPU, and never writes figures measured on a CPU into
+``gpu_latest.json``. ``--record-unmeasured REASON`` writes the file with every figure null
+and the reason.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ TIMEOUTS = {
 SMALL_TIMEOUT_S = 120
 #: The GPU run's wall-clock budget (6 minutes) and the CPU rehearsal's.
 BUDGET_S = 360.0
-SMALL_BUDGET_S = 900.0
+SMALL_BUDGET_S = 780.0
 #: Expected seconds per configuration kind on one H100/H200, process start (python, jax, CUDA;
 #: about 10 s) included: a step = start + init (~15 s) + compile (~30 s) + 4 calls; the
 #: profile's accumulated batch-8 step compiles longer and runs 8 microbatches a call. ``hlo``

@@ -63,7 +63,7 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 } >"$OUT/env.txt" 2>&1
 
 # 3. The benchmark (make when there is one; the same command without it).
-ARGS="--log-dir $LOGS --autotune-dir $AUTOTUNE --budget-s ${GPU_BENCH_BUDGET_S:-$([ -n "$SMALL" ] && echo 900 || echo 360)} ${GPU_BENCH_ARGS:-}"
+ARGS="--log-dir $LOGS --autotune-dir $AUTOTUNE --budget-s ${GPU_BENCH_BUDGET_S:-$([ -n "$SMALL" ] && echo 780 || echo 360)} ${GPU_BENCH_ARGS:-}"
 if command -v make >/dev/null; then
   make --no-print-directory bench-gpu GPU_PYTHON="$PY" GPU_BENCH_SMALL="$SMALL" \
     BENCH_GPU_ARGS="$ARGS" 2>&1 | tee "$OUT/bench.log"
