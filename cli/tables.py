@@ -52,7 +52,7 @@ def run_tables(args: argparse.Namespace) -> int:
     from diffseg3d.experiments.output_lock import output_lock, tables_lock_path
 
     out = check_output_folder(args.out, "--out")
-    with output_lock(tables_lock_path(out), f"the tables in {out}"):
+    with output_lock(tables_lock_path(out), f"the tables folder {out}"):
         return _write_tables(args)
 
 
