@@ -248,8 +248,10 @@ def _no_room(err: OSError, path: Path) -> OSError:
     code = no_room_errno(err)
     if code is None:
         return err
-    return OutputWriteError(code, f"cannot write {path}: {no_room_reason(code)}; the file "
-                            "is left as it was")
+    error = OutputWriteError(f"cannot write {path}: {no_room_reason(code)}; the file is left "
+                             "as it was")
+    error.errno = code
+    return error
 
 
 def _save_atomic(image: nib.Nifti1Image, path: Path) -> None:
