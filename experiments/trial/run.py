@@ -13,6 +13,9 @@ Random streams (one seed -> same numbers, also across a resume):
 
 Logging: the mean of the per-step metrics since the last log, every `train.log_every` steps and
 after every validation, checkpoint and the last step (so a resumed trial logs the same windows).
+A logged window with a non-finite loss or gradient norm stops the trial before that step's
+validation and checkpoint (`train.stop_on_nonfinite`, `trial/divergence.py`); a trial that
+fails for any reason ends its MLflow run FAILED with the reason in `record.TAG_FAILURE`.
 
 Checkpoints: one fresh folder per checkpoint (`trial_checkpoint.save_checkpoint`),
 `<workdir>/checkpoints/step_0000100/` with `orbax/` (TrainState) and `trial.json`.
