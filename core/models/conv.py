@@ -163,7 +163,7 @@ def _conv3d_slices_forward(x: jax.Array, kernel: jax.Array, lean: bool = False) 
     kx, ky, kz, cin, cout = kernel.shape
     if not lean:
         # On XLA:CPU the output form (one wide 2D conv, no input copies) is faster from 64
-        # input channels on, the sum of kx 2D convs below that (benchmarks/conv_probe.py).
+        # input channels on, the sum of kx 2D convs below that (benchmarks/probes/conv_probe.py).
         if cin >= 64:
             return _conv3d_slices_out(x, kernel)
         return _conv3d_slices_sum(x, kernel)

@@ -179,7 +179,7 @@ class UNet(nn.Module):
         ``lean`` (``conv.conv3d_slices``: X-blocks, 27-tap kernel gradient). Cuts XLA:CPU's
         compiled temp memory, where ``nn.remat`` did not (its ``optimization_barrier`` is
         dropped by XLA:CPU), so that a paper-size step fits a CPU machine's memory (planned and
-        measured peaks: ``benchmarks/memory_plan.py``, ``docs/BENCHMARKS.md``).
+        measured peaks: ``benchmarks/probes/memory_plan.py``, ``docs/BENCHMARKS.md``).
       dtype: compute dtype (``jnp.bfloat16`` for mixed precision); parameters are float32
         always and the output is float32.
       time_scale: multiplies ``t`` (= t_k / T) before the sinusoid; 1000 makes it the
