@@ -20,6 +20,8 @@ RESULTS  ?= results
 EXPERIMENT ?= paper
 PHANTOM_CASES ?= 24
 MAX_CONCURRENT ?= 2
+# Retries of a lost or crashed trial from its last checkpoint within one run (ablate --max-failures).
+MAX_FAILURES ?= 2
 PYTEST_ARGS ?=
 # Only the embedded phantom is generated on demand; a user's DATA folder must already be prepared.
 DATA_PREREQ := $(if $(filter $(PHANTOM),$(DATA)),$(PHANTOM)/dataset.json,)
@@ -69,7 +71,7 @@ data: $(PHANTOM)/dataset.json
 ablations: $(STAMP) tex $(DATA_PREREQ)
 	mkdir -p $(OUT)
 	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/diffseg3d ablate $(GRID) --profile $(PROFILE) $(DATA_FLAGS) --out $(OUT) \
-	  --max-concurrent $(MAX_CONCURRENT) $(SEEDS_FLAGS)
+	  --max-concurrent $(MAX_CONCURRENT) --max-failures $(MAX_FAILURES) $(SEEDS_FLAGS)
 	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT) \
 	  --grid $(GRID) $(DATA_FLAGS) $(SEEDS_FLAGS)
 
@@ -78,8 +80,12 @@ tables: $(STAMP) tex
 	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/diffseg3d tables --experiment $(EXPERIMENT) --out $(RESULTS)/$(EXPERIMENT) \
 	  --grid $(GRID) $(DATA_FLAGS)
 
+# Prints each experiment's link (a grid opens on its runs table with the trial comparison view),
+# then runs `mlflow ui` on the store (experiments/tracking/ui_server.py).
+UI_PORT ?= 5000
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000
+	$(BIN)/python -m diffseg3d.experiments.tracking.ui_server --backend-store-uri $(TRACKING_URI) \
+	  --host 127.0.0.1 --port $(UI_PORT)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -117,6 +117,12 @@ def _write_tables(args: argparse.Namespace) -> int:
     for reason in report.skipped:
         print(f"diffseg3d tables: skipped {reason}", file=sys.stderr)
     print(f"diffseg3d tables: wrote {len(report.written)} files to {args.out}")
+    if args.experiment is not None:  # the tables and summary.md beside the grid's parent runs
+        from diffseg3d.experiments.tracking.grid_summary import ARTIFACT_REPORT, log_report
+
+        collected = collection.runs.loc[collection.runs["problem"].isna(), "run_id"]
+        for parent in log_report(args.tracking_uri, list(collected), args.out):
+            print(f"diffseg3d tables: logged to run {parent} under {ARTIFACT_REPORT}/")
     return 0
 
 

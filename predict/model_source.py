@@ -4,7 +4,10 @@
   - `runs:/<run_id>` (or `runs:/<run_id>/model`) or a bare run id: the run's artifacts
     `checkpoint/`, `config.yaml` and `preparation.json` (`record.ARTIFACT_*`) from the store at
     `tracking_uri` (default `MLFLOW_TRACKING_URI`), checked with `check_readable_store` first;
-  - `models:/<name>/<version>`: the run of that registered model version;
+  - `models:/<name>/<version>`: the run of that registered model version (its run, or the
+    source run of the logged model it was registered from);
+  - `models:/<model_id>` (`m-` + 32 hex digits): the source run of that MLflow logged model
+    (the trial logs its model as one, `tracking.pyfunc_model`);
   - a local trial folder `<out>/trials/<name>_<hash>/`: its newest `checkpoints/step_*/`, its
     `config.yaml` and `preparation.json` (written when the trial finishes);
   - a model bundle folder holding `checkpoint/`, `config.yaml`, `preparation.json`, or an MLflow
@@ -38,6 +41,8 @@ from diffseg3d.experiments.trial import build
 from diffseg3d.experiments.trial.checkpoint import read_params
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
+#: An MLflow 3 logged model id, `m-` and 32 hex digits.
+_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 
 
 class PredictError(ConfigError):
@@ -209,9 +214,25 @@ def _registered_run(name: str, version: str, uri: str, source: str) -> str:
     except MlflowException:
         raise PredictError(f"--model {source}: no registered model {name!r} version {version!r} "
                            f"in {uri}") from None
-    if not found.run_id:
-        raise PredictError(f"--model {source}: the version was not registered from a run")
-    return found.run_id
+    if found.run_id:
+        return found.run_id
+    if getattr(found, "model_id", None):  # registered from models:/<model_id>
+        return _logged_model_run(found.model_id, uri, source)
+    raise PredictError(f"--model {source}: the version was not registered from a run")
+
+
+def _logged_model_run(model_id: str, uri: str, source: str) -> str:
+    """The source run of an MLflow logged model (`models:/<model_id>`, as the trial logs it)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        found = MlflowClient(uri).get_logged_model(model_id)
+    except MlflowException:
+        raise PredictError(f"--model {source}: no logged model {model_id!r} in {uri}") from None
+    if not found.source_run_id:
+        raise PredictError(f"--model {source}: the logged model has no source run")
+    return found.source_run_id
 
 
 def load_model(model: str | os.PathLike, tracking_uri: str | None = None) -> TrainedModel:
@@ -225,8 +246,12 @@ def load_model(model: str | os.PathLike, tracking_uri: str | None = None) -> Tra
         return _load_run(parts[0], _tracking_uri(tracking_uri, text), text)
     if text.startswith("models:/"):
         parts = text.removeprefix("models:/").strip("/").split("/")
+        if len(parts) == 1 and _MODEL_ID.fullmatch(parts[0]):
+            uri = _tracking_uri(tracking_uri, text)
+            return _load_run(_logged_model_run(parts[0], uri, text), uri, text)
         if len(parts) != 2 or not all(parts):
-            raise PredictError(f"--model {text}: expected models:/<name>/<version>")
+            raise PredictError(f"--model {text}: expected models:/<name>/<version> or "
+                               "models:/<model_id>")
         uri = _tracking_uri(tracking_uri, text)
         return _load_run(_registered_run(*parts, uri, text), uri, text)
     path = Path(text)

@@ -62,8 +62,10 @@ def open_parent_run(tracking_uri, out, grid_name, manifest, grid_hash) -> tuple[
 def close_parent_run(tracking_uri: str, run_id: str, failures: Sequence[tuple[str, str]]) -> None:
     """Mark the parent FINISHED when every trial finished, FAILED otherwise; `failures`:
     (trial, error) of each trial that did not finish (`runner.failed_trials`)."""
+    from diffseg3d.experiments.tracking.grid_summary import log_trials_table
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     client.set_tag(run_id, TAG_FAILED_TRIALS, ",".join(n for n, _ in failures) or "-")
+    log_trials_table(client, run_id)  # the trials side by side, a table in the UI
     client.set_terminated(run_id, status="FAILED" if failures else "FINISHED")

@@ -7,8 +7,9 @@ artifacts under `<out>/mlartifacts`); `MLFLOW_TRACKING_URI` overrides it, e.g. a
 on a cluster's head node (`http://head:5000`), whose own artifact store is then used.
 
 Tag names, artifact names and the param codec are the run record's (`record`): a trial's run
-carries `TAG_PARENT` (MLflow nests on it), `TAG_TRIAL`, `TAG_CONFIG_HASH`, `TAG_TABLES` and
-`TAG_KIND`; a parent run carries `TAG_GRID`, `TAG_GRID_HASH` and `TAG_KIND`.
+carries `TAG_PARENT` (MLflow nests on it), `TAG_TRIAL`, `TAG_CONFIG_HASH`, `TAG_TABLES`,
+`TAG_KIND` and the axis tags of `trial_axes`; a parent run carries `TAG_GRID`, `TAG_GRID_HASH`
+and `TAG_KIND`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from diffseg3d.experiments.tracking.record import (
     flatten,
 )
 from diffseg3d.experiments.tracking.retry import with_retries
+from diffseg3d.experiments.tracking.trial_axes import axis_tags
+from diffseg3d.experiments.tracking.ui_view import mark_experiment
 
 # MLflow's telemetry thread removes its session variable from os.environ while a request may be
 # reading it (a KeyError seen once in benchmarks.mlflow_load under 16 concurrent loggers); the
@@ -77,21 +80,26 @@ def client_for(tracking_uri: str | None) -> MlflowClient:
 def ensure_experiment(
     name: str, artifact_location: str | None = None, tracking_uri: str | None = None
 ) -> str:
-    """Id of experiment `name`, created if absent. Call once on the driver before trials start:
-    concurrent creation races in the store (the loser re-reads the winner's experiment)."""
+    """Id of experiment `name`, created if absent, and marked as a model training experiment
+    with the trial comparison view (`ui_view.mark_experiment`; an existing experiment, e.g. of
+    an older store, is marked too). Call once on the driver before trials start: concurrent
+    creation races in the store (the loser re-reads the winner's experiment)."""
     client = client_for(tracking_uri)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         if existing.lifecycle_stage == "deleted":
             client.restore_experiment(existing.experiment_id)
-        return existing.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:
-        existing = client.get_experiment_by_name(name)
-        if existing is None:
-            raise
-        return existing.experiment_id
+        experiment_id = existing.experiment_id
+    else:
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:
+            existing = client.get_experiment_by_name(name)
+            if existing is None:
+                raise
+            experiment_id = existing.experiment_id
+    _retried(mark_experiment, client, experiment_id)
+    return experiment_id
 
 
 def _experiment_id(client: MlflowClient, experiment: str) -> str:
@@ -210,6 +218,7 @@ class TrialRun:
             tags[TAG_PARENT] = parent_run_id
         if config.overridden:
             tags[TAG_OVERRIDDEN] = "; ".join(config.overridden)
+        tags.update(axis_tags(config))
         run = _retried(client.create_run, exp_id, tags=tags, run_name=config.name)
         for old in stale:
             client.set_tag(old.info.run_id, TAG_SUPERSEDED_BY, run.info.run_id)
@@ -264,6 +273,10 @@ class TrialRun:
 
     def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
         _retried(self.client.log_artifacts, self.run_id, os.fspath(directory), artifact_path)
+
+    def log_inputs(self, datasets: list) -> None:
+        """Record dataset inputs (`mlflow.entities.DatasetInput`, e.g. `dataset_input`'s)."""
+        _retried(self.client.log_inputs, self.run_id, datasets=datasets)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         _retried(self.client.log_text, self.run_id, text, artifact_file)

@@ -31,7 +31,11 @@ import mlflow.pyfunc
 import numpy as np
 from diffseg3d.experiments.config.schema import Config, to_yaml
 from diffseg3d.experiments.tracking import record
-from mlflow.models import ModelSignature
+from diffseg3d.experiments.tracking.logged_model import (
+    create_logged_model,
+    finish_logged_model,
+)
+from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
 #: Distributions whose installed versions go into the model's requirements.
@@ -104,14 +108,19 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def log_trained_model(run, config: Config, dataset_meta: dict, checkpoint_dir: Path,
-                      workdir: Path) -> None:
+                      workdir: Path, metrics: dict[str, float] | None = None,
+                      step: int = 0) -> str:
     """Write `config.yaml` and `preparation.json` into the trial's `workdir` (a local trial
-    folder `predict` can load), log the preparation record, and log the pyfunc model
-    (`record.ARTIFACT_MODEL`) to the trial's MLflow run (`tracking.TrialRun`).
+    folder `predict` can load), log the preparation record, and log the pyfunc model as an
+    MLflow logged model named `record.ARTIFACT_MODEL` of the trial's run (`tracking.TrialRun`);
+    returns its model id.
 
-    The model is saved locally with `mlflow.pyfunc.save_model` and logged as run artifacts:
-    the trial talks to MLflow through its client only, never the fluent active run that
-    `mlflow.pyfunc.log_model` needs; `runs:/<id>/model` loads it all the same."""
+    The model is linked to the run as its output at `step` and carries `metrics` (the test
+    means) and the run's params, so the runs table's Models column and the model page show it;
+    `runs:/<run_id>/model` resolves to it (MLflow finds a run's logged model by name) and
+    `models:/<model_id>` names it. The trial talks to MLflow through its client only, never the
+    fluent active run that `mlflow.pyfunc.log_model` needs: the steps of `Model.log` are done
+    here with the run's client (`logged_model`)."""
     workdir = Path(workdir)
     preparation = record.preparation_record(dataset_meta)
     files = {"config": workdir / record.ARTIFACT_CONFIG,
@@ -119,6 +128,7 @@ def log_trained_model(run, config: Config, dataset_meta: dict, checkpoint_dir: P
     files["config"].write_text(to_yaml(config))
     files["preparation"].write_text(json.dumps(preparation, indent=2))
     run.log_artifact(files["preparation"])
+    model = create_logged_model(run, config)
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".model_") as tmp:
         # MLflow stores each artifact under its base name: a copy named `checkpoint` makes the
         # model's artifacts/ a bundle that `model_source.load_model` reads as well. Hard links
@@ -135,5 +145,8 @@ def log_trained_model(run, config: Config, dataset_meta: dict, checkpoint_dir: P
                 signature=signature(preparation), pip_requirements=requirements(),
                 code_paths=None, metadata={"preparation": preparation, "method": config.method,
                                            "trial": config.name},
+                mlflow_model=Model(artifact_path=model.artifact_location, run_id=run.run_id,
+                                   model_uuid=model.model_id, model_id=model.model_id),
             )
-        run.log_artifacts(folder, record.ARTIFACT_MODEL)
+        finish_logged_model(run, model.model_id, folder, metrics or {}, step)
+    return model.model_id

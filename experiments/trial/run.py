@@ -52,6 +52,7 @@ from diffseg3d.core.train.sharding import check_batch_divisible, make_mesh, repl
 from diffseg3d.core.train.state import create_train_state, run_init
 from diffseg3d.experiments.config.schema import Config, config_hash, to_yaml
 from diffseg3d.experiments.tracking import record
+from diffseg3d.experiments.tracking.dataset_input import dataset_input
 from diffseg3d.experiments.tracking.mlflow_runs import TrialRun, finite_or_nan
 from diffseg3d.experiments.tracking.pyfunc_model import log_trained_model
 from diffseg3d.experiments.trial import build, sampling_eval
@@ -116,6 +117,8 @@ def run_trial(
     try:
         # ---- data ----
         dataset = PreparedDataset.load(config.data.root)
+        if meta is None:  # a new run: its data set as an MLflow dataset input
+            run.log_inputs([dataset_input(dataset)])
         key = jax.random.PRNGKey(config.seed)
         init_key, train_key, eval_key, test_key = (jax.random.fold_in(key, i) for i in range(4))
 
@@ -251,7 +254,8 @@ def run_trial(
         run.set_tags({record.TAG_PARAMS_DIGEST: digest,
                       record.TAG_TEST_CHECKPOINT: f"{test_step} ({test_mode})"})
         run.log_artifacts(final_dir, record.ARTIFACT_CHECKPOINT)
-        log_trained_model(run, config, dataset.meta, final_dir, workdir)  # for `predict`
+        log_trained_model(run, config, dataset.meta, final_dir, workdir,  # for `predict`
+                          metrics=summary, step=final_step)
         result = {"run_id": run.run_id, "trial": config.name, "config_hash": chash,
                   "step": final_step, "checkpoint_dir": str(final_dir),
                   "per_case_csv": str(csv_path), "params_digest": digest,

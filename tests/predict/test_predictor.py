@@ -160,17 +160,27 @@ def test_mlflow_run_registered_model_and_pyfunc_give_predicts_labels(trial, mode
 
     client = mlflow.MlflowClient(trial["uri"])
     logged = {f.path for f in client.list_artifacts(trial["run_id"])}
-    assert {record.ARTIFACT_PREPARATION, record.ARTIFACT_MODEL, record.ARTIFACT_CONFIG} <= logged
-    bundle = {f.path for f in client.list_artifacts(trial["run_id"], "model/artifacts")}
-    assert bundle == {f"model/artifacts/{name}" for name in (
-        record.ARTIFACT_CHECKPOINT, record.ARTIFACT_CONFIG, record.ARTIFACT_PREPARATION)}
+    assert {record.ARTIFACT_PREPARATION, record.ARTIFACT_CONFIG} <= logged
+    # The model is an MLflow logged model of the run, its output, with the run's test metrics.
+    run = client.get_run(trial["run_id"])
+    (output,) = run.outputs.model_outputs
+    logged_model = client.get_logged_model(output.model_id)
+    assert logged_model.name == record.ARTIFACT_MODEL
+    assert logged_model.source_run_id == trial["run_id"] and logged_model.status == "READY"
+    assert {m.key: m.value for m in logged_model.metrics}["test_dice"] == \
+        run.data.metrics["test_dice"]
+    by_id = load_model(f"models:/{output.model_id}", trial["uri"])
+    assert params_digest(by_id.params) == params_digest(model.params)
     assert json.loads((trial["workdir"] / record.ARTIFACT_PREPARATION).read_text()) == {
         "name": "phantom", "class_names": model.class_names, "spacing": [1.5, 1.5, 3.0],
         "shape": [16, 16, 8], "channels": 1,
         "preprocessing": json.loads((trial["data"] / "dataset.json").read_text())[
             "preprocessing"]}
 
-    mlflow.set_tracking_uri(trial["uri"])
+    mlflow.set_tracking_uri(trial["uri"])  # MLflow resolves a run's logged model through it
+    listed = mlflow.artifacts.list_artifacts(f"runs:/{trial['run_id']}/model/artifacts")
+    assert {f.path for f in listed} == {f"model/artifacts/{name}" for name in (
+        record.ARTIFACT_CHECKPOINT, record.ARTIFACT_CONFIG, record.ARTIFACT_PREPARATION)}
     version = mlflow.register_model(f"runs:/{trial['run_id']}/model", "tiny-phantom")
     registered = load_model(f"models:/tiny-phantom/{version.version}", trial["uri"])
     assert params_digest(registered.params) == params_digest(model.params)
