@@ -25,14 +25,18 @@ def per_case_scores(rows: pd.DataFrame, metric: str) -> pd.Series:
     return per_case.dropna()
 
 
-def per_seed_case_scores(rows: pd.DataFrame, metric: str) -> pd.Series:
+def per_seed_case_scores(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per-(seed, case) score of one setting: class mean per run, then the mean over runs of the
-    same seed (normally one). Index (seed, case); all-NaN entries dropped. Rows without a `seed`
-    column count each run as its own seed."""
+    same seed (normally one). Columns `seed, case, score, run` (`run`: the run id(s) behind the
+    score, comma-joined); all-NaN entries dropped. Rows without a `seed` column count each run
+    as its own seed."""
     if "seed" not in rows.columns:
         rows = rows.assign(seed=rows["run_id"])
-    per_run = rows.groupby(["run_id", "seed", "case"], sort=True)[metric].mean()
-    return per_run.groupby(level=["seed", "case"], sort=True).mean().dropna()
+    per_run = rows.groupby(["run_id", "seed", "case"], sort=True)[metric].mean().dropna()
+    per_run = per_run.rename("score").reset_index()
+    grouped = per_run.groupby(["seed", "case"], sort=True)
+    runs = grouped["run_id"].agg(lambda ids: ",".join(sorted({str(i) for i in ids})))
+    return pd.DataFrame({"score": grouped["score"].mean(), "run": runs}).reset_index()
 
 
 def count_empty(rows: pd.DataFrame, metric: str) -> int:
@@ -48,7 +52,8 @@ class Pairing:
     a, b: (n,) per-case scores of the reference (a) and the compared setting (b).
     only_a, only_b: case ids present (with a finite score) in one setting only; excluded.
     long: one row per (case, seed, setting) on the common cases, columns `case, seed, setting
-      (a | b), score`: the per-run scores behind the seed means (the mixed model's data).
+      (a | b), score, run`: the per-run scores behind the seed means and the run id(s) they
+      come from (the mixed model's data).
     """
 
     cases: tuple[str, ...]
@@ -71,10 +76,10 @@ def pair_settings(rows_a: pd.DataFrame, rows_b: pd.DataFrame, metric: str) -> Pa
     """Pair settings a and b on the cases both scored (see module docstring)."""
     score_a, score_b = per_case_scores(rows_a, metric), per_case_scores(rows_b, metric)
     common = score_a.index.intersection(score_b.index).sort_values()
-    long = [per_seed_case_scores(rows, metric).rename("score").reset_index().assign(setting=side)
+    long = [per_seed_case_scores(rows, metric).assign(setting=side)
             for side, rows in (("a", rows_a), ("b", rows_b))]
     long = pd.concat(long, ignore_index=True)
-    long = long[long["case"].isin(common)].loc[:, ["case", "seed", "setting", "score"]]
+    long = long[long["case"].isin(common)].loc[:, ["case", "seed", "setting", "score", "run"]]
     return Pairing(
         cases=tuple(common),
         a=score_a.loc[common].to_numpy(dtype=float),

@@ -5,8 +5,10 @@
 
 i: test case, s: seed, r: setting (a = reference, b = compared). The random intercept per case
 carries what a case does to every run (its difficulty); the variance component per seed has one
-level per training run (each seed of each setting is its own trained model: runs of two settings
-share no parameters), so it carries what training noise does to all cases of a run. Case and run
+level per training run, so it carries what training noise does to all cases of a run. Runs are
+told apart by their run id (`run` column): each seed of each setting is its own trained model,
+except where two settings are the same trained run scored two ways (Table 4's samplers), which
+then share the level, and the run's effect cancels in their difference. Case and run
 effects are crossed (every run scores every case): statsmodels fits crossed effects as variance
 components of one group spanning all rows (`groups` constant, `re_formula="0"`,
 `vc_formula={"case": "0 + C(case)", "seed": "0 + C(run)"}`).
@@ -30,7 +32,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
-#: Columns of the long frame `mixed_model_test` takes.
+#: Columns of the long frame `mixed_model_test` takes (and optionally `run`, the run id).
 LONG_COLUMNS: tuple[str, ...] = ("case", "seed", "setting", "score")
 FORMULA = "score ~ is_b"
 VC_FORMULA = {"case": "0 + C(case)", "seed": "0 + C(run)"}
@@ -63,17 +65,22 @@ def _empty(n_seeds: int, n_obs: int, note: str) -> MixedResult:
 
 
 def design_frame(long: pd.DataFrame) -> pd.DataFrame:
-    """`long` (columns `LONG_COLUMNS`; setting "a" or "b") with the model's columns: `is_b`
-    (0/1), `run` (setting and seed) and `group` (one group for all rows)."""
+    """`long` (columns `LONG_COLUMNS`; setting "a" or "b"; optional `run`) with the model's
+    columns: `is_b` (0/1), `run` (the given run id, else setting and seed) and `group` (one
+    group for all rows)."""
     missing = [c for c in LONG_COLUMNS if c not in long.columns]
     if missing:
         raise ValueError(f"mixed model data lacks columns {missing}")
     bad = sorted(set(long["setting"]) - {"a", "b"})
     if bad:
         raise ValueError(f"mixed model settings must be 'a' or 'b', got {bad}")
-    frame = long.loc[:, list(LONG_COLUMNS)].dropna(subset=["score"]).copy()
+    has_run = "run" in long.columns
+    frame = long.loc[:, list(LONG_COLUMNS) + (["run"] if has_run else [])]
+    frame = frame.dropna(subset=["score"]).copy()
     frame["is_b"] = (frame["setting"] == "b").astype(float)
-    frame["run"] = frame["setting"] + "-" + frame["seed"].astype(str)
+    if not has_run:
+        frame["run"] = frame["setting"] + "-" + frame["seed"].astype(str)
+    frame["run"] = frame["run"].astype(str)
     frame["group"] = 0
     return frame.reset_index(drop=True)
 

@@ -50,3 +50,5 @@ def test_long_rows_keep_each_seed_on_the_common_cases():
     # The seed-averaged pair is the mean of the long rows per case.
     np.testing.assert_allclose(pairing.a, [0.5, 0.45])
     assert pairing.n_seeds == 1  # the compared setting has one seed
+    runs = pairing.long.set_index(["setting", "seed", "case"])["run"]
+    assert runs[("a", 1, "a")] == "r1" and runs[("b", 0, "b")] == "n0"

@@ -70,3 +70,19 @@ def test_bad_input_names_the_problem():
         mixed_model_test(long.drop(columns="seed"))
     with pytest.raises(ValueError, match="'a' or 'b'"):
         mixed_model_test(long.replace({"setting": {"b": "c"}}))
+
+
+def test_settings_scored_from_the_same_runs_share_the_seed_level():
+    """Two samplers of the same trained runs (Table 4): the run effect is common to both
+    settings and cancels; the SE is the residual part alone, sqrt(2 sd_residual^2 / (n S))."""
+    long = long_study(np.random.default_rng(4), n_cases=12, seeds=(0, 1, 2), sd_seed=0.03)
+    shifts = long.attrs["run_shift"]
+    # Make b's run effect a's (same trained run): subtract b's draw, add a's.
+    fix = [shifts[("a", s)] - shifts[("b", s)] if setting == "b" else 0.0
+           for setting, s in zip(long["setting"], long["seed"], strict=True)]
+    shared = long.assign(score=long["score"] + fix, run="run" + long["seed"].astype(str))
+    res = mixed_model_test(shared)
+    separate = mixed_model_test(shared.drop(columns="run"))
+    assert res.estimate == pytest.approx(separate.estimate, abs=1e-10)  # balanced: mean diff
+    assert res.std_error == pytest.approx(np.sqrt(2 * res.sd_residual**2 / 36), rel=1e-3)
+    assert res.std_error < separate.std_error / 2
