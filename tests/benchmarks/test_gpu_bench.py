@@ -53,14 +53,20 @@ LAX3D_STEP = "step_256x256x48_b1_lax3d"
 PICK_STEP = f"step_256x256x48_b1_{GPU_FORM}"
 
 
+#: The lax3d step's limit: a child cannot even start Python in 10 ms, so it is always killed,
+#: on any machine.
+KILL_LIMIT_S = 0.01
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> dict:
-    """The batch-1 steps, the lax3d one killed by a 1 s limit (importing jax alone takes
-    longer), the HLO summaries of both, and the paper profile's step after them."""
+    """The batch-1 steps, the lax3d one killed by its `KILL_LIMIT_S` limit, the HLO summaries
+    of both, and the paper profile's step after them."""
     return _bench(tmp_path_factory.mktemp("small"), "--only", "step_b1", "hlo", "paper_step",
-                  "--timeout", f"{LAX3D_STEP}=1", timeout=400)
+                  "--timeout", f"{LAX3D_STEP}={KILL_LIMIT_S}", timeout=400)
 
 
+@pytest.mark.slow
 def test_small_mode_writes_every_required_key_and_says_small(small_run):
     missing = [k for k in figures.REQUIRED_KEYS if k not in small_run]
     assert not missing
@@ -75,12 +81,15 @@ def test_small_mode_writes_every_required_key_and_says_small(small_run):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", small_run["measured_at"])
 
 
+@pytest.mark.slow
 def test_step_past_its_limit_is_recorded_as_timeout_and_the_next_still_runs(small_run):
     by_name = {r["name"]: r for r in small_run["records"]}
     killed, step = by_name[LAX3D_STEP], by_name[PICK_STEP]
     assert killed["status"] == "timeout"
-    assert killed["timeout_s"] == 1.0 and "1 s limit" in killed["error"]
-    assert killed["wall_s"] < 30  # killed, not waited for
+    assert killed["timeout_s"] == KILL_LIMIT_S and "s limit" in killed["error"]
+    # Killed, not waited for: shorter than the complete step of the same size that ran next on
+    # the same machine (a clock comparison under the same load, no absolute bound).
+    assert killed["wall_s"] < step["wall_s"]
     assert step["status"] == "ok" and step["step_s"] > 0 and step["compile_s"] > 0
     assert step["conv_impl"] == GPU_FORM and step["forward_s"] > 0
     assert step["backend"] == "cpu" and step["device_peak_gib"] is None
@@ -90,6 +99,7 @@ def test_step_past_its_limit_is_recorded_as_timeout_and_the_next_still_runs(smal
     assert "timeout" in small_run["figure_notes"]["lax3d_over_s2d_step_256x256x48"]
 
 
+@pytest.mark.slow
 def test_hlo_summaries_of_both_steps_one_compiled_for_it_after_its_step_timed_out(small_run):
     by_name = {r["name"]: r for r in small_run["records"]}
     pick, old = by_name[f"hlo_{PICK_STEP}"], by_name[f"hlo_{LAX3D_STEP}"]
@@ -103,6 +113,7 @@ def test_hlo_summaries_of_both_steps_one_compiled_for_it_after_its_step_timed_ou
     assert small_run["hlo_dilated_volume"] == {GPU_FORM: 0, "lax3d": 1}
 
 
+@pytest.mark.slow
 def test_small_mode_runs_the_paper_profile_step_as_the_profile_builds_it(small_run):
     paper = {r["name"]: r for r in small_run["records"]}["paper_step"]
     assert paper["status"] == "ok", paper.get("error")

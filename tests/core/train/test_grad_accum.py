@@ -300,13 +300,15 @@ SHARDED = textwrap.dedent(
 )
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_data_parallel_microbatches_keep_one_volume_per_device():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root,
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     done = subprocess.run([sys.executable, "-c", SHARDED], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=280)
+                          capture_output=True, text=True,
+                          timeout=1700)  # a hang guard only, not a speed check
     assert done.returncode == 0, done.stderr[-3000:]
     assert "steps=2 collectives=all-reduce\n" in done.stdout, done.stdout
     assert "steps=8 collectives=all-gather\n" in done.stdout, done.stdout
