@@ -34,7 +34,7 @@ def test_per_class_boxplot(frame, tmp_path):
                                           figsize=(6, 3)), (6, 3))
 
 
-def test_roi_scatter_has_spearman_in_legend(frame, tmp_path):
+def test_roi_scatter(frame, tmp_path):  # its legend's Spearman r and p: test_figure_content.py
     spearman = roi_dice_spearman(frame)
     _check(roi_dice_scatter(frame, spearman, "prostate-mr", tmp_path / "roi",
                                     figsize=(5, 4)), (5, 4))
