@@ -211,12 +211,12 @@ def test_model_page_shows_the_trials_logged_model(grid, ui, browser, shots):
     base = ui.split("#", 1)[0]
     browser.get(f"{base}#/experiments/{grid['experiment_id']}/models/{output.model_id}"
                 "?workflowType=machine_learning")
-    WebDriverWait(browser, PAGE_WAIT_S).until(
-        lambda d: trial.info.run_name in d.find_element(By.TAG_NAME, "body").text)
-    page = browser.find_element(By.TAG_NAME, "body").text
-    assert output.model_id in page
-    assert "test_dice" in page
-    _save(browser, shots, "mlflow_model.png")
+    expected = (trial.info.run_name, output.model_id, "test_dice")  # source run, id, metrics
+    try:  # the page fills in as its requests return
+        WebDriverWait(browser, PAGE_WAIT_S).until(
+            lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in expected))
+    finally:
+        _save(browser, shots, "mlflow_model.png")
 
 
 def test_an_unmarked_experiment_link_opens_mlflows_default_page(grid):
