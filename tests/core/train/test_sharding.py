@@ -87,6 +87,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess compiling the step on 2 and 8 fake devices: 137-155 s loaded
 @pytest.mark.parametrize(("devices", "batch"), [(2, 4), (8, 8)])
 def test_data_parallel_step_matches_one_device(devices, batch):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
