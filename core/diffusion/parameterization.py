@@ -31,6 +31,28 @@ def check_output(output: str) -> None:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
 
 
+def noise_head_shortfall(output: str, head_features: int | None, num_classes: int) -> str | None:
+    """Why a noise-predicting network with this head cannot work, or None when it can.
+
+    The U-Net's head is linear from `head_features` (its `channels[0]`) to the C = `num_classes`
+    outputs, so the raw output lies in a `head_features`-dimensional subspace at every voxel.
+    With fewer features than classes (the quick profile: 8 for the phantom's 9), the noise along
+    the subspace's normal n, n.eps ~ N(0, 1), cannot be predicted, and eq. 10 multiplies it by
+    sqrt((1 - abar_k) / abar_k): 157 at t = T, 17 at t = 750 for the linear schedule.
+    Mask prediction needs only C - 1 features (softmax ignores a shift of all logits), so it
+    returns None for "x0"; also None when `head_features` is unknown.
+    """
+    if output != "eps" or head_features is None or head_features >= num_classes:
+        return None
+    return (
+        f"noise prediction with a head of {head_features} features for {num_classes} classes: "
+        f"the network's {num_classes} noise outputs span only {head_features} directions, so "
+        "x0 from eq. 10 carries the unpredictable rest times sqrt((1 - abar)/abar) (157 at t = T "
+        f"for the linear schedule); use model.channels[0] >= {num_classes} "
+        "(docs/NOISE_PREDICTION.md)"
+    )
+
+
 def x0_from_output(
     schedule: Schedule,
     output: str,

@@ -20,6 +20,7 @@ code) or "fixed_small" (see `diffusion.posterior_variance`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from diffseg3d.core.diffusion import (
     posterior_variance,
     x0_from_output,
 )
+from diffseg3d.core.diffusion.parameterization import noise_head_shortfall
 from diffseg3d.core.diffusion.schedule import Schedule
 
 SAMPLERS = ("ddpm", "ddim")
@@ -70,6 +72,9 @@ def make_sampler(
       clip_x0: clip the noise-prediction x0_hat (eq. 10) to [-1, 1] at every step; use the
         value training used (`train.make_train_step(clip_x0=...)`).
 
+    Noise prediction with a model whose `channels[0]` is below the class count warns
+    (`diffusion.parameterization.noise_head_shortfall`): such a head cannot output the noise.
+
     `sample` takes image (B, *S, 1) and returns the label (B, *S) int32, or with
     `return_trajectory=True` `(label, x0_hats)` where x0_hats (K, B, *S, C) float32 holds the
     x0_hat of every step in sampling order (row 0 is from x_K at t_K = T, the last row gives the
@@ -81,6 +86,10 @@ def make_sampler(
     if variance not in VARIANCE_KINDS:
         raise ValueError(f"variance must be one of {VARIANCE_KINDS}, got {variance!r}")
     num_classes = model.num_classes if num_classes is None else num_classes
+    widths = getattr(model, "channels", None)
+    shortfall = noise_head_shortfall(output, widths[0] if widths else None, num_classes)
+    if shortfall is not None:
+        warnings.warn(shortfall, stacklevel=2)
     num_steps = schedule.num_steps
 
     def run(params, image, key, keep_trajectory):

@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 from diffseg3d.core.diffusion import (
     OUTPUTS,
+    label_to_mask,
     make_schedule,
+    q_sample,
     x0_from_output,
     x0_predictor_from_eps,
 )
+from diffseg3d.core.diffusion.parameterization import noise_head_shortfall
 
 
 def _eps_for(schedule, x0, x_t, k):
@@ -61,3 +64,37 @@ def test_recycling_eps_wrapper_is_x0_from_output(clip_x0):
     want = x0_from_output(schedule, "eps", predict_eps(x_t, k), x_t, k, clip_x0=clip_x0)
     np.testing.assert_array_equal(got, want)
     assert (np.abs(np.asarray(got)).max() > 1.0) is not clip_x0
+
+
+def test_a_head_of_c_minus_one_features_cannot_output_the_noise():
+    """The limit `noise_head_shortfall` names, by least squares: a linear head from C - 1 = 8
+    features to C = 9 outputs (the quick profile on the phantom) leaves the noise along its
+    normal n unpredicted, rms 1/sqrt(C) per element, and eq. 10 at t = T multiplies it by
+    sqrt((1 - abar_T)/abar_T) = 157.4 (float64 base schedule). C features reach the noise."""
+    schedule = make_schedule(1000, 5)
+    num_classes, rng = 9, np.random.default_rng(0)
+    abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[999]
+    gain = np.sqrt((1 - abar) / abar)
+    assert gain == pytest.approx(157.41, abs=0.01)
+    x0 = label_to_mask(jnp.asarray(rng.integers(0, num_classes, (1, 2000))), num_classes)
+    eps = rng.standard_normal(x0.shape)
+    k = jnp.asarray([4])
+    x_t = q_sample(schedule, x0, k, jnp.asarray(eps, jnp.float32))
+    errors = {}
+    for features in (num_classes - 1, num_classes):
+        head = rng.standard_normal((features, num_classes))
+        best = np.linalg.lstsq(head.T, eps[0].T, rcond=None)[0].T @ head  # closest head output
+        x0_hat = x0_from_output(schedule, "eps", jnp.asarray(best[None], jnp.float32), x_t, k,
+                                clip_x0=False)
+        errors[features] = float(np.sqrt(np.mean((np.asarray(x0_hat) - np.asarray(x0)) ** 2)))
+    assert errors[num_classes - 1] == pytest.approx(gain / 3.0, rel=0.1)
+    assert errors[num_classes] < 0.05
+
+
+def test_noise_head_shortfall_names_the_widths_only_for_narrow_noise_heads():
+    message = noise_head_shortfall("eps", 8, 9)
+    assert "8 features for 9 classes" in message and "157" in message
+    assert "channels[0] >= 9" in message
+    assert noise_head_shortfall("eps", 9, 9) is None
+    assert noise_head_shortfall("x0", 8, 9) is None  # softmax needs only C - 1
+    assert noise_head_shortfall("eps", None, 9) is None

@@ -193,3 +193,20 @@ def test_predict_unet_is_argmax_of_logits():
     pred = predict_unet(model, params, image)
     assert pred.dtype == jnp.int32 and pred.shape == SHAPE
     np.testing.assert_array_equal(pred, logits.argmax(-1))
+
+
+@pytest.mark.parametrize(("output", "width", "warns"),
+                         [("eps", 8, True), ("eps", 16, False), ("x0", 8, False)])
+def test_noise_sampler_warns_when_the_head_is_narrower_than_the_classes(output, width, warns):
+    import warnings
+
+    from diffseg3d.core.models.unet import UNet
+
+    model = UNet(num_classes=9, channels=(width, 2 * width), num_res_blocks=1, diffusion=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_sampler(model, make_schedule(1000, 5), output=output)
+    messages = [str(w.message) for w in caught if "head of" in str(w.message)]
+    assert bool(messages) is warns
+    if warns:
+        assert f"{width} features for 9 classes" in messages[0]
