@@ -6,6 +6,9 @@
 - `memory_plan`: the paper-size step's memory plan without running it.
 - `init_compile`: compile time of a trial's init program, XLA's default against
   ``core.train.state.INIT_COMPILER_OPTIONS`` (decided them).
+- `noise_curve`: for a trained noise-prediction checkpoint, the per-step Dice from noised ground
+  truth, the head's rank limit and the size of x0_hat (explained why noise prediction fails on
+  the ``quick`` profile; ``docs/NOISE_PREDICTION.md``).
 
 Their dated results are in ``docs/BENCHMARKS.md`` and ``benchmarks/results/``.
 """
