@@ -96,7 +96,8 @@ def test_new_and_older_experiments_are_marked_with_kind_and_view(store):
 def test_parent_run_table_lists_new_and_older_trials(store, tmp_path):
     uri, root = store
     client = MlflowClient(uri)
-    exp_id = tracking.ensure_experiment("grid", tracking_uri=uri)
+    exp_id = tracking.ensure_experiment(
+        "grid", artifact_location=(root / "artifacts").as_uri(), tracking_uri=uri)
     parent = tracking.start_parent_run(exp_id, "grid", tracking_uri=uri)
     new = tracking.TrialRun.start(_config(name="b_new"), experiment="grid", tracking_uri=uri,
                                   parent_run_id=parent)
