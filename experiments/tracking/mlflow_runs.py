@@ -35,7 +35,7 @@ from diffseg3d.experiments.tracking.record import (
     TAG_TRIAL,
     flatten,
 )
-from diffseg3d.experiments.tracking.retry import with_retries
+from diffseg3d.experiments.tracking.retry import is_transient, with_retries
 from diffseg3d.experiments.tracking.trial_axes import axis_tags
 from diffseg3d.experiments.tracking.ui_view import mark_experiment
 
@@ -152,6 +152,15 @@ def _retried(fn, /, *args, **kwargs):
     trials write to one store at once, and a locked SQLite file or a restarting server must not
     fail a trial."""
     return with_retries(lambda: fn(*args, **kwargs))
+
+
+#: How SQLite and PostgreSQL word the unique-constraint conflict of two concurrent inserts.
+_UNIQUE_CONFLICT_TEXT = ("unique constraint failed", "duplicate key value violates unique")
+
+
+def _transient_or_dataset_race(err: BaseException) -> bool:
+    """`is_transient`, or the unique-constraint conflict of two trials logging one data set."""
+    return is_transient(err) or any(t in str(err).lower() for t in _UNIQUE_CONFLICT_TEXT)
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -275,8 +284,14 @@ class TrialRun:
         _retried(self.client.log_artifacts, self.run_id, os.fspath(directory), artifact_path)
 
     def log_inputs(self, datasets: list) -> None:
-        """Record dataset inputs (`mlflow.entities.DatasetInput`, e.g. `dataset_input`'s)."""
-        _retried(self.client.log_inputs, self.run_id, datasets=datasets)
+        """Record dataset inputs (`mlflow.entities.DatasetInput`, e.g. `dataset_input`'s).
+
+        Concurrent trials of one grid log the same data set into one experiment: the store looks
+        the (experiment, name, digest) row up and inserts it when absent, so two trials can both
+        insert and the second hits the table's unique constraint. Retried, the lookup finds the
+        first trial's row and links to it, so that conflict counts as transient here."""
+        with_retries(lambda: self.client.log_inputs(self.run_id, datasets=datasets),
+                     transient=_transient_or_dataset_race)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         _retried(self.client.log_text, self.run_id, text, artifact_file)
