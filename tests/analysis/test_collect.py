@@ -124,6 +124,7 @@ def test_missing_experiment_is_a_clear_error(store):
         collect_mlflow("nope", store[0])
 
 
+@pytest.mark.slow
 def test_tables_command_end_to_end(store, tmp_path, capsys):
     uri, ids, _ = store
     out = tmp_path / "results"

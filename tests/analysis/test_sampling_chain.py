@@ -111,6 +111,7 @@ def _write_csv_runs(folder, frame, metrics):
         rows.loc[:, columns].to_csv(folder / f"{run_id}.csv", index=False)
 
 
+@pytest.mark.slow
 def test_tables_command_writes_sampling_outputs_and_nsd_supplement(synthetic, tmp_path, capsys):
     frame, _, metrics = synthetic
     _write_csv_runs(tmp_path / "runs", frame, metrics)
@@ -132,6 +133,7 @@ def test_tables_command_writes_sampling_outputs_and_nsd_supplement(synthetic, tm
     assert len(pd.read_csv(out / "run_metrics.csv")) == len(metrics)
 
 
+@pytest.mark.slow
 def test_runs_without_step_metrics_or_nsd_skip_those_outputs(synthetic, tmp_path, capsys):
     frame, _, metrics = synthetic
     _write_csv_runs(tmp_path / "runs", frame.assign(nsd=np.nan), metrics.iloc[:0])

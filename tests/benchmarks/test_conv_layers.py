@@ -71,6 +71,7 @@ def _unet_convs() -> collections.Counter:
     return convs
 
 
+@pytest.mark.slow
 def test_every_level_kind_and_impl_is_measured_once(records):
     levels = len(SMALL["channels"])
     expected = {(0, "stem")} | {(lv, "conv3") for lv in range(levels)}

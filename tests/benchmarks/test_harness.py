@@ -156,6 +156,7 @@ def test_child_output_parsing():
     assert parse_child_output("no result here") is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("diffusion", [True, False])
 def test_reference_is_the_same_network(diffusion):
     """Same parameter tree (so the same size and FLOPs) and, with the up-sampling kernels

@@ -115,6 +115,7 @@ def _collection(frame):
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed "
                     "(make tex installs texlive-latex-recommended)")
+@pytest.mark.slow
 def test_report_writes_csv_verdicts_figures_and_compiling_footnotes(tmp_path):
     frame = synthetic_frame(data_sets=("prostate-mr",), n_cases=8, seeds=(0,))
     report = write_report(_collection(frame), tmp_path, n_resamples=99)

@@ -140,6 +140,7 @@ def test_missing_data_sets_and_levels_are_said_in_the_caption():
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed "
                     "(make tex installs texlive-latex-recommended)")
+@pytest.mark.slow
 def test_every_table_compiles_alone_with_pdflatex(tmp_path):
     frame = add_setting_column(synthetic_frame(data_sets=("prostate-mr", "amos-ct"), n_cases=6))
     files = {}

@@ -78,6 +78,7 @@ def _collection(sampling):
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed "
                     "(make tex installs texlive-latex-recommended)")
+@pytest.mark.slow
 def test_report_writes_table4_that_compiles_and_summary_shows_it(tmp_path):
     report = write_report(_collection(sampling_frame(data_sets=("prostate-mr",))), tmp_path,
                           n_resamples=99)
@@ -96,6 +97,7 @@ def test_report_writes_table4_that_compiles_and_summary_shows_it(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_report_without_variant_rows_still_writes_an_empty_table4(tmp_path):
     empty = pd.DataFrame(columns=list(SAMPLING_COLUMNS))
     write_report(_collection(empty), tmp_path, n_resamples=99)

@@ -39,6 +39,7 @@ def _grad_temp_bytes(remat: bool, conv_impl: str) -> int:
     return stats.temp_size_in_bytes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conv_impl", ["slices", "lax3d"])
 def test_remat_cuts_compiled_temp_memory(conv_impl):
     plain = _grad_temp_bytes(False, conv_impl)

@@ -112,6 +112,7 @@ def _loss_and_grad(model, params, inputs):
     # slices computes every conv differently from lax3d; lax3d_s2d only the down/up convs.
     [("slices", 1e-3, 1e-4), ("lax3d_s2d", 1e-4, 1e-5)],
 )
+@pytest.mark.slow
 def test_conv_forms_share_params_and_agree(small_3d, impl, rtol, atol):
     kw, params, inputs = small_3d
     p_form = jax.eval_shape(UNet(**kw, conv_impl=impl).init, jax.random.PRNGKey(1), *inputs)
@@ -127,6 +128,7 @@ def test_conv_forms_share_params_and_agree(small_3d, impl, rtol, atol):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("highest_precision")
 def test_remat_same_outputs_and_grads(small_3d):
     kw, params, inputs = small_3d

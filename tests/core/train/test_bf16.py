@@ -42,6 +42,7 @@ def state_and_schedule():
     return tx, lr, state, make_schedule(1000, 5)
 
 
+@pytest.mark.slow
 def test_bf16_recycling_step_keeps_float32_params_and_metrics(state_and_schedule):
     tx, lr, state, schedule = state_and_schedule
     assert _dtypes(state.params) == {np.dtype(np.float32)}

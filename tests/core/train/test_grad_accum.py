@@ -81,6 +81,7 @@ def test_microbatches_are_strided_so_a_sharded_batch_stays_spread():
     np.testing.assert_array_equal(split_microbatches(image, 4)[1], image[1::4])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_dice", [True, False])
 def test_unet_update_and_metrics_equal_the_full_batch_step(use_dice):
     """CE and the per-example foreground Dice are per-example means: with 2 and 4 microbatches
@@ -105,6 +106,7 @@ def test_unet_update_and_metrics_equal_the_full_batch_step(use_dice):
     assert _max_abs_diff(on_half.params, full.params) > 1e-3
 
 
+@pytest.mark.slow
 def test_the_project_optimizer_makes_one_update_of_the_batch():
     """AdamW after global-norm clipping (make_optimizer): the clip sees the averaged gradient
     and the optimiser counts one step, whatever the number of microbatches."""
@@ -120,6 +122,7 @@ def test_the_project_optimizer_makes_one_update_of_the_batch():
     np.testing.assert_allclose(m_acc["grad_norm"], m_full["grad_norm"], rtol=RTOL)
 
 
+@pytest.mark.slow
 def test_augmentation_is_per_example_as_in_the_full_batch_step():
     """The batch is augmented before it is cut, so each volume gets the same warp as without
     accumulation and the update is the full-batch update."""
@@ -137,6 +140,7 @@ def test_augmentation_is_per_example_as_in_the_full_batch_step():
     assert _max_abs_diff(plain.params, full.params) > 1e-3  # the augmentation did something
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("output", "recycling"), [("x0", True), ("eps", False)])
 def test_diffusion_step_is_the_mean_over_microbatches_with_folded_keys(output, recycling):
     """Diffusion draws k and the noise per microbatch from fold_in(loss key, i): the step's
@@ -163,6 +167,7 @@ def test_diffusion_step_is_the_mean_over_microbatches_with_folded_keys(output, r
     assert (metrics["loss_noise"] > 0) == (output == "eps")
 
 
+@pytest.mark.slow
 def test_one_key_reproduces_the_step_bit_for_bit_and_another_does_not():
     model = TinyDenoiser(num_classes=NUM_CLASSES)
     tx, lr = make_optimizer(1e-2, 0, 10, weight_decay=1e-4, grad_clip_norm=1.0)
@@ -206,6 +211,7 @@ def _primitives(jaxpr, found):
     return found
 
 
+@pytest.mark.slow
 def test_one_scan_not_a_python_loop_and_one_compile_for_repeated_calls():
     model = TinyDenoiser(num_classes=NUM_CLASSES)
     tx, lr = optax.sgd(1e-3), (lambda s: 1e-3)

@@ -90,6 +90,7 @@ def _train(step_fn, state, key, stop, losses, on_step=None):
     return state
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_is_bit_for_bit(tmp_path):
     key = jax.random.key(42)
     losses_full, losses_resumed, saved = [], [], []
@@ -163,6 +164,7 @@ def test_checkpoint_folders_hold_info_and_keep_the_newest(tmp_path):
         save_checkpoint_folder(tmp_path, restored, {}, info_name="x.json", keep=0)
 
 
+@pytest.mark.slow
 def test_restore_errors_name_the_directory(tmp_path):
     state, _ = _setup()
     missing = tmp_path / "nowhere"

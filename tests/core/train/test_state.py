@@ -5,6 +5,7 @@ import functools
 
 import jax
 import numpy as np
+import pytest
 from diffseg3d.core.models import UNet
 from diffseg3d.core.train import create_train_state, make_optimizer
 from diffseg3d.core.train.state import INIT_COMPILER_OPTIONS, run_init
@@ -14,6 +15,7 @@ def _leaves(tree):
     return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
 
 
+@pytest.mark.slow
 def test_run_init_is_bit_identical_to_the_default_jit():
     diffusion = True
     model = UNet(num_classes=3, channels=(8, 16), num_res_blocks=1, num_groups=4,

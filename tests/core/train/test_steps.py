@@ -62,6 +62,7 @@ def _keys(key):
     return jax.random.split(key_loss, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("cpu_backend", "highest_precision")
 def test_diffusion_step_feeds_q_sample_of_ground_truth():
     schedule = make_schedule(1000, 5)

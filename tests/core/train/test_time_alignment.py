@@ -101,6 +101,7 @@ def test_five_step_sampling_feeds_times_and_noise_levels_seen_in_1000_step_train
     )
 
 
+@pytest.mark.slow
 def test_recycling_with_k_equal_t_predicts_at_t_plus_one_and_trains_at_t():
     """Recycling at K = T: first call at t_{k'} = min(t + 1, T), second at t (paper 3.2)."""
     schedule = make_schedule(T, T)

@@ -56,6 +56,7 @@ def test_optimizer_schedule_follows_optim_and_train_steps():
     assert float(lr(20)) == pytest.approx(1e-5)  # cosine ends at train.steps
 
 
+@pytest.mark.slow
 def test_unet_predictor_is_the_argmax_and_ignores_the_key():
     config = _config(method="unet")
     model = build.model(config, num_classes=3)
@@ -68,6 +69,7 @@ def test_unet_predictor_is_the_argmax_and_ignores_the_key():
     np.testing.assert_array_equal(labels, np.asarray(predict(params, image, jax.random.key(2))))
 
 
+@pytest.mark.slow
 def test_diffusion_predictor_samples_label_maps():
     config = _config(method="diffusion", diffusion={"sample_steps": 2})
     model = build.model(config, num_classes=3)
