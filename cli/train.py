@@ -53,7 +53,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from diffseg3d.experiments.tracking import mlflow_runs as tracking
     from diffseg3d.experiments.trial.run import run_trial
 
-    config = load_config(args.config, profile=args.profile)
+    config = load_config(args.config, profile=args.profile, sets=args.set)
     if args.data is not None:
         raw = config.model_dump(mode="json")
         raw = set_dotted(raw, "data.root", absolute_root(args.data))
@@ -154,6 +154,14 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     )
     train.add_argument("config", metavar="CONFIG", help="YAML config (partial: defaults fill in)")
     _add_common(train)
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set one config key after the profile (repeatable; VALUE is YAML), e.g. "
+        "--profile paper --set train.steps=2 --set model.compute_dtype=float32",
+    )
     train.add_argument(
         "--experiment",
         default=DEFAULT_TRAIN_EXPERIMENT,

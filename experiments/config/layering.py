@@ -2,6 +2,8 @@
 
 Layering used by `load_config` and `grid.expand` (later wins):
     schema defaults  <-  config file / grid base  <-  profile  <-  data set  <-  grid axes, seed
+`load_config` adds one last layer, the command line's `--set KEY=VALUE` items (`apply_sets`),
+so a profile's settings can be kept but for a few keys (a paper-profile run at smoke size).
 
 Each layer the user writes (config file, grid base, each grid axis value) is validated ON ITS OWN
 before layering (`check_layer`), so a profile cannot hide an invalid value by replacing it; only
@@ -197,19 +199,60 @@ def apply_profile(user: dict, profile: str | None, source: str) -> Layered:
     return Layered(deep_merge(user, prof), tuple(overridden), tuple(messages))
 
 
+def parse_set(item: str) -> tuple[str, Any]:
+    """`("a.b", value)` from a command-line item `"a.b=VALUE"`; VALUE is read as YAML, so
+    `2`, `false`, `[8, 16, 32, 64]` and `fixed_small` become an int, a bool, a list and a str."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, "
+                          "e.g. --set train.steps=2")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML: {err}") from None
+    return key, value
+
+
+def apply_sets(raw: dict, items: list[str] | tuple[str, ...]) -> Layered:
+    """`raw` (a merged partial config) with each `--set KEY=VALUE` item in `items` applied
+    last, in order. Each item is checked on its own like any user layer (an unknown key or a
+    bad value names the item); a value it replaces is reported as `--set overrides ...`."""
+    leaves = _leaves(raw)
+    overridden: list[str] = []
+    messages: list[str] = []
+    for item in items:
+        key, value = parse_set(item)
+        layer = set_dotted({}, key, value)
+        check_layer(layer, source=f"--set {item}")
+        if key in leaves and leaves[key] != value:
+            change = f"{key}: {_show(leaves[key])} -> {_show(value)}"
+            overridden.append(f"{change} (--set)")
+            messages.append(f"--set overrides {change}")
+        raw = deep_merge(raw, layer)
+        leaves = _leaves(raw)
+    return Layered(raw, tuple(overridden), tuple(messages))
+
+
 def say(lines) -> None:
     """Print console notes (profile overrides) on stderr, one line each."""
     for line in lines:
         print(line, file=sys.stderr)
 
 
-def load_config(path: str | os.PathLike, profile: str | None = None) -> Config:
-    """Load a YAML config (full or partial; defaults fill the rest) and apply `profile` on top.
+def load_config(
+    path: str | os.PathLike, profile: str | None = None, sets: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Load a YAML config (full or partial; defaults fill the rest), apply `profile` on top and
+    then the `--set KEY=VALUE` items `sets` (see `apply_sets`).
 
-    The file is validated on its own first; profile overrides of its values are printed and
-    kept in `Config.overridden` (see the module docstring)."""
+    The file is validated on its own first; profile and `--set` overrides of its values are
+    printed and kept in `Config.overridden` (see the module docstring)."""
     layered = apply_profile(read_yaml(path), profile, source=str(path))
-    say(layered.messages)
+    extra = apply_sets(layered.raw, sets)
+    say(layered.messages + extra.messages)
     source = str(path) if profile is None else f"{path} (profile {profile})"
-    config = validate_config(layered.raw, source=source)
-    return config.model_copy(update={"overridden": list(layered.overridden)})
+    if sets:
+        source += " with " + " ".join(f"--set {item}" for item in sets)
+    config = validate_config(extra.raw, source=source)
+    return config.model_copy(update={"overridden": list(layered.overridden + extra.overridden)})

@@ -56,8 +56,8 @@ TAG_PARAMS_DIGEST = "diffseg3d.params_digest"
 #: Parameters the test split was scored with: `<step> (<eval.checkpoint>)`, e.g. `7500 (best_val)`
 #: or `12500 (last)`; the step is also the metric `test_checkpoint_step`.
 TAG_TEST_CHECKPOINT = "diffseg3d.test_checkpoint"
-#: The user's values a profile replaced, "; "-joined `Config.overridden` entries
-#: (`train.steps: 500 -> 20 (profile smoke)`); set only when a profile replaced something.
+#: The values a profile or `--set` replaced, "; "-joined `Config.overridden` entries
+#: (`train.steps: 500 -> 20 (profile smoke)`); set only when something was replaced.
 TAG_OVERRIDDEN = "diffseg3d.overridden"
 #: On a trial run that ended FAILED: why, `<error type>: <message>` (e.g. the step and loss
 #: parts of a non-finite training step, `train.stop_on_nonfinite`), at most
