@@ -9,6 +9,8 @@
 - `noise_curve`: for a trained noise-prediction checkpoint, the per-step Dice from noised ground
   truth, the head's rank limit and the size of x0_hat (explained why noise prediction fails on
   the ``quick`` profile; ``docs/NOISE_PREDICTION.md``).
+- `val_curves`: validation Dice per step of several `diffseg3d train` runs as one figure and a
+  Markdown table (the noise-prediction curves of ``docs/NOISE_PREDICTION.md``).
 
 Their dated results are in ``docs/BENCHMARKS.md`` and ``benchmarks/results/``.
 """
