@@ -61,3 +61,23 @@ def test_best_validation_ties_follow_eval_val_ties():
         resumed = BestValidation.from_meta(True, best.info(), ties=ties)
         resumed.update(2500, 0.8, params)
         assert resumed.step == (2500 if ties == "later" else expected)
+
+
+def _released_alphas_cumprod(num_timesteps_beta=1001, keep=5):
+    """ImgX-DiffSeg v0.1.0 `downsample_beta_schedule` (variance_schedule.py:113-156) on its
+    linear betas (1e-4 to 0.02 over `num_timesteps_beta`), written out in float64: the
+    cumulative products at every (T_beta - 1) / (keep - 1)-th step, from the first."""
+    betas = np.linspace(1e-4, 0.02, num_timesteps_beta, dtype=np.float64)
+    return np.cumprod(1.0 - betas)[:: (num_timesteps_beta - 1) // (keep - 1)]
+
+
+def test_paper_profile_five_step_schedule_is_the_released_one():
+    released = _released_alphas_cumprod()
+    # Hand check of the released numbers: abar at the last kept step is about exp(-10.05).
+    assert released.shape == (5,) and abs(released[-1] - 3.995e-5) < 1e-8
+    paper = build.schedule(_config("paper"), 5)
+    np.testing.assert_allclose(np.asarray(paper.alphas_cumprod, np.float64), released, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(paper.timesteps), [1, 251, 501, 751, 1001])
+    # The project's default base (T = 1000) is about 1 % off at the noisier steps.
+    quick = np.asarray(build.schedule(_config("quick"), 5).alphas_cumprod, np.float64)
+    assert 0.005 < np.max(np.abs(quick / released - 1)) < 0.02
