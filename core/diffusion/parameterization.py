@@ -16,8 +16,11 @@ its recorded tables stay reproducible; set it to False to follow the released co
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
-from diffseg3d.core.diffusion.gaussian import x0_from_eps
+import numpy as np
+from diffseg3d.core.diffusion.gaussian import posterior_variance, x0_from_eps
 from diffseg3d.core.diffusion.mask import logits_to_mask
 from diffseg3d.core.diffusion.schedule import Schedule
 
@@ -49,6 +52,39 @@ def noise_head_shortfall(output: str, head_features: int | None, num_classes: in
         f"the network's {num_classes} noise outputs span only {head_features} directions, so "
         "x0 from eq. 10 carries the unpredictable rest times sqrt((1 - abar)/abar) (157 at t = T "
         f"for the linear schedule); use model.channels[0] >= {num_classes} "
+        "(docs/NOISE_PREDICTION.md)"
+    )
+
+
+#: `noise_last_step_shortfall` speaks when the noise the step to k = 0 adds has a standard
+#: deviation more than this many times the most the k = 0 step can take out per unit of eps_hat.
+LAST_STEP_RATIO = 10.0
+
+
+def noise_last_step_shortfall(
+    output: str, schedule: Schedule, variance: str, method: str = "ddpm"
+) -> str | None:
+    """Why DDPM sampling with this variance leaves noise in a noise model's label, or None.
+
+    The sampler's label is argmax of the last x0_hat, from x_0 at step k = 0. For noise
+    prediction that is (x_0 - sqrt(1 - abar_0) eps_hat) / sqrt(abar_0) (eq. 10): the last step
+    moves x_0 by sqrt(1 - abar_0) eps_hat, 0.01 eps_hat for the linear schedule, so the noise
+    the step before it added, sqrt(var_1) z, stays in the label. "fixed_large" sets
+    var_1 = beta_1 of the schedule, which resampling to K = 5 steps makes 0.479 (std 0.69);
+    "fixed_small" sets beta_tilde_1 = 1e-4 (std 0.01). Mask prediction re-predicts x0 from
+    the image at k = 0, and DDIM adds no noise, so both return None; so does K = 1.
+    """
+    if output != "eps" or method != "ddpm" or schedule.num_steps < 2:
+        return None
+    std_last = math.sqrt(float(posterior_variance(schedule, jnp.array([1]), variance)[0]))
+    reach = math.sqrt(float(np.asarray(schedule.one_minus_alphas_cumprod)[0]))
+    if std_last <= LAST_STEP_RATIO * reach:
+        return None
+    return (
+        f"noise prediction sampled by DDPM with variance {variance} over K = "
+        f"{schedule.num_steps} steps: the step to k = 0 adds noise of std {std_last:.3g}, and "
+        f"the last step can move x by only {reach:.3g} eps_hat (eq. 10), so that noise stays in "
+        "the label; sample with diffusion.variance fixed_small or the ddim sampler "
         "(docs/NOISE_PREDICTION.md)"
     )
 

@@ -37,7 +37,10 @@ from diffseg3d.core.diffusion import (
     posterior_variance,
     x0_from_output,
 )
-from diffseg3d.core.diffusion.parameterization import noise_head_shortfall
+from diffseg3d.core.diffusion.parameterization import (
+    noise_head_shortfall,
+    noise_last_step_shortfall,
+)
 from diffseg3d.core.diffusion.schedule import Schedule
 
 SAMPLERS = ("ddpm", "ddim")
@@ -72,8 +75,10 @@ def make_sampler(
       clip_x0: clip the noise-prediction x0_hat (eq. 10) to [-1, 1] at every step; use the
         value training used (`train.make_train_step(clip_x0=...)`).
 
-    Noise prediction with a model whose `channels[0]` is below the class count warns
-    (`diffusion.parameterization.noise_head_shortfall`): such a head cannot output the noise.
+    Noise prediction warns when its head is narrower than the classes
+    (`diffusion.parameterization.noise_head_shortfall`: such a head cannot output the noise) and
+    when the DDPM variance leaves more noise in x_0 than its last step can remove
+    (`noise_last_step_shortfall`: "fixed_large" with K = 5 resampled steps).
 
     `sample` takes image (B, *S, 1) and returns the label (B, *S) int32, or with
     `return_trajectory=True` `(label, x0_hats)` where x0_hats (K, B, *S, C) float32 holds the
@@ -87,9 +92,10 @@ def make_sampler(
         raise ValueError(f"variance must be one of {VARIANCE_KINDS}, got {variance!r}")
     num_classes = model.num_classes if num_classes is None else num_classes
     widths = getattr(model, "channels", None)
-    shortfall = noise_head_shortfall(output, widths[0] if widths else None, num_classes)
-    if shortfall is not None:
-        warnings.warn(shortfall, stacklevel=2)
+    for shortfall in (noise_head_shortfall(output, widths[0] if widths else None, num_classes),
+                      noise_last_step_shortfall(output, schedule, variance, method)):
+        if shortfall is not None:
+            warnings.warn(shortfall, stacklevel=2)
     num_steps = schedule.num_steps
 
     def run(params, image, key, keep_trajectory):

@@ -11,7 +11,10 @@ from diffseg3d.core.diffusion import (
     x0_from_output,
     x0_predictor_from_eps,
 )
-from diffseg3d.core.diffusion.parameterization import noise_head_shortfall
+from diffseg3d.core.diffusion.parameterization import (
+    noise_head_shortfall,
+    noise_last_step_shortfall,
+)
 
 
 def _eps_for(schedule, x0, x_t, k):
@@ -98,3 +101,20 @@ def test_noise_head_shortfall_names_the_widths_only_for_narrow_noise_heads():
     assert noise_head_shortfall("eps", 9, 9) is None
     assert noise_head_shortfall("x0", 8, 9) is None  # softmax needs only C - 1
     assert noise_head_shortfall("eps", None, 9) is None
+
+
+def test_last_step_shortfall_speaks_for_fixed_large_noise_models_with_resampled_steps():
+    five = make_schedule(1000, 5)
+    # Hand values: beta_1 = 1 - abar_251 / abar_1 = 1 - 0.521423 / 0.9999 = 0.47853 (std 0.6918);
+    # the last step moves x by sqrt(1 - abar_1) = sqrt(1e-4) = 0.01 per unit of eps_hat.
+    message = noise_last_step_shortfall("eps", five, "fixed_large")
+    assert message is not None
+    assert "adds noise of std 0.692" in message and "move x by only 0.01 eps_hat" in message
+    assert "K = 5 steps" in message
+    # beta_tilde_1 = (1 - abar_0) / (1 - abar_1) beta_1 = 1e-4: std 0.01, what the step can take.
+    assert noise_last_step_shortfall("eps", five, "fixed_small") is None
+    assert noise_last_step_shortfall("eps", five, "fixed_large", method="ddim") is None
+    assert noise_last_step_shortfall("x0", five, "fixed_large") is None
+    # Without resampling beta at t = 2 is 1.2e-4 (std 0.011): no shortfall.
+    assert noise_last_step_shortfall("eps", make_schedule(1000, 1000), "fixed_large") is None
+    assert noise_last_step_shortfall("eps", make_schedule(1000, 1), "fixed_large") is None

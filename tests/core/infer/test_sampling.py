@@ -210,3 +210,26 @@ def test_noise_sampler_warns_when_the_head_is_narrower_than_the_classes(output, 
     assert bool(messages) is warns
     if warns:
         assert f"{width} features for 9 classes" in messages[0]
+
+
+@pytest.mark.parametrize(("output", "variance", "method", "warns"), [
+    ("eps", "fixed_large", "ddpm", True),
+    ("eps", "fixed_small", "ddpm", False),
+    ("eps", "fixed_large", "ddim", False),
+    ("x0", "fixed_large", "ddpm", False),
+])
+def test_noise_sampler_warns_when_its_last_step_cannot_remove_the_variance(
+        output, variance, method, warns):
+    import warnings
+
+    from diffseg3d.core.models.unet import UNet
+
+    model = UNet(num_classes=3, channels=(8, 16), num_res_blocks=1, diffusion=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_sampler(model, make_schedule(1000, 5), output=output, variance=variance,
+                     method=method)
+    messages = [str(w.message) for w in caught if "stays in the label" in str(w.message)]
+    assert len(messages) == int(warns)
+    if warns:
+        assert "variance fixed_large over K = 5 steps" in messages[0]
