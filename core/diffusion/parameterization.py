@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
-import numpy as np
 from diffseg3d.core.diffusion.gaussian import posterior_variance, x0_from_eps
 from diffseg3d.core.diffusion.mask import logits_to_mask
 from diffseg3d.core.diffusion.schedule import Schedule
@@ -77,7 +76,7 @@ def noise_last_step_shortfall(
     if output != "eps" or method != "ddpm" or schedule.num_steps < 2:
         return None
     std_last = math.sqrt(float(posterior_variance(schedule, jnp.array([1]), variance)[0]))
-    reach = math.sqrt(float(np.asarray(schedule.one_minus_alphas_cumprod)[0]))
+    reach = math.sqrt(float(schedule.one_minus_alphas_cumprod[0]))
     if std_last <= LAST_STEP_RATIO * reach:
         return None
     return (
