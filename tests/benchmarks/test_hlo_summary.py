@@ -90,7 +90,7 @@ def test_a_whole_volume_forward_conv_in_the_backward_pass_over_an_interior_pad_i
     # A large window in the forward pass is not the gradient pathology.
     assert not by_name["cudnn-conv.12"]["flagged"]
     text = format_summary({"file": "x.txt", **s})
-    assert "flagged (cuDNN forward conv, window > 3, backward pass): 2" in text
+    assert "flagged (cuDNN forward conv, window > 3, backward pass, dilated input): 2" in text
     assert text.count("FLAGGED") == 2 and "input=interior-padded pad" in text
 
 
