@@ -21,6 +21,7 @@ import typing
 from typing import Any
 
 from diffseg3d.core.metrics.evaluate import ROW_KEYS
+from diffseg3d.core.metrics.sample_set import SAMPLE_SET_KEYS
 from diffseg3d.experiments.config.errors import ConfigError
 from diffseg3d.experiments.config.schema import Config
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -115,6 +116,32 @@ ARTIFACT_SAMPLING = "sampling"
 
 #: Columns of `ARTIFACT_PER_CASE`, in order; defined by `core.metrics.evaluate` (its row keys).
 PER_CASE_COLUMNS: tuple[str, ...] = tuple(ROW_KEYS)
+
+#: Sample-set, calibration and error-detection scores of the test split, one row per (case,
+#: foreground class), CSV (`trial.uncertainty`): diffusion trials with `eval.samples` >= 2 (the
+#: ensemble) and U-Net trials (their softmax); columns `UNCERTAINTY_COLUMNS`.
+ARTIFACT_UNCERTAINTY = "uncertainty_per_case.csv"
+#: Per-case columns of `ARTIFACT_UNCERTAINTY`, repeated on each class row of their case.
+UNCERTAINTY_CASE_COLUMNS: tuple[str, ...] = (
+    "ece", "ece_all", "auroc_entropy", "ap_entropy", "auroc_disagreement", "ap_disagreement",
+    "region_voxels", "error_voxels")
+#: Columns of `ARTIFACT_UNCERTAINTY`, in order (`core.metrics.sample_set.SAMPLE_SET_KEYS`).
+UNCERTAINTY_COLUMNS: tuple[str, ...] = (
+    "case", "class", "samples", "dice_ensemble", *SAMPLE_SET_KEYS, *UNCERTAINTY_CASE_COLUMNS)
+#: The split's reliability diagram, CSV: one row per confidence bin (`core.metrics.calibration`)
+#: with the voxels of every case's evaluation region pooled; columns `RELIABILITY_COLUMNS`.
+ARTIFACT_RELIABILITY = "reliability.csv"
+RELIABILITY_COLUMNS: tuple[str, ...] = ("bin", "low", "high", "count", "confidence", "accuracy")
+#: One slice of the first test case, NumPy `.npz` with `image, label, pred, entropy` (H, W).
+ARTIFACT_UNCERTAINTY_SLICE = "uncertainty_slice.npz"
+#: The device kind a trial ran on (`jax.devices()[0].device_kind`, e.g. `cpu`, `NVIDIA H100`).
+TAG_DEVICE_KIND = "diffseg3d.device_kind"
+#: What a trial cost (`trial.cost`), logged as metrics at the final step.
+COST_METRICS: tuple[str, ...] = (
+    "cost_train_step_flops", "cost_train_flops", "cost_train_seconds", "cost_eval_seconds",
+    "cost_forward_flops", "cost_forward_passes", "cost_inference_flops_1",
+    "cost_inference_seconds_1", "cost_inference_samples", "cost_inference_flops_ensemble",
+    "cost_inference_seconds_ensemble")
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoint metadata

@@ -35,6 +35,7 @@ import contextlib
 import functools
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ import jax
 import nibabel as nib
 import numpy as np
 from diffseg3d.core.data.dataset import PreparedDataset
-from diffseg3d.core.data.loader import batch_iterator
+from diffseg3d.core.data.loader import batch_iterator, eval_batches
+from diffseg3d.core.infer.predict import predict_unet_probabilities
 from diffseg3d.core.metrics import evaluate
 from diffseg3d.core.metrics.validation_selection import validation_score
 from diffseg3d.core.train.checkpoint import FOLDER_STATE, params_digest, restore_checkpoint
@@ -55,7 +57,8 @@ from diffseg3d.experiments.tracking import record
 from diffseg3d.experiments.tracking.dataset_input import dataset_input
 from diffseg3d.experiments.tracking.mlflow_runs import TrialRun, finite_or_nan
 from diffseg3d.experiments.tracking.pyfunc_model import log_trained_model
-from diffseg3d.experiments.trial import build, sampling_eval
+from diffseg3d.experiments.trial import build, sampling_eval, uncertainty
+from diffseg3d.experiments.trial import cost as trial_cost
 from diffseg3d.experiments.trial.checkpoint import (
     BestValidation,
     TrialError,
@@ -160,8 +163,12 @@ def run_trial(
         last: dict[str, float] = {}
         window: list[dict] = []
         kept = None if resume_from is None else Path(resume_from)  # the newest checkpoint
+        step_flops, train_start = math.nan, time.perf_counter()
         for step in range(start_step + 1, t.steps + 1):  # `step` counts completed steps
-            state, metrics = step_fn(state, next(batches), jax.random.fold_in(train_key, step - 1))
+            batch, step_key = next(batches), jax.random.fold_in(train_key, step - 1)
+            if step == start_step + 1:  # compiled here once; the call below reuses it
+                step_flops = trial_cost.step_flops(step_fn, state, batch, step_key)
+            state, metrics = step_fn(state, batch, step_key)
             window.append(metrics)
             validate = bool(t.eval_every) and step % t.eval_every == 0
             checkpoint = bool(t.checkpoint_every) and step % t.checkpoint_every == 0
@@ -193,6 +200,7 @@ def run_trial(
                     report({"step": step, **last}, str(checkpoint_dir))
         bar.close()
         host_batches.close()  # stops the loader's prefetch thread
+        train_seconds, eval_start = time.perf_counter() - train_start, time.perf_counter()
 
         # ---- test ----
         final_step = int(jax.device_get(state.step))
@@ -202,6 +210,7 @@ def run_trial(
         test_step = best.step or final_step  # no finite validation Dice: last
         test_params = best.params if test_step != final_step else state.params
         split = config.eval.split
+        single = chain
         if config.method == "diffusion":  # one pass: prediction, every step's x0_hat, ensemble
             if config.eval.samples > 1:
                 chain = sampling_eval.batch_sampler(sample, config.eval.samples)
@@ -225,6 +234,16 @@ def run_trial(
                 sampled, dataset.num_classes, "test" if split == "test" else split).items()})
         sampling = score_sampling_variants(config, model, dataset, test_params, test_key, rows,
                                            score)
+        scores = sampled.uncertainty if config.method == "diffusion" else \
+            uncertainty.score_softmax_split(functools.partial(predict_unet_probabilities, model),
+                                            test_params, dataset, split, batch_size)
+        if scores is not None:
+            summary.update({k: finite_or_nan(v) for k, v in scores.summary(
+                "test" if split == "test" else split).items()})
+        eval_seconds = time.perf_counter() - eval_start
+        summary.update({k: finite_or_nan(v) for k, v in _cost(
+            config, model, test_params, dataset, predict, single, chain, test_key, step_flops,
+            final_step, train_seconds, eval_seconds).items()})
 
         # ---- record ----
         csv_path = evaluate.write_per_case_csv(rows, workdir / record.ARTIFACT_PER_CASE)
@@ -249,9 +268,12 @@ def run_trial(
                             final_step)
         if sampling:
             run.log_artifacts(workdir / record.ARTIFACT_SAMPLING, record.ARTIFACT_SAMPLING)
+        for path in uncertainty.write_scores(scores, workdir) if scores is not None else ():
+            run.log_artifact(path)
         run.log_metrics(summary, final_step)
         test_mode = "best_val" if best.step else "last"
         run.set_tags({record.TAG_PARAMS_DIGEST: digest,
+                      record.TAG_DEVICE_KIND: jax.devices()[0].device_kind,
                       record.TAG_TEST_CHECKPOINT: f"{test_step} ({test_mode})"})
         run.log_artifacts(final_dir, record.ARTIFACT_CHECKPOINT)
         log_trained_model(run, config, dataset.meta, final_dir, workdir,  # for `predict`
@@ -270,6 +292,29 @@ def run_trial(
         raise
     run.finish("FINISHED")
     return result
+
+
+def _cost(config: Config, model, params, dataset: PreparedDataset, predict: build.Predictor,
+          single: sampling_eval.BatchSampler | None, chain: sampling_eval.BatchSampler | None,
+          key, step_flops: float, steps_run: int, train_seconds: float,
+          eval_seconds: float) -> dict[str, float]:
+    """`record.COST_METRICS` of the trial (`trial.cost`); seconds per case from re-running the
+    split's first batch through the compiled one-sample and ensemble programs."""
+    image = next(iter(eval_batches(dataset, config.eval.split, config.data.batch_size)))["image"]
+    per_case = 1.0 / config.data.batch_size
+    diffusion = config.method == "diffusion"
+    samples = config.eval.samples if diffusion else 1
+    if diffusion:  # validation compiled the one-sample pass, unless the trial never validated
+        one = trial_cost.timed(single.run, params, image, key, warm=not config.train.eval_every)
+        many = trial_cost.timed(chain.run, params, image, key) if samples > 1 else one
+    else:
+        one = many = trial_cost.timed(predict, params, image, key)
+    return trial_cost.trial_cost(
+        train_step_flops=step_flops, steps_run=steps_run, train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        forward=trial_cost.forward_flops(model, params, dataset.shape, dataset.num_classes),
+        passes_per_sample=config.diffusion.sample_steps if diffusion else 1, samples=samples,
+        seconds_per_case_1=one * per_case, seconds_per_case_ensemble=many * per_case)
 
 
 def _predict_valid(predict: build.Predictor, chain: sampling_eval.BatchSampler | None, params,

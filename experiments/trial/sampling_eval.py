@@ -29,9 +29,10 @@ import numpy as np
 from diffseg3d.core.data.dataset import PreparedDataset
 from diffseg3d.core.data.loader import eval_batches
 from diffseg3d.core.diffusion import mask_to_label
-from diffseg3d.core.infer.ensemble import ensemble_maps
+from diffseg3d.core.infer.ensemble import ensemble_maps, sample_probabilities
 from diffseg3d.core.metrics.evaluate import case_mean_dice, mean_case_dice, mean_case_dice_per_step
 from diffseg3d.core.metrics.uncertainty import uncertainty_dice_spearman
+from diffseg3d.experiments.trial.uncertainty import UncertaintyScores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,10 @@ class SplitSamples:
     ensemble: (cases, *S) int32 label of the N-sample ensemble, or None when not asked for.
     entropy: (cases,) float32 mean over voxels of the ensemble's entropy (nats), or None.
     samples: N of the ensemble (0 without one).
+    uncertainty: with an ensemble of N >= 2, its per-case sample-set, calibration and
+      error-detection scores (`trial.uncertainty`), else None.
+    by_size: with an ensemble, (sizes, cases, *S) int32 labels of the ensembles of the first
+      n samples for n in `ensemble_sizes(N)`, else None.
     """
 
     preds: np.ndarray
@@ -53,12 +58,24 @@ class SplitSamples:
     ensemble: np.ndarray | None = None
     entropy: np.ndarray | None = None
     samples: int = 0
+    uncertainty: UncertaintyScores | None = None
+    by_size: np.ndarray | None = None
+
+
+def ensemble_sizes(samples: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below N, then N: the ensemble sizes scored for Dice against cost."""
+    sizes = [1]
+    while sizes[-1] * 2 < samples:
+        sizes.append(sizes[-1] * 2)
+    return tuple(sizes) + ((samples,) if samples > 1 else ())
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchSampler:
     """A compiled `run(params, image (B, *S, 1), key) -> (label (B, *S), step labels (K, B, *S),
-    ensemble label (B, *S) | None, mean entropy (B,) | None)` and its ensemble size.
+    ensemble label (B, *S) | None, mean entropy (B,) | None, maps | None)` and its ensemble
+    size; `maps` holds the ensemble's `probs` (B, *S, C), `entropy` and `disagreement` (B, *S),
+    `sample_labels` (N, B, *S) and `by_size` (sizes, B, *S).
 
     Build it once per trial (`batch_sampler`) and give it to every `sample_split` call: the
     validation passes and the test pass then share one compiled program (same padded batch
@@ -84,12 +101,19 @@ def batch_sampler(sample: Callable[..., Any], samples: int | None = None) -> Bat
         label, x0_hats = sample(params, image, key, return_trajectory=True)
         steps = mask_to_label(x0_hats)  # (K, B, *S): argmax over classes of every step
         if samples is None:
-            return label, steps, None, None
+            return label, steps, None, None, None
         keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(1, samples))
         others = jax.vmap(lambda k: sample(params, image, k, return_trajectory=True)[1][-1])(keys)
         finals = jnp.concatenate([x0_hats[-1][None], others])  # (N, B, *S, C)
-        ensemble, entropy, _ = ensemble_maps(finals)
-        return label, steps, ensemble, entropy.mean(axis=tuple(range(1, entropy.ndim)))
+        ensemble, entropy, disagreement = ensemble_maps(finals)
+        probs = sample_probabilities(finals)
+        # The ensembles of the first n samples, n = 1, 2, 4, ..., N (Dice against cost).
+        sizes = ensemble_sizes(samples)
+        firsts = jnp.stack([jnp.argmax(probs[:n].mean(axis=0), axis=-1) for n in sizes])
+        maps = {"probs": probs.mean(axis=0), "entropy": entropy, "disagreement": disagreement,
+                "sample_labels": jnp.argmax(finals, axis=-1).astype(jnp.int32),
+                "by_size": firsts.astype(jnp.int32)}
+        return label, steps, ensemble, entropy.mean(axis=tuple(range(1, entropy.ndim))), maps
 
     return BatchSampler(run=jax.jit(run), samples=samples)
 
@@ -112,24 +136,35 @@ def sample_split(
       key: the split's key; batch j uses fold_in(key, j).
     """
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("preds", "labels", "steps", "ens",
-                                                          "entropy")}
+                                                          "entropy", "by_size")}
+    # Per-voxel maps are scored batch by batch on the host and not kept (paper-size volumes).
+    scores = UncertaintyScores() if (sampler.samples or 0) >= 2 else None
+    case_ids = iter(dataset.case_ids(split))
     for j, batch in enumerate(eval_batches(dataset, split, batch_size)):
         valid = batch["valid"]
-        label, steps, ensemble, entropy = jax.device_get(
+        label, steps, ensemble, entropy, maps = jax.device_get(
             sampler.run(params, batch["image"], jax.random.fold_in(key, j)))
+        if maps is not None:
+            parts["by_size"].append(np.asarray(maps["by_size"])[:, valid])
+        if scores is not None:
+            for i in np.flatnonzero(valid):
+                scores.add(next(case_ids), dataset.class_names, maps["probs"][i],
+                           batch["label"][i], maps["entropy"][i], maps["disagreement"][i],
+                           maps["sample_labels"][:, i], batch["image"][i])
         parts["preds"].append(np.asarray(label)[valid])
         parts["labels"].append(batch["label"][valid])
         parts["steps"].append(np.asarray(steps)[:, valid])
         if sampler.samples is not None:
             parts["ens"].append(np.asarray(ensemble)[valid])
             parts["entropy"].append(np.asarray(entropy)[valid])
-    join = {k: (np.concatenate(v, axis=1 if k == "steps" else 0) if v else None)
+    join = {k: (np.concatenate(v, axis=1 if k in ("steps", "by_size") else 0) if v else None)
             for k, v in parts.items()}
     return SplitSamples(
         preds=join["preds"].astype(np.int32), labels=join["labels"],
         step_preds=join["steps"].astype(np.int32),
         ensemble=None if join["ens"] is None else join["ens"].astype(np.int32),
-        entropy=join["entropy"], samples=sampler.samples or 0,
+        entropy=join["entropy"], samples=sampler.samples or 0, uncertainty=scores,
+        by_size=join["by_size"],
     )
 
 
@@ -142,7 +177,10 @@ def chain_metrics(sampled: SplitSamples, num_classes: int, prefix: str = "test"
     `<prefix>_dice_ensemble` (the ensemble label's mean case Dice, next to the 1-sample
     `<prefix>_dice`) and `<prefix>_uncertainty_dice_spearman`
     (Spearman r between each case's mean voxel entropy and its ensemble Dice; negative when the
-    uncertainty flags the poor cases). NaN where undefined (`core.metrics`).
+    uncertainty flags the poor cases), `<prefix>_dice_ensemble_n<n>` for the ensembles of the
+    first n = 1, 2, 4, ..., N samples, and with N >= 2 the means of `trial.uncertainty`
+    (`<prefix>_ged`, `<prefix>_ece`, `<prefix>_auroc_entropy`, ...). NaN where undefined
+    (`core.metrics`).
     """
     per_step = mean_case_dice_per_step(sampled.step_preds, sampled.labels, num_classes)
     out = {f"{prefix}_dice_step_{k}": value for k, value in enumerate(per_step, start=1)}
@@ -152,4 +190,9 @@ def chain_metrics(sampled: SplitSamples, num_classes: int, prefix: str = "test"
                                                         num_classes)
         out[f"{prefix}_uncertainty_dice_spearman"] = uncertainty_dice_spearman(
             sampled.entropy, case_mean_dice(sampled.ensemble, sampled.labels, num_classes))
+        for n, labels in zip(ensemble_sizes(sampled.samples), sampled.by_size, strict=True):
+            out[f"{prefix}_dice_ensemble_n{n}"] = mean_case_dice(labels, sampled.labels,
+                                                                 num_classes)
+    if sampled.uncertainty is not None:
+        out.update(sampled.uncertainty.summary(prefix))
     return out

@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from diffseg3d.core.data.dataset import PreparedDataset
 from diffseg3d.core.data.loader import batch_iterator, eval_batches
@@ -16,6 +17,7 @@ from diffseg3d.core.train.state import create_train_state
 from diffseg3d.experiments.config.layering import deep_merge, load_profile
 from diffseg3d.experiments.config.schema import validate_config
 from diffseg3d.experiments.tracking import mlflow_runs as tracking
+from diffseg3d.experiments.tracking import record
 from diffseg3d.experiments.trial import build
 from diffseg3d.experiments.trial.run import run_trial
 from diffseg3d.experiments.trial.sampling_eval import batch_sampler, chain_metrics, sample_split
@@ -111,6 +113,29 @@ def test_trial_logs_step_dice_ensemble_and_nsd(data, tmp_path):
     assert metrics[f"test_dice_step_{k}"] == metrics["test_dice"]  # exactly
     assert 0.0 <= metrics["test_dice_ensemble"] <= 1.0
     assert "test_uncertainty_dice_spearman" in metrics
+    # The ensemble's sample-set, calibration and error-detection scores, per case and pooled.
+    uncertainty = pd.read_csv(tmp_path / "trial" / record.ARTIFACT_UNCERTAINTY)
+    assert tuple(uncertainty.columns) == record.UNCERTAINTY_COLUMNS
+    assert len(uncertainty) == 2 * (PreparedDataset.load(data).num_classes - 1)
+    assert (uncertainty["samples"] == 2).all()
+    assert metrics["test_ged"] == pytest.approx(
+        uncertainty.groupby("case")["ged"].mean().mean())
+    assert 0.0 <= metrics["test_ece"] <= 1.0 and 0.0 <= metrics["test_diversity"] <= 1.0
+    assert metrics["test_dice_ensemble_n2"] == metrics["test_dice_ensemble"]
+    assert metrics["test_dice_ensemble_n1"] == metrics["test_dice"]  # sample 0 is the pass
+    bins = pd.read_csv(tmp_path / "trial" / record.ARTIFACT_RELIABILITY)
+    assert bins["count"].sum() == uncertainty.groupby("case")["region_voxels"].first().sum()
+    assert set(np.load(tmp_path / "trial" / record.ARTIFACT_UNCERTAINTY_SLICE)) == {
+        "image", "label", "pred", "entropy"}
+    # Cost: K forward passes per sample, 2 samples; the step's FLOPs times the steps trained.
+    assert set(record.COST_METRICS) <= set(metrics)
+    assert metrics["cost_train_flops"] == pytest.approx(
+        metrics["cost_train_step_flops"] * config.train.steps)
+    assert metrics["cost_train_step_flops"] > 3 * metrics["cost_forward_flops"] > 0
+    assert metrics["cost_inference_flops_ensemble"] == pytest.approx(
+        2 * k * metrics["cost_forward_flops"])
+    assert metrics["cost_inference_seconds_1"] > 0 and metrics["cost_eval_seconds"] > 0
+    assert MlflowClient(uri).get_run(result["run_id"]).data.tags[record.TAG_DEVICE_KIND]
     rows = evaluate.read_per_case_csv(result["per_case_csv"])
     summary = evaluate.summarise(rows)
     assert metrics["test_nsd"] == pytest.approx(summary["mean_case_nsd"], abs=1e-12)
