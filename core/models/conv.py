@@ -32,7 +32,9 @@ of the residual blocks and the stem, and the 2x2x2 stride-2 down-/up-sampling co
   the reshape + matmul down/up forms of ``"slices"``. Its point: the gradients of a strided
   conv and of a transposed (lhs-dilated) conv become plain matmuls instead of convolutions.
 - ``"auto"``: ``"slices"`` on the CPU backend, ``"lax3d_s2d"`` on GPU and TPU. Resolved at trace
-  time from ``jax.default_backend()``.
+  time from ``jax.default_backend()``, or from the backend a program is being compiled for
+  when that is another (``with target_backend("gpu"):``, as a compile without the device does:
+  ``experiments/gpu_plan``).
 
 Why ``"lax3d_s2d"`` and not ``"lax3d"`` off the CPU. The kernel gradient of
 ``lax.conv_transpose`` (the up-convs of ``"lax3d"``) is itself a convolution: the input,
@@ -67,6 +69,8 @@ forms follow the table.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 
@@ -85,17 +89,35 @@ CONCRETE_CONV_IMPLS = ("slices", "lax3d", "lax3d_s2d")
 _RESHAPE_MATMUL_RESAMPLING = ("slices", "lax3d_s2d")
 
 
+#: The backend programs traced now are compiled for, where it is not the default backend.
+_TARGET_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "diffseg3d_target_backend", default=None)
+
+
+@contextlib.contextmanager
+def target_backend(backend: str):
+    """Within the block, ``"auto"`` resolves for ``backend`` (``"gpu"``, ``"tpu"``, ``"cpu"``)
+    instead of ``jax.default_backend()``: for a program traced on the CPU and compiled for a
+    device this machine does not have (`jax.experimental.topologies`)."""
+    token = _TARGET_BACKEND.set(backend)
+    try:
+        yield
+    finally:
+        _TARGET_BACKEND.reset(token)
+
+
 def resolve_conv_impl(conv_impl: str, backend: str | None = None) -> str:
     """Map ``conv_impl`` to a concrete form: ``"slices"``, ``"lax3d"`` or ``"lax3d_s2d"``.
 
     ``"auto"`` picks ``"slices"`` on CPU and ``"lax3d_s2d"`` elsewhere (GPU, TPU: why in the
-    module docstring). ``backend`` defaults to ``jax.default_backend()``.
+    module docstring). ``backend`` defaults to the `target_backend` of the enclosing block, else
+    ``jax.default_backend()``.
     """
     if conv_impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
     if conv_impl != "auto":
         return conv_impl
-    backend = backend or jax.default_backend()
+    backend = backend or _TARGET_BACKEND.get() or jax.default_backend()
     return "slices" if backend == "cpu" else "lax3d_s2d"
 
 

@@ -13,6 +13,7 @@ from diffseg3d.core.models.conv import (
     conv_same,
     downsample,
     resolve_conv_impl,
+    target_backend,
     upsample,
 )
 from diffseg3d.core.models.norm import group_count
@@ -91,6 +92,15 @@ def test_resolve_conv_impl():
     assert resolve_conv_impl("lax3d_s2d", backend="gpu") == "lax3d_s2d"
     with pytest.raises(ValueError, match="'conv2d'"):
         resolve_conv_impl("conv2d")
+
+
+def test_auto_resolves_for_the_target_backend_inside_its_block_only():
+    assert resolve_conv_impl("auto") == "slices"  # the tests run on the CPU backend
+    with target_backend("gpu"):
+        assert resolve_conv_impl("auto") == "lax3d_s2d"
+        assert resolve_conv_impl("auto", backend="cpu") == "slices"  # an explicit one wins
+        assert resolve_conv_impl("lax3d") == "lax3d"
+    assert resolve_conv_impl("auto") == "slices"
 
 
 def _conv_primitives(fn, *args) -> set[str]:

@@ -1,0 +1,344 @@
+"""The GPU plan of the paper grid, compiled on a machine without a GPU: per card, data set,
+network, trial and program, the planned device memory, the conv verdict, FLOPs and bytes, the
+roofline bound and the compile time.
+
+Everything here is a compile-time plan and a bound, never a measurement: the buffer plan is
+what XLA allocates for the program (the device's real peak adds the allocator's rounding and
+fragmentation, and cuDNN workspaces chosen by autotuning, which a deviceless compile cannot
+run), and the bound is what the card's peaks allow (`core/cost/roofline.py`).
+
+The rows (`plan_rows`): for every trial of ``experiments/grids/paper.yaml`` under the ``paper``
+profile, on prostate MR (256x256x48, 9 classes) and AMOS CT (192x128x128, 16 classes), with the
+profile's network (``imgx_v010``): the train step as configured; for the default diffusion
+model and the U-Net also the other train-step forms (`TRAIN_FORMS`: batch 8 in one pass with
+and without remat, and 8 accumulated microbatches of one volume); the validation pass and the
+one-case sampler (`programs.PROGRAMS`). With the ``diffseg3d`` network the same for the
+default diffusion model and the U-Net. Trials that compile to the same programs (the 1000-step
+model's train step differs from the 5-step one's only in constants) are compiled anyway: a
+row is a fact about its own config.
+
+One process per (card, network) part (`run_part`), two at a time (`main`), so a compile that
+exhausts memory costs one part; `python -m diffseg3d.experiments.gpu_plan.plan --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from diffseg3d.core.data.sources import amos, prostate
+from diffseg3d.experiments.gpu_plan.targets import CARDS, DEVICELESS_ENV
+
+#: Data sets of the paper grid: prepared spatial shape, classes (background included), mm.
+DATA_SETS = {
+    "prostate-mr": (prostate.SHAPE, len(prostate.CLASS_NAMES) + 1, prostate.SPACING),
+    "amos-ct": (amos.SHAPE, 16, amos.SPACING),
+}
+#: Networks planned: the paper profile's and the project's own.
+ARCHITECTURES = ("imgx_v010", "diffseg3d")
+#: Train-step forms beside the configured one: (name, train.grad_accum_steps, model.remat),
+#: for a batch of `data.batch_size` (8) volumes.
+TRAIN_FORMS = (("batch 8, one pass, remat", 1, True), ("batch 8, one pass, no remat", 1, False),
+               ("8 microbatches of 1, remat", 8, True))
+#: The share of a card's memory a plan may use and still be said to fit.
+FIT_MARGIN = 0.10
+#: What one paper trial trains (train.steps) and how many trials the paper grid has per seed.
+GRID = "experiments/grids/paper.yaml"
+PROFILE = "paper"
+DEFAULT_OUT = Path("benchmarks/results/gpu_plan.json")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One program to compile: which trial, data set, network, form and program."""
+
+    trial: str
+    data_set: str
+    architecture: str
+    form: str
+    program: str
+    grad_accum_steps: int
+    remat: bool
+    config: Any  # experiments.config.schema.Config
+
+
+def _variant(config, *, architecture: str | None = None, grad_accum_steps: int | None = None,
+             remat: bool | None = None):
+    """``config`` with another network, accumulation or remat, validated again."""
+    from diffseg3d.experiments.config.layering import deep_merge
+    from diffseg3d.experiments.config.schema import Config
+
+    override: dict[str, dict] = {"model": {}, "train": {}}
+    if architecture is not None:
+        override["model"]["architecture"] = architecture
+    if remat is not None:
+        override["model"]["remat"] = remat
+    if grad_accum_steps is not None:
+        override["train"]["grad_accum_steps"] = grad_accum_steps
+    return Config.model_validate(deep_merge(config.model_dump(mode="json"), override))
+
+
+def _data_set(config) -> str:
+    name = Path(config.data.root).name
+    if name not in DATA_SETS:
+        raise ValueError(f"{config.name}: data root {config.data.root} is none of {DATA_SETS}")
+    return name
+
+
+def _is_main(trial_config) -> bool:
+    """The default diffusion model (recycling, x0, Dice, K = 5) or the U-Net."""
+    c = trial_config
+    if c.method == "unet":
+        return True
+    d = c.diffusion
+    return d.recycling and d.output == "x0" and c.loss.dice and d.train_steps == 5
+
+
+def plan_rows(architecture: str, grid: str = GRID, profile: str = PROFILE) -> Iterator[Row]:
+    """The rows of one network (see the module docstring), in a deterministic order."""
+    from diffseg3d.experiments.grid import expand
+
+    for trial in expand(grid, profile):
+        main = _is_main(trial.config)
+        if architecture != "imgx_v010" and not main:
+            continue
+        base = _variant(trial.config, architecture=architecture)
+        ds = _data_set(base)
+        t, m = base.train, base.model
+        forms = [("as configured", t.grad_accum_steps, m.remat)]
+        if main:
+            forms += [f for f in TRAIN_FORMS if (f[1], f[2]) != (t.grad_accum_steps, m.remat)]
+        for form, accum, remat in forms:
+            cfg = _variant(base, grad_accum_steps=accum, remat=remat)
+            yield Row(trial.name, ds, architecture, form, "train_step", accum, remat, cfg)
+        if main or base.diffusion.output != "x0":  # the noise model samples differently
+            for program in ("validation", "sample"):
+                yield Row(trial.name, ds, architecture, "as configured", program,
+                          t.grad_accum_steps, m.remat, base)
+
+
+# ---------------------------------------------------------------------------------------------
+# One compile
+
+
+def memory_plan(stats: Any) -> dict[str, float]:
+    """Planned device bytes of a compiled program: temp + arguments + outputs - aliased (a
+    donated argument that is also an output is counted once)."""
+    parts = {k: float(getattr(stats, f"{k}_size_in_bytes")) for k in
+             ("temp", "argument", "output", "alias")}
+    return {**{f"{k}_bytes": v for k, v in parts.items()},
+            "planned_bytes": parts["temp"] + parts["argument"] + parts["output"]
+            - parts["alias"]}
+
+
+def compile_row(row: Row, card_key: str, device: Any) -> dict[str, Any]:
+    """Compile one row's program for ``card_key`` and record its plan (or its error)."""
+    from diffseg3d.core.cost.flops import hlo_flops
+    from diffseg3d.core.cost.hlo_convs import summarise_text, verdict
+    from diffseg3d.core.cost.roofline import roofline_seconds
+    from diffseg3d.experiments.gpu_plan import programs, targets
+
+    card = targets.card(card_key)
+    shape, classes, spacing = DATA_SETS[row.data_set]
+    rec: dict[str, Any] = {
+        "card": card_key, "card_name": card.name, "trial": row.trial, "data_set": row.data_set,
+        "architecture": row.architecture, "form": row.form, "program": row.program,
+        "batch_size": row.config.data.batch_size, "grad_accum_steps": row.grad_accum_steps,
+        "remat": row.remat, "shape": list(shape), "classes": classes,
+        "conv_impl": row.config.model.conv_impl,
+        "compute_dtype": row.config.model.compute_dtype}
+    start = time.perf_counter()
+    try:
+        program = programs.trial_programs(row.config, num_classes=classes, shape=shape,
+                                          spacing=spacing, device=device,
+                                          names=(row.program,))[row.program]
+        compiled = program.lower().compile(compiler_options=targets.COMPILER_OPTIONS)
+    except Exception as err:  # noqa: BLE001 - one row's failure is that row's record
+        rec.update(status="error", error=f"{type(err).__name__}: {str(err)[:400]}",
+                   compile_s=time.perf_counter() - start)
+        return rec
+    rec["compile_s"] = time.perf_counter() - start
+    text = compiled.as_text()
+    mem = memory_plan(compiled.memory_analysis())
+    cost = hlo_flops(text)
+    summary = summarise_text(text)
+    bound = roofline_seconds(cost["flops"], cost["bytes"], card.bf16_peak, card.bandwidth)
+    rec.update(status="ok", **mem, memory_bytes=card.memory_bytes,
+               planned_fraction=mem["planned_bytes"] / card.memory_bytes,
+               fits=mem["planned_bytes"] <= (1 - FIT_MARGIN) * card.memory_bytes,
+               flops=cost["flops"], conv_flops=cost["conv_flops"], dot_flops=cost["dot_flops"],
+               bytes=cost["bytes"], **bound, convolutions=summary["convolutions"]["total"],
+               flagged=summary["flagged"], padded_inputs=summary["padded_inputs"],
+               healthy=verdict(summary)["healthy"])
+    if row.program == "train_step":
+        steps = row.config.train.steps
+        rec["train_steps"] = steps
+        rec["trial_bound_h"] = bound["bound_s"] * steps / 3600
+    return rec
+
+
+def run_part(card_key: str, architecture: str, out: Path, only: str = "") -> list[dict]:
+    """Compile every row of ``architecture`` for one card in this process (which must have
+    `DEVICELESS_ENV`); ``only``: rows whose trial name contains it. Writes ``out`` (JSON)."""
+    from diffseg3d.experiments.gpu_plan import targets
+
+    device = targets.device(card_key)
+    records = []
+    for row in plan_rows(architecture):
+        if only and only not in row.trial:
+            continue
+        rec = compile_row(row, card_key, device)
+        records.append(rec)
+        print(format_record(rec), flush=True)
+        out.write_text(json.dumps(records, indent=1) + "\n")
+    return records
+
+
+def format_record(rec: dict) -> str:
+    """One terminal line per record."""
+    head = (f"{rec['card']:<11} {rec['architecture']:<9} {rec['trial']:<45} "
+            f"{rec['program']:<10} {rec['form']:<28}")
+    if rec["status"] != "ok":
+        return f"{head} ERROR {rec['error'][:120]}"
+    return (f"{head} {rec['planned_bytes'] / 2**30:6.1f} GiB "
+            f"{'fits' if rec['fits'] else 'DOES NOT FIT'} "
+            f"{'healthy' if rec['healthy'] else 'FLAGGED'} {rec['flops'] / 1e12:7.2f} TFLOP "
+            f"{rec['bytes'] / 1e9:7.1f} GB bound {rec['bound_s'] * 1e3:7.1f} ms "
+            f"({rec['limit']}) compile {rec['compile_s']:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver: parts in subprocesses, merged into one JSON
+
+
+def subprocess_env(plugin_site: str | None) -> dict[str, str]:
+    """This process's environment with `DEVICELESS_ENV`, and ``plugin_site`` (the folder the
+    CUDA plugin is installed in) on PYTHONPATH."""
+    env = {**os.environ, **DEVICELESS_ENV}
+    if plugin_site:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (plugin_site, env.get("PYTHONPATH"))
+                                            if p)
+    return env
+
+
+def _run_subprocess(card_key: str, architecture: str, part_dir: Path, plugin_site: str | None,
+                    only: str) -> list[dict]:
+    out = part_dir / f"{card_key}_{architecture}.json"
+    cmd = [sys.executable, "-m", "diffseg3d.experiments.gpu_plan.plan", "--part",
+           card_key, architecture, "--json", str(out)] + (["--only", only] if only else [])
+    proc = subprocess.run(cmd, env=subprocess_env(plugin_site), text=True,
+                          capture_output=True)
+    for line in proc.stdout.splitlines():
+        print(line, flush=True)
+    records = json.loads(out.read_text()) if out.is_file() else []
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        records.append({"card": card_key, "architecture": architecture, "status": "error",
+                        "error": f"the part's process exited {proc.returncode}: {tail}"})
+    return records
+
+
+def summarise(records: Sequence[dict]) -> dict[str, Any]:
+    """Per card: the largest planned memory of the profile's configured train steps, whether
+    they all fit, whether every program is healthy, the bound per step and per trial of the
+    default diffusion model."""
+    out = {}
+    for card_key in sorted({r["card"] for r in records}):
+        ok = [r for r in records if r["card"] == card_key and r.get("status") == "ok"]
+        configured = [r for r in ok if r["program"] == "train_step"
+                      and r["form"] == "as configured" and r["architecture"] == "imgx_v010"]
+        main = [r for r in configured if r["trial"].startswith("prostate-mr_diffusion_x0_"
+                                                                "recycle-Y_dice-Y_k5")]
+        out[card_key] = {
+            "programs": len(ok),
+            "errors": sum(r["card"] == card_key and r.get("status") != "ok" for r in records),
+            "all_healthy": all(r["healthy"] for r in ok),
+            "configured_train_fits": all(r["fits"] for r in configured),
+            "configured_train_max_gib": max((r["planned_bytes"] for r in configured),
+                                            default=math.nan) / 2**30,
+            "default_step_bound_ms": main[0]["bound_s"] * 1e3 if main else math.nan,
+            "default_trial_bound_h": main[0]["trial_bound_h"] if main else math.nan,
+        }
+    return out
+
+
+def markdown_table(records: Sequence[dict]) -> str:
+    """The plan's train steps of the profile's network and the sampling programs of its default
+    diffusion model, one row per (data set, trial, program, form), a column group per card."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    cards = sorted({r["card"] for r in ok})
+    keys = []
+    for r in ok:
+        key = (r["architecture"], r["data_set"], r["trial"], r["program"], r["form"])
+        if key not in keys:
+            keys.append(key)
+    head = ("| network | data set | trial | program | form | "
+            + " | ".join(f"{c} GiB | {c} bound ms" for c in cards) + " | TFLOP | healthy |")
+    lines = [head, "|" + "---|" * (7 + 2 * len(cards))]
+    by = {(r["architecture"], r["data_set"], r["trial"], r["program"], r["form"], r["card"]): r
+          for r in ok}
+    for key in keys:
+        cells = []
+        for c in cards:
+            r = by.get((*key, c))
+            cells += ([f"{r['planned_bytes'] / 2**30:.1f}{'' if r['fits'] else ' (no)'}",
+                       f"{r['bound_s'] * 1e3:.0f}"] if r else ["-", "-"])
+        first = next(by[(*key, c)] for c in cards if (*key, c) in by)
+        trial = first["trial"].split("_", 1)[1].rsplit("_s", 1)[0]
+        lines.append(f"| {key[0]} | {key[1]} | {trial} | {key[3]} | {key[4]} | "
+                     + " | ".join(cells)
+                     + f" | {first['flops'] / 1e12:.1f} | {'yes' if first['healthy'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m diffseg3d.experiments.gpu_plan.plan",
+                                description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cards", nargs="+", default=list(CARDS), choices=list(CARDS))
+    p.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES),
+                   choices=list(ARCHITECTURES))
+    p.add_argument("--only", default="", help="rows whose trial name contains this")
+    p.add_argument("--json", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--plugin-site", default=os.environ.get("GPU_PLAN_SITE"),
+                   help="folder holding the CUDA PJRT plugin (default $GPU_PLAN_SITE)")
+    p.add_argument("--workers", type=int, default=2, help="parts compiled at once")
+    p.add_argument("--part", nargs=2, metavar=("CARD", "ARCHITECTURE"),
+                   help=argparse.SUPPRESS)  # one part, in this process (the driver's child)
+    args = p.parse_args(argv)
+    if args.part:
+        run_part(args.part[0], args.part[1], args.json, args.only)
+        return 0
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    part_dir = Path(tempfile.mkdtemp(prefix="gpu_plan_parts_"))
+    jobs = [(c, a) for a in args.architectures for c in args.cards]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        parts = list(pool.map(lambda job: _run_subprocess(*job, part_dir, args.plugin_site,
+                                                          args.only), jobs))
+    records = [r for part in parts for r in part]
+    result = {"date": date.today().isoformat(), "kind": "compile-time plan, not a measurement",
+              "grid": GRID, "profile": PROFILE, "fit_margin": FIT_MARGIN,
+              "wall_s": time.perf_counter() - start, "summary": summarise(records),
+              "records": records}
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(markdown_table(records))
+    print(json.dumps(result["summary"], indent=1))
+    bad = [r for r in records if r.get("status") != "ok"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

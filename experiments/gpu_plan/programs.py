@@ -1,0 +1,102 @@
+"""A trial's jitted programs, built by the trial's own builders, with abstract arguments placed on
+a device: what `plan.py` compiles for a GPU the machine does not have.
+
+The functions are exactly those `trial.run_trial` jits, from the same builders
+(`experiments/trial/build.py`, `core/train/loop.py`, `trial/sampling_eval.py`,
+`core/infer/predict.py`):
+
+- ``train_step``: `compile_train_step(build.train_step(...))`, the state donated, on a batch
+  of ``data.batch_size`` volumes in ``train.grad_accum_steps`` microbatches;
+- ``validation``: the pass that scores the validation (and test) split: for diffusion the
+  K-step sampler with its per-step labels (`sampling_eval.batch_sampler`), for the U-Net one
+  forward pass and argmax, on an evaluation batch of ``data.batch_size`` volumes;
+- ``sample``: one case as `diffseg3d predict` segments it (batch 1): the K-step sampler of
+  `build.sampler` for diffusion, the forward pass and argmax for the U-Net.
+
+Everything is traced for the target's backend (``with conv.target_backend("gpu")``), so
+``model.conv_impl: auto`` resolves as on that GPU, not as on this CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from diffseg3d.core.infer.predict import jit_predictor
+from diffseg3d.core.models.conv import target_backend
+from diffseg3d.core.train.loop import compile_train_step
+from diffseg3d.core.train.state import create_train_state
+from diffseg3d.experiments.config.schema import Config
+from diffseg3d.experiments.trial import build, sampling_eval
+
+PROGRAMS = ("train_step", "validation", "sample")
+
+
+@dataclass(frozen=True)
+class Program:
+    """One jitted function and the abstract arguments it is lowered with."""
+
+    name: str
+    fn: Callable
+    args: tuple
+
+    def lower(self, backend: str = "gpu") -> Any:
+        with target_backend(backend):
+            return self.fn.lower(*self.args)
+
+
+def _on(device: Any, tree: Any) -> Any:
+    """Abstract values of ``tree``'s leaves, placed on ``device``."""
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        tree)
+
+
+def _batch(batch_size: int, shape: Sequence[int]) -> dict[str, jax.ShapeDtypeStruct]:
+    """The training batch of `loader.batch_iterator`: image (B, *S, 1) float32, label (B, *S)
+    int32."""
+    return {"image": jax.ShapeDtypeStruct((batch_size, *shape, 1), jnp.float32),
+            "label": jax.ShapeDtypeStruct((batch_size, *shape), jnp.int32)}
+
+
+def trial_programs(config: Config, *, num_classes: int, shape: Sequence[int],
+                   spacing: Sequence[float], device: Any,
+                   names: Sequence[str] = PROGRAMS) -> dict[str, Program]:
+    """The `PROGRAMS` of one trial config on a data set of ``shape`` (spatial), ``num_classes``
+    (background included) and ``spacing`` (mm), with arguments on ``device``."""
+    unknown = set(names) - set(PROGRAMS)
+    if unknown:
+        raise ValueError(f"unknown programs {sorted(unknown)}; known: {PROGRAMS}")
+    b = config.data.batch_size
+    key = _on(device, jax.eval_shape(lambda: jax.random.PRNGKey(0)))
+    with target_backend("gpu"):
+        model = build.model(config, num_classes)
+        tx, lr_schedule = build.optimizer(config)
+        init = functools.partial(create_train_state, model, tx, diffusion=model.diffusion,
+                                 image_shape=(b, *shape, 1))
+        state = _on(device, jax.eval_shape(init, jax.random.PRNGKey(0)))
+    params = state.params
+    image = {n: _on(device, jax.ShapeDtypeStruct((n, *shape, 1), jnp.float32)) for n in (1, b)}
+    out: dict[str, Program] = {}
+    if "train_step" in names:
+        step = compile_train_step(build.train_step(config, model, tx, lr_schedule, spacing))
+        out["train_step"] = Program("train_step", step, (state, _on(device, _batch(b, shape)),
+                                                         key))
+    diffusion = config.method == "diffusion"
+    if diffusion and ("validation" in names or "sample" in names):
+        sample = build.sampler(config, model, num_classes)
+        if "validation" in names:
+            chain = sampling_eval.batch_sampler(sample).run
+            out["validation"] = Program("validation", chain, (params, image[b], key))
+        if "sample" in names:
+            out["sample"] = Program("sample", jax.jit(sample), (params, image[1], key))
+    elif not diffusion:
+        predict = jit_predictor(model)
+        for name, n in (("validation", b), ("sample", 1)):
+            if name in names:
+                out[name] = Program(name, predict, (params, image[n]))
+    return out
