@@ -118,7 +118,7 @@ def test_small_mode_runs_the_paper_profile_step_as_the_profile_builds_it(small_r
     paper = {r["name"]: r for r in small_run["records"]}["paper_step"]
     assert paper["status"] == "ok", paper.get("error")
     assert paper["step_s"] > 0 and paper["accum_field"] == "train.grad_accum_steps"
-    assert paper["accum"] == 2  # gcd of the profile's 8 microbatches and the batch of 2
+    assert paper["accum"] == 1  # the profile's batch in one pass
 
 
 def test_budget_too_small_to_start_skips_every_part_with_the_reason(tmp_path):
@@ -310,10 +310,10 @@ def test_child_result_prefix_is_the_one_benchmarks_run_parses():
 
 
 @pytest.mark.parametrize(("small", "batch", "accum", "expected"),
-                         [(True, 2, 0, 2), (False, 8, 0, 8), (False, 8, 2, 2), (True, 2, 1, 1)])
+                         [(True, 2, 0, 1), (False, 8, 0, 1), (False, 8, 2, 2), (True, 2, 4, 4)])
 def test_profile_step_config_validates_as_the_profile_sets_it(small, batch, accum, expected):
-    # The paper profile's 8 microbatches meet the rehearsal's batch of 2 (gcd), forced variants
-    # replace them; every result is a valid Config (a batch they do not divide is an error).
+    # The paper profile's one pass (gcd with the rehearsal's batch of 2), forced variants
+    # replace it; every result is a valid Config (a batch they do not divide is an error).
     from benchmarks.gpu.jax_steps import ACCUM_FIELD, profile_config
 
     cfg = GpuConfig("paper_step", "paper_step", "profile_step", batch=batch, accum=accum,

@@ -45,9 +45,9 @@ def test_it_is_an_mlflow_param_and_part_of_the_config_hash():
     assert config_hash(four) != config_hash(one)
 
 
-@pytest.mark.parametrize(("name", "microbatches"), [("paper", 8), ("paper_tpu", 2)])
-def test_paper_profiles_train_the_batch_of_8_one_volume_per_device_at_a_time(name, microbatches):
-    # One 256x256x48 volume per device per pass: 8 x 1 on a GPU, 2 x 4 on 4 chips.
+@pytest.mark.parametrize(("name", "microbatches"), [("paper", 1), ("paper_tpu", 2)])
+def test_paper_profiles_train_the_batch_of_8_as_their_devices_fit_it(name, microbatches):
+    # A GPU in one pass (its memory plan: paper.yaml's header); 2 x 4 on 4 TPU chips.
     config = validate_config(load_profile(name), source=name)
     assert config.data.batch_size == 8
     assert config.train.grad_accum_steps == microbatches
