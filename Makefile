@@ -17,7 +17,10 @@ OUT      ?= runs
 PHANTOM  ?= data/phantom
 DATA     ?= $(PHANTOM)
 RESULTS  ?= results
-EXPERIMENT ?= paper
+# The MLflow experiment `ablate` writes: the grid file's `name:` (its file name without one),
+# unless EXPERIMENT is given; the tables go to $(RESULTS)/$(EXPERIMENT).
+GRID_NAME = $(or $(shell sed -n 's/^name:[[:space:]]*//p' $(GRID) 2>/dev/null | head -n1 | tr -d "\"'"),$(basename $(notdir $(GRID))))
+EXPERIMENT ?= $(GRID_NAME)
 PHANTOM_CASES ?= 24
 MAX_CONCURRENT ?= 2
 # Retries of a lost or crashed trial from its last checkpoint within one run (ablate --max-failures).
@@ -31,13 +34,61 @@ DATA_FLAGS  := $(if $(DATA),--data $(DATA),)
 # need it only: exporting it globally would redirect the tests' own temporary stores.
 TRACKING_URI := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(OUT))/mlflow.db)
 
-.PHONY: setup tex test test-fast lint ablations tables ui bench bench-quick bench-levers bench-gpu test-gpu data clean
+.PHONY: setup tex system-deps test-deps gpu-plan-deps gpu-plan test test-fast lint ablations tables \
+	ui bench bench-quick bench-levers bench-gpu test-gpu data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
+
+# The test suite's Python packages: the `test` extra (torch 2.13.0's CPU build, MONAI,
+# scikit-learn) on top of the `dev` one.
+TEST_STAMP := $(VENV)/.installed-test
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e ".[dev,test]"
+	touch $(TEST_STAMP)
+
+test-deps: $(TEST_STAMP)
+
+# The CUDA PJRT plugin that compiles for a GPU on a machine without one (make gpu-plan, and the
+# GPU-program tests of make test), at exactly the installed jaxlib's version, with no NVIDIA
+# library (--no-deps), into its own folder: only processes given it on PYTHONPATH see it, so
+# nothing else in the venv tries to start CUDA.
+GPU_PLAN_SITE ?= $(abspath $(VENV))/gpu-plan-site
+$(GPU_PLAN_SITE)/.installed: $(STAMP)
+	v=$$($(BIN)/python -c "import jaxlib; print(jaxlib.__version__)") && \
+	  $(BIN)/pip install -q --no-deps --upgrade --target $(GPU_PLAN_SITE) \
+	    "jax-cuda12-plugin==$$v" "jax-cuda12-pjrt==$$v"
+	touch $@
+
+gpu-plan-deps: $(GPU_PLAN_SITE)/.installed
+
+# The paper grid's programs compiled for A100 80 GB, H100 and H200 without a GPU: planned memory,
+# conv verdict, FLOPs, roofline bound, compile time (benchmarks/results/gpu_plan.json, the
+# table docs/GPU.md shows). GPU_PLAN_ARGS: e.g. --cards h100_sxm --architectures imgx_v010.
+GPU_PLAN_ARGS ?=
+gpu-plan: gpu-plan-deps
+	GPU_PLAN_SITE=$(GPU_PLAN_SITE) $(BIN)/python -m diffseg3d.experiments.gpu_plan.plan $(GPU_PLAN_ARGS)
+
+# Debian packages some tests need: pdflatex (LaTeX tables), PostgreSQL (the cluster's tracking
+# store), Chromium and ChromeDriver (the MLflow UI browser test). Installed as root with apt-get
+# when missing; otherwise the command is printed and those tests skip (fail under CI=true).
+SYSTEM_PACKAGES := texlive-latex-recommended postgresql chromium chromium-driver
+system-deps:
+	@missing=""; \
+	command -v pdflatex >/dev/null 2>&1 || missing="$$missing texlive-latex-recommended"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (as root: apt-get install$$missing); the tests that need them skip"; fi; \
+	fi
 
 # pdflatex (with booktabs) for the LaTeX tables; installed from Debian's packages when absent.
 tex:
@@ -50,16 +101,17 @@ tex:
 setup: $(STAMP) tex
 
 # The whole suite (what CI runs) and the edit-test loop: everything not marked slow (> ~20 s:
-# model training, Ray clusters, servers, subprocess jobs). Both print the 25 slowest tests.
-test: $(STAMP) tex
-	env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+# model training, Ray clusters, servers, subprocess jobs). Both install what the suite needs
+# first (test-deps, gpu-plan-deps, system-deps) and print the 25 slowest tests.
+TEST_ENV := env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS GPU_PLAN_SITE=$(GPU_PLAN_SITE)
+test: test-deps gpu-plan-deps system-deps
+	$(TEST_ENV) $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
-test-fast: $(STAMP) tex
-	env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS $(BIN)/python -m pytest -m "not slow" --durations=25 \
-	  $(PYTEST_ARGS)
+test-fast: test-deps gpu-plan-deps system-deps
+	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 # ruff, then the import rules of pyproject.toml's [tool.importlinter] (layers, forbidden imports).
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check core experiments predict analysis cli tests benchmarks
 	$(BIN)/lint-imports
 

@@ -86,6 +86,18 @@ def _import_missing(*modules: str) -> str | None:
     return None
 
 
+#: Where `make gpu-plan-deps` installs the CUDA PJRT plugin (a folder put on PYTHONPATH of the
+#: deviceless GPU compiles only; `experiments/gpu_plan/targets.py`).
+GPU_PLAN_SITE = os.environ.get("GPU_PLAN_SITE") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv", "gpu-plan-site")
+
+
+def _gpu_plan_missing() -> str | None:
+    if not os.path.isdir(os.path.join(GPU_PLAN_SITE, "jax_plugins", "xla_cuda12")):
+        return f"no CUDA PJRT plugin in {GPU_PLAN_SITE}"
+    return None
+
+
 #: Name -> (why it is missing or None, how to install it). `.ci/run` installs every one of them.
 _REQUIREMENTS = {
     "pdflatex": (_pdflatex_missing, "make tex (Debian: apt-get install texlive-latex-recommended)"),
@@ -95,6 +107,7 @@ _REQUIREMENTS = {
         'pip install -e ".[test]" (torch==2.13.0 CPU build and MONAI)',
     ),
     "ray": (lambda: _import_missing("ray", "ray.tune"), 'pip install -e ".[dev]"'),
+    "gpu-plan": (_gpu_plan_missing, "make gpu-plan-deps"),
 }
 
 
@@ -123,7 +136,7 @@ def require(*names: str) -> None:
 
 #: In CI a skip whose reason names one of these is a failure too (a `skipif` or `importorskip`
 #: written without `require`): CI installs all of them.
-_CI_REQUIRED_WORDS = ("pdflatex", "postgresql", "monai", "torch")
+_CI_REQUIRED_WORDS = ("pdflatex", "postgresql", "monai", "torch", "gpu-plan")
 
 
 @pytest.hookimpl(hookwrapper=True)
