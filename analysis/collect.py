@@ -44,10 +44,15 @@ from diffseg3d.analysis.schema import (
     axes_from_params,
     run_params,
 )
+from diffseg3d.analysis.uncertainty_runs import UncertaintyRuns
+from diffseg3d.analysis.uncertainty_runs import combine as combine_uncertainty
+from diffseg3d.analysis.uncertainty_runs import read_folder as read_uncertainty_folder
+from diffseg3d.analysis.uncertainty_runs import read_mlflow as read_uncertainty_mlflow
 from diffseg3d.experiments.tracking.record import (
     ARTIFACT_PER_CASE,
     ARTIFACT_PREDICTIONS,
     ARTIFACT_SAMPLING,
+    TAG_DEVICE_KIND,
     TAG_PARENT,
     TAG_TABLES,
     TAG_TEST_CHECKPOINT,
@@ -58,13 +63,15 @@ from diffseg3d.experiments.tracking.record import (
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "trial", "status", "tables", "data_set", "method", "output", "recycling",
     "dice_loss", "train_steps", "seed", "data_root", "start_time", "n_rows", "problem",
-    "test_checkpoint", "samplers",
+    "test_checkpoint", "samplers", "device_kind",
 )
 #: Columns of `Collection.sampling`: the tidy columns, the sampling variant, the tables tag.
 SAMPLING_COLUMNS: tuple[str, ...] = (*TIDY_COLUMNS, "sampling", "tables")
 # Scalar run metrics kept in Collection.run_metrics (sampling chain and ensemble evaluation).
+# `test_dice_ensemble_n<n>`: the ensemble of the first n samples; `cost_*`: `record.COST_METRICS`.
 RUN_METRIC_PATTERN = re.compile(
-    r"test_(dice|dice_step_\d+|dice_ensemble|ensemble_samples|uncertainty_dice_spearman)")
+    r"test_(dice|dice_step_\d+|dice_ensemble|dice_ensemble_n\d+|ensemble_samples"
+    r"|uncertainty_dice_spearman)|cost_\w+")
 RUN_METRIC_COLUMNS: tuple[str, ...] = ("run_id", "metric", "value")
 
 
@@ -88,6 +95,8 @@ class Collection:
     #: `SAMPLING_COLUMNS` rows from the runs' `eval.samplers` CSVs (Table 4), collected runs only.
     sampling: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=list(SAMPLING_COLUMNS)))
+    #: The runs' sample-set, calibration and error-detection artifacts (`uncertainty_runs`).
+    uncertainty: UncertaintyRuns = dataclasses.field(default_factory=UncertaintyRuns)
 
     @property
     def problems(self) -> list[str]:
@@ -199,7 +208,7 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
     uri = tracking_uri or mlflow.get_tracking_uri()
     if exp is None:
         raise ValueError(f"no MLflow experiment named {experiment!r} in {uri}")
-    records, frames, metrics, variants = [], {}, {}, {}
+    records, frames, metrics, variants, extras = [], {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="diffseg3d-collect-") as tmp:
         for run in _search_child_runs(client, exp.experiment_id):
             run_id, tags = run.info.run_id, run.data.tags
@@ -209,6 +218,7 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
                              run.data.params, f"run {run_id}")
             record["start_time"] = run.info.start_time
             record["test_checkpoint"] = tags.get(TAG_TEST_CHECKPOINT)
+            record["device_kind"] = tags.get(TAG_DEVICE_KIND)
             records.append(record)
             if record["problem"]:
                 continue
@@ -228,8 +238,9 @@ def collect_mlflow(experiment: str, tracking_uri: str | None = None) -> Collecti
             frames[run_id] = _tidy_rows(per_case, record)
             metrics[run_id] = run.data.metrics
             variants[run_id] = _sampling_mlflow(client, run_id, record, tmp)
+            extras[run_id] = read_uncertainty_mlflow(client, run_id, record, tmp)
     collection = _finish(records, frames, f"MLflow experiment {experiment!r} at {uri}", metrics)
-    return _with_sampling(collection, variants)
+    return _with_uncertainty(_with_sampling(collection, variants), extras)
 
 
 def collect_csv_folder(folder: Path | str) -> Collection:
@@ -237,7 +248,7 @@ def collect_csv_folder(folder: Path | str) -> Collection:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder of per-case CSVs")
-    records, frames, metrics, variants = [], {}, {}, {}
+    records, frames, metrics, variants, extras = [], {}, {}, {}, {}
     for csv_path in sorted(folder.glob("*.csv")):
         sidecar = csv_path.with_suffix(".json")
         if not sidecar.exists():
@@ -263,7 +274,10 @@ def collect_csv_folder(folder: Path | str) -> Collection:
         variant_folder = folder / f"{csv_path.stem}.{ARTIFACT_SAMPLING}"
         variants[csv_path.stem] = _read_variants(
             record, {p.stem: p for p in sorted(variant_folder.glob("*.csv"))})
-    return _with_sampling(_finish(records, frames, f"CSV folder {folder}", metrics), variants)
+        extras[csv_path.stem] = read_uncertainty_folder(
+            record, folder / f"{csv_path.stem}.uncertainty")
+    collection = _finish(records, frames, f"CSV folder {folder}", metrics)
+    return _with_uncertainty(_with_sampling(collection, variants), extras)
 
 
 def _read_variants(record: dict[str, Any], paths: dict[str, Any]) -> list[pd.DataFrame]:
@@ -300,6 +314,12 @@ def _with_sampling(collection: Collection, variants: dict[str, list[pd.DataFrame
     if not frames:
         return collection
     return dataclasses.replace(collection, sampling=pd.concat(frames, ignore_index=True))
+
+
+def _with_uncertainty(collection: Collection, extras: dict) -> Collection:
+    """`collection` with the uncertainty artifacts of its collected runs (not superseded ones)."""
+    kept = set(collection.runs.loc[collection.runs["problem"].isna(), "run_id"])
+    return dataclasses.replace(collection, uncertainty=combine_uncertainty(extras, kept))
 
 
 def collect_metric_history(

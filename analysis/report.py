@@ -6,7 +6,10 @@ paper when runs feed it (`table3c_time_input.tex`, `tables.time_input`), per-cla
 (`supplement_{dice,hd95,nsd}_<data set>.tex`; NSD when the runs scored it, its tolerance in the
 caption), `roi_vs_dice_spearman.tex`, the diffusion sampling tables (`sampling_steps.tex`: Dice
 per sampling step, with `figures/dice_per_sampling_step`; `ensemble.tex`: 1 vs N samples, when
-runs logged an ensemble), `summary.md` (with one verdict per comparison), `comparisons.csv`
+runs logged an ensemble), the samples-and-uncertainty and cost tables with their figures
+(`samples_uncertainty.tex`, `cost.tex`, `figures/reliability_diagrams`,
+`figures/dice_vs_inference_cost`, `figures/uncertainty_vs_error`: `uncertainty_report`),
+`summary.md` (with one verdict per comparison), `comparisons.csv`
 (every comparison's statistics: `tables.comparisons_csv`), `tidy.csv`, `runs.csv` and
 `run_metrics.csv` (the numbers and runs behind everything), and `figures/` (PNG + PDF; per table
 with comparisons `paired_differences_<table id>`).
@@ -45,6 +48,7 @@ from diffseg3d.analysis.tables.latex import write_text
 from diffseg3d.analysis.tables.main_table import main_table_latex
 from diffseg3d.analysis.tables.sampling import ensemble_latex, sampling_steps_latex
 from diffseg3d.analysis.tables.supplements import per_class_latex, spearman_latex
+from diffseg3d.analysis.uncertainty_report import write_uncertainty_outputs
 
 
 @dataclasses.dataclass
@@ -151,6 +155,10 @@ def write_report(
         report.written += dice_by_sampling_step(steps, fig_dir / "dice_per_sampling_step")
     if not ensembles.empty:
         report.written.append(write_text(out / "ensemble.tex", ensemble_latex(ensembles)))
+    extra = write_uncertainty_outputs(collection, runs, out, alpha)
+    sections += extra.sections
+    report.written += extra.written
+    report.skipped += extra.skipped
     for data_set in data_sets:
         tag = _safe(data_set)
         report.written += per_class_dice_boxplot(frame, data_set,

@@ -9,6 +9,13 @@ import pytest
 from diffseg3d.analysis.collect import collect_csv_folder, collect_metric_history, collect_mlflow
 from diffseg3d.analysis.schema import axes_from_params, cast_param
 from diffseg3d.cli.main import main
+from diffseg3d.experiments.tracking.record import (
+    ARTIFACT_RELIABILITY,
+    ARTIFACT_UNCERTAINTY,
+    RELIABILITY_COLUMNS,
+    TAG_DEVICE_KIND,
+    UNCERTAINTY_COLUMNS,
+)
 from mlflow.tracking import MlflowClient
 
 CLASSES = ["bladder", "rectum"]
@@ -58,7 +65,8 @@ def store(tmp_path_factory):
     parent = client.create_run(exp, run_name="grid").info.run_id
     ids = {}
 
-    def child(name, params, tables, status="FINISHED", per_case=None, pred_offset=None):
+    def child(name, params, tables, status="FINISHED", per_case=None, pred_offset=None,
+              uncertainty=False):
         run = client.create_run(exp, run_name=name, tags={
             "mlflow.parentRunId": parent, "diffseg3d.trial": name, "diffseg3d.tables": tables,
             "diffseg3d.config_hash": name[::-1]})
@@ -79,10 +87,26 @@ def store(tmp_path_factory):
             nib.save(nib.Nifti1Image(_label(pred_offset), np.eye(4)),
                      str(pred_dir / "case0.nii.gz"))
             client.log_artifacts(run_id, str(pred_dir), "predictions")
+        if uncertainty:  # what a trial with `eval.samples` >= 2 logs beside its per-case CSV
+            folder = tmp / f"{name}-uncertainty"
+            folder.mkdir()
+            rows = _per_case(0.0)[["case", "class"]].assign(samples=4, dice_ensemble=0.7)
+            for column in UNCERTAINTY_COLUMNS[4:]:
+                rows[column] = 0.25
+            rows.to_csv(folder / ARTIFACT_UNCERTAINTY, index=False)
+            pd.DataFrame([(b, b / 15, (b + 1) / 15, 3, 0.5, 0.4) for b in range(15)],
+                         columns=list(RELIABILITY_COLUMNS)).to_csv(
+                folder / ARTIFACT_RELIABILITY, index=False)
+            for path in (ARTIFACT_UNCERTAINTY, ARTIFACT_RELIABILITY):
+                client.log_artifact(run_id, str(folder / path))
+            client.log_metric(run_id, "cost_forward_flops", 1e8)
+            client.log_metric(run_id, "test_dice_ensemble_n2", 0.71)
+            client.set_tag(run_id, TAG_DEVICE_KIND, "cpu")
         client.set_terminated(run_id, status=status)
         ids[name] = run_id
 
-    child("rec-s0", _params(True, 0, root), "1,2", per_case=_per_case(0.05), pred_offset=0)
+    child("rec-s0", _params(True, 0, root), "1,2", per_case=_per_case(0.05), pred_offset=0,
+          uncertainty=True)
     child("norec-s0", _params(False, 0, root), "1", per_case=_per_case(0.0), pred_offset=1)
     child("unet-s0", _params(True, 0, root, method="unet"), "2", per_case=_per_case(0.06),
           pred_offset=0)
@@ -109,6 +133,21 @@ def test_collect_mlflow_casts_params_and_lists_every_uncollected_run(store):
     assert ids["rec-s1-failed"] in problems and "status FAILED" in problems
     assert ids["norec-s1-noartifact"] in problems and "per_case_metrics.csv" in problems
     assert len(col.runs) == 5  # the parent run is not a trial
+
+
+def test_collect_mlflow_reads_uncertainty_artifacts_cost_metrics_and_device(store):
+    uri, ids, _ = store
+    col = collect_mlflow("grid", tracking_uri=uri)
+    frame = col.uncertainty.frame
+    assert set(frame["run_id"]) == {ids["rec-s0"]}  # the others did not log any
+    assert len(frame) == len(_per_case(0.0)) and (frame["ged"] == 0.25).all()
+    assert (frame["recycling"] == True).all() and (frame["tables"] == "1,2").all()  # noqa: E712
+    assert len(col.uncertainty.reliability) == 15 and col.uncertainty.slices == {}
+    metrics = col.run_metrics[col.run_metrics["run_id"] == ids["rec-s0"]]
+    assert {"cost_forward_flops", "test_dice_ensemble_n2"} <= set(metrics["metric"])
+    runs = col.runs.set_index("run_id")
+    assert runs.at[ids["rec-s0"], "device_kind"] == "cpu"
+    assert pd.isna(runs.at[ids["norec-s0"], "device_kind"])  # an older run: no tag
 
 
 def test_metric_history_reads_mlflow_steps(store):
