@@ -61,6 +61,7 @@ from benchmarks.gpu.plan import (
     format_estimate,
     plan,
 )
+from benchmarks.gpu.plan_reference import with_plan
 from benchmarks.gpu.runner import run_all, run_config, shared_env
 
 GPU_OUT = RESULTS_DIR / "gpu_latest.json"
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> dict:
     measured_at, t0 = _utc_now(), time.perf_counter()
     runner = functools.partial(run_config, shared=shared_env(log_dir, cache),
                                autotune_dir=autotune)
-    records = run_all(configs, args.budget_s, log_dir, args.min_start_s, run=runner)
+    records = with_plan(run_all(configs, args.budget_s, log_dir, args.min_start_s, run=runner))
     figs, notes = figures.figures(records)
     figs["bench_wall_s"] = time.perf_counter() - t0
     summaries = [r["hlo_summary"] for r in records if "hlo_summary" in r]

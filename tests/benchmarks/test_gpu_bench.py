@@ -310,7 +310,7 @@ def test_child_result_prefix_is_the_one_benchmarks_run_parses():
 
 
 @pytest.mark.parametrize(("small", "batch", "accum", "expected"),
-                         [(True, 2, 0, 1), (False, 8, 0, 1), (False, 8, 2, 2), (True, 2, 4, 4)])
+                         [(True, 2, 0, 1), (False, 8, 0, 1), (False, 8, 2, 2), (True, 2, 2, 2)])
 def test_profile_step_config_validates_as_the_profile_sets_it(small, batch, accum, expected):
     # The paper profile's one pass (gcd with the rehearsal's batch of 2), forced variants
     # replace it; every result is a valid Config (a batch they do not divide is an error).
