@@ -56,8 +56,8 @@ def _make_ablations(tmp_path: Path, data: Path, env: dict) -> subprocess.Complet
     cmd = ["make", "-C", str(REPO), "-o", str(venv / ".installed"), "ablations",
            f"VENV={venv}", "PROFILE=smoke", f"GRID=experiments/grids/{GRID}.yaml",
            f"PHANTOM={data}", f"DATA={data}", f"OUT={tmp_path / 'runs'}",
-           f"RESULTS={tmp_path / 'results'}", f"EXPERIMENT={GRID}", "MAX_CONCURRENT=1",
-           "MAX_FAILURES=0"]
+           f"RESULTS={tmp_path / 'results'}", "MAX_CONCURRENT=1", "MAX_FAILURES=0"]
+    # No EXPERIMENT: make names the experiment and results/<experiment> after the grid's name.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
