@@ -21,7 +21,7 @@ def test_paper_profile_builds_the_released_network_with_index_time():
     config = _config("paper")
     net = build.model(config, 9)
     assert isinstance(net, ImgXV010UNet) and net.time_scale == 1.0
-    assert net.dtype == jnp.bfloat16 and net.remat
+    assert net.dtype == jnp.bfloat16 and not net.remat  # batch 8 fits one pass (its GPU plan)
     schedule = build.schedule(config, config.diffusion.sample_steps)
     np.testing.assert_array_equal(np.asarray(model_time(schedule, jnp.arange(5))), range(5))
 
