@@ -11,10 +11,15 @@ predict's with the same seed and samples. The tensor input, not a column of NIfT
 the model servable (`mlflow models serve` sends arrays, and a server cannot read the client's
 files).
 
-The model folder's `artifacts/` is a model bundle (`checkpoint/`, `config.yaml`,
-`preparation.json`) that `model_source.load_model` also reads. No code is copied into the model
-(`code_paths=None`): loading needs diffseg3d installed; `pip_requirements` lists the installed
-versions of its main dependencies, given explicitly so that saving does not infer them.
+The model is logged as code (MLflow "models from code"): the folder holds the model-definition
+script `MODEL_CODE` (`pyfunc_model_code.py`, which sets a `SegmentationModel`), not a pickled
+object, so loading runs that script and unpickles nothing. Models logged by earlier versions hold
+`python_model.pkl`, a by-reference pickle of `SegmentationModel` under this module's name or
+under `diffseg3d.experiments.pyfunc_model`; both names still resolve to this class, so they load
+too. The model folder's `artifacts/` is a model bundle (`checkpoint/`, `config.yaml`,
+`preparation.json`) that `model_source.load_model` also reads. No package code is copied into the
+model (`code_paths=None`): loading needs diffseg3d installed; `pip_requirements` lists the
+installed versions of its main dependencies, given explicitly so that saving does not infer them.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from diffseg3d.experiments.tracking.logged_model import (
 )
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+#: The model-definition script logged as the model's `python_model` (module docstring).
+MODEL_CODE = Path(__file__).with_name("pyfunc_model_code.py")
 
 #: Distributions whose installed versions go into the model's requirements.
 REQUIREMENTS = ("jax", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "nibabel",
@@ -141,7 +149,7 @@ def log_trained_model(run, config: Config, dataset_meta: dict, checkpoint_dir: P
             # MLflow's advice to add an input example: it would run the model while saving.
             warnings.filterwarnings("ignore", message=".*input_example", category=UserWarning)
             mlflow.pyfunc.save_model(
-                str(folder), python_model=SegmentationModel(), artifacts=artifacts,
+                str(folder), python_model=str(MODEL_CODE), artifacts=artifacts,
                 signature=signature(preparation), pip_requirements=requirements(),
                 code_paths=None, metadata={"preparation": preparation, "method": config.method,
                                            "trial": config.name},

@@ -1,6 +1,8 @@
-"""Models logged before the tracking code moved into `experiments/tracking/` pickled their
-`python_model` by reference as `diffseg3d.experiments.pyfunc_model.SegmentationModel`: that name
-still resolves, to the class models are saved with now."""
+"""Models logged before models were logged as code pickled their `python_model` by reference:
+before the tracking code moved into `experiments/tracking/` as
+`diffseg3d.experiments.pyfunc_model.SegmentationModel`, after it under the tracking module. Both
+names still resolve, to the class the model code sets now (`test_pyfunc_model.py` loads such
+models)."""
 
 import pickle
 
@@ -13,6 +15,6 @@ def test_the_name_older_models_pickled_resolves_to_the_current_class():
     assert pickle.loads(old) is SegmentationModel
 
 
-def test_new_models_pickle_the_class_under_its_tracking_module():
+def test_the_class_pickles_under_its_tracking_module_as_the_last_pickled_models_hold_it():
     assert SegmentationModel.__module__ == "diffseg3d.experiments.tracking.pyfunc_model"
     assert b"diffseg3d.experiments.tracking.pyfunc_model" in pickle.dumps(SegmentationModel, 0)
