@@ -89,17 +89,48 @@ def test_each_table_compares_exactly_its_axis():
         "diffusion.recycling": trials["prostate-mr_diffusion_x0_recycle-N_dice-Y_k5_s0"],
         "method": trials["prostate-mr_unet_dice-Y_s0"],
     }
-    # Only the default model samples the Table 4 variants; apart from that, one axis differs.
+    # Only the default model samples the Table 4 variants and only the noise model (Table 3a)
+    # fixed_small besides; apart from that, one axis differs.
     exclude = {"name": True, "tables": True, "eval": {"samplers"}}
     base = default.model_dump(exclude=exclude)
     assert default.eval.samplers == ["ddpm_fixed_large", "ddpm_fixed_small", "ddim"]
     for key, other in pairs.items():
-        assert other.eval.samplers == []
+        expected = (["ddpm_fixed_large", "ddpm_fixed_small"] if key == "diffusion.output"
+                    else [])
+        assert other.eval.samplers == expected, key
         diff = {k for k, v in other.model_dump(exclude=exclude).items() if v != base[k]}
         section = key.split(".")[0]
         assert diff == {section}, (key, diff)
         assert other.train.steps == default.train.steps == 600
         assert other.data.batch_size == default.data.batch_size
+
+
+@pytest.mark.parametrize("data_override", [False, True])
+def test_quick_profile_draws_four_samples_without_splitting_the_default_model(
+        tmp_path, data_override):
+    # The quick profile's eval.samples reaches every table's default model alike: still one
+    # default trial per data set (9 trials, 6 with --data), and it and the no-recycling model
+    # draw 4 samples; the other profiles draw one.
+    data = None
+    if data_override:
+        data = tmp_path / "phantom"
+        data.mkdir()
+        (data / "dataset.json").write_text(json.dumps({"name": "phantom"}))
+    quick = expand(PAPER, profile="quick", data_override=data)
+    names = ["phantom"] if data_override else ["prostate-mr", "amos-ct"]
+    assert len(quick) == len({training_key(t.config) for t in quick}) == (6 if data else 9)
+    by_name = {t.name: t for t in quick}
+    for ds in names:
+        default = by_name[f"{ds}_diffusion_x0_recycle-Y_dice-Y_k5_s0"]
+        no_recycling = by_name[f"{ds}_diffusion_x0_recycle-N_dice-Y_k5_s0"]
+        assert default.config.eval.samples == no_recycling.config.eval.samples == 4
+        assert "1" in default.tables and "2" in default.tables and "4" in default.tables
+    assert [t.name for t in quick if "3a" in t.tables] == [
+        f"{names[0]}_diffusion_x0_recycle-Y_dice-Y_k5_s0",
+        f"{names[0]}_diffusion_eps_recycle-Y_dice-Y_k5_s0"]
+    for profile in ("smoke", "paper", None):
+        assert {t.config.eval.samples
+                for t in expand(PAPER, profile=profile, data_override=data)} == {1}
 
 
 def test_single_table_grids_and_paper_union():
