@@ -137,6 +137,7 @@ def _run_ablate(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         storage_path=args.storage,
         seeds=args.seeds,
+        ray_output=args.ray_output,
     )
     failures = failed_trials(results)
     print(f"{len(results) - len(failures)} of {len(results)} trials finished")
@@ -220,6 +221,15 @@ def add_ablate_command(subparsers) -> argparse.ArgumentParser:
         metavar="SEED",
         help="run every trial once per seed, replacing the grid's `seeds:` (e.g. --seeds 0 1 "
         "2; two or more give the mixed model of `diffseg3d tables` its seed variance)",
+    )
+    ablate.add_argument(
+        "--ray-output",
+        choices=("progress", "full"),
+        default="progress",
+        help="progress (default): one line per trial report with the trials done, running "
+        "(step/total), pending and failed, elapsed time and time left; Ray Tune's tables and "
+        "the workers' per-checkpoint lines stay in Ray's log files. full: Ray Tune's and the "
+        "workers' output unfiltered as well",
     )
     ablate.set_defaults(func=_run_ablate)
     return ablate

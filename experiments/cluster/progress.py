@@ -1,6 +1,6 @@
 """How far a grid is: one console line from the states of its trials.
 
-`progress_line` is pure: the runner's Tune callback (`runner._ProgressCallback`) gathers each
+`progress_line` is pure: the runner's Tune callback (`runner._progress_callback`) gathers each
 trial's `TrialProgress` from Tune and prints the line at every trial report, end and error, e.g.
 
     grid paper: 3/12 done, 2 running (t1 400/1000, t2 100/1000), 6 pending, 1 failed

@@ -28,12 +28,19 @@ scale-out"):
    checkpoint Tune never registered (the driver was SIGKILLed right after the trial saved it)
    resumes from its working folder `<experiment folder>/<trial>/work/checkpoints/` instead
    (`trainable.train_trial`).
+6. The console shows one progress line per trial report, end or error (`progress`: trials
+   done / running with their steps / pending / failed, elapsed time, time left) instead of
+   Tune's status tables and per-trial config boxes, and the workers' own output without its
+   per-checkpoint noise (`WORKER_NOISE`); Ray's log files keep everything. `ray_output="full"`
+   (`diffseg3d ablate --ray-output full`) shows Tune's and the workers' output unfiltered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -43,6 +50,15 @@ from diffseg3d.experiments.cluster.manifest import (
     open_parent_run,
     read_manifest,
     write_manifest,
+)
+from diffseg3d.experiments.cluster.progress import (
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    TrialProgress,
+    progress_line,
+    steps_done,
 )
 from diffseg3d.experiments.cluster.resources import (
     ResourceRequestError,
@@ -61,11 +77,20 @@ from diffseg3d.experiments.grid import absolute_root
 from diffseg3d.experiments.output_lock import ablate_lock_path, output_lock
 
 __all__ = [
+    "RAY_OUTPUTS",
     "ResourceRequestError",
     "experiment_folder_name",
     "failed_trials",
     "run_grid",
 ]
+
+#: `run_grid(ray_output=...)`: "progress" (progress lines, filtered worker output) or "full".
+RAY_OUTPUTS = ("progress", "full")
+
+#: Worker output lines kept off the console in "progress" mode (they stay in the workers' log
+#: files): Tune's line per saved checkpoint and MLflow's artifact progress bars.
+WORKER_NOISE = ("Checkpoint successfully created", "Downloading artifacts",
+                "Uploading artifacts")
 
 #: Hex digits of the expansion hash (`grid.grid_hash`) in the Tune experiment folder's name.
 EXPANSION_HASH_CHARS = 8
@@ -82,6 +107,7 @@ def run_grid(
     max_failures: int = 2,
     storage_path: str | None = None,
     seeds: list[int] | None = None,
+    ray_output: str = "progress",
 ) -> list[dict]:
     """Run (or resume) every trial of the grid at `grid_path`; one result dict per trial.
 
@@ -96,6 +122,8 @@ def run_grid(
     storage_path: Tune storage (local path, NFS mount or `s3://...`); default
         `<out_dir>/ray_results`. On a multi-node cluster it must be storage every node sees.
     seeds: replaces the grid's `seeds:` (every trial runs once per seed); None keeps them.
+    ray_output: "progress" (default): progress lines on stderr, Tune silent, the workers'
+        output without `WORKER_NOISE`; "full": Tune's status output and every worker line too.
 
     Returns, in grid order, `{"trial", "hash", "status", "error", "metrics", "checkpoint"}`:
     status "ok" (final report received), "error" (raised or lost more than `max_failures`
@@ -113,6 +141,8 @@ def run_grid(
         raise ValueError(f"max_concurrent={max_concurrent}: must be >= 1")
     if max_failures < 0:
         raise ValueError(f"max_failures={max_failures}: must be >= 0")
+    if ray_output not in RAY_OUTPUTS:
+        raise ValueError(f"ray_output={ray_output!r}: must be one of {RAY_OUTPUTS}")
 
     grid_path = resolve_grid_path(grid_path)
     if data_override is not None:
@@ -192,10 +222,20 @@ def run_grid(
             ),
             resources=lambda param: requests[param["trial"]],
         )
+        full = ray_output == "full"
+        progress = _progress_callback(
+            grid_name, {name: int(cfg["train"]["steps"]) for name, cfg in configs.items()})
+        # Tune's verbose 1 prints its status tables and a config box per trial; 0 leaves the
+        # console to the progress lines (driver-side warnings and errors still show).
+        verbose = 1 if full else 0
         if restoring:
             tuner = tune.Tuner.restore(
                 experiment_path, trainable, resume_unfinished=True, resume_errored=True
             )
+            # Tune restores the first run's RunConfig (callbacks and verbosity included, the
+            # callback with that run's clock): this run's are set on it instead.
+            restored = tuner._local_tuner.get_run_config()
+            restored.callbacks, restored.verbose = [progress], verbose
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -210,10 +250,12 @@ def run_grid(
                     storage_path=storage,
                     failure_config=tune.FailureConfig(max_failures=max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    verbose=1,
+                    callbacks=[progress],
+                    verbose=verbose,
                 ),
             )
-        result_grid = tuner.fit()
+        with contextlib.nullcontext() if full else _quiet_worker_output(WORKER_NOISE):
+            result_grid = tuner.fit()
         results = _collect(result_grid, [t.name for t in trials], hashes)
         close_parent_run(tracking_uri, parent_run_id, failed_trials(results))
         return results
@@ -233,6 +275,128 @@ def failed_trials(results: Sequence[Mapping]) -> list[tuple[str, str]]:
 def _trial_name(trial) -> str:
     # Tune's default "train_trial_<id>_<n>_trial=<name>,..." hides the grid's readable name.
     return str(trial.config["trial"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Console output
+
+
+def _progress_callback(grid: str, totals: Mapping[str, int]):
+    """A Tune callback printing the grid's progress (`_ProgressPrinter`); `totals`: trial name
+    -> its `train.steps`."""
+    # Defined here, not at import: the runner imports Ray only once it has set Ray's
+    # environment (`connection.connect_ray`).
+    from ray.tune import Callback
+
+    class GridProgress(_ProgressPrinter, Callback):
+        pass
+
+    return GridProgress(grid, totals)
+
+
+class _ProgressPrinter:
+    """The hooks of a Tune callback that print `progress.progress_line` of the grid to stderr
+    at every trial result, end and error. Pickled with the Tuner's state, so it holds plain
+    values only (no stream)."""
+
+    def __init__(self, grid: str, totals: Mapping[str, int]):
+        self.grid = grid
+        self.totals = dict(totals)
+        self.started: float | None = None
+        self.steps_at_start = 0
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.started is None:  # before any result of this run: what a resumed grid had
+            self.started = time.monotonic()
+            self.steps_at_start = steps_done(self._states(trials))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._print(trials, trial, RUNNING, int(result.get("step", 0) or 0))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        # Tune calls this before it marks the trial TERMINATED.
+        failed = FAILED_METRIC in (trial.last_result or {})
+        self._print(trials, trial, FAILED if failed else DONE)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._print(trials, trial, FAILED)
+
+    def _print(self, trials, current, state: str, step: int | None = None) -> None:
+        if self.started is None:
+            self.on_step_end(0, trials)
+        states = self._states(trials, current, state, step)
+        line = progress_line(self.grid, states, time.monotonic() - self.started,
+                             self.steps_at_start)
+        print(line, file=sys.stderr, flush=True)
+
+    def _states(self, trials, current=None, state: str = PENDING,
+                step: int | None = None) -> list[TrialProgress]:
+        """Every trial of the grid: Tune's (`current` in `state`, at `step` when given), then
+        those Tune has not created yet (it adds trials as `max_concurrent` lets them start)."""
+        known = []
+        for trial in trials:
+            found = _trial_progress(trial, self.totals)
+            if trial is current:
+                found = TrialProgress(found.name, state, found.step if step is None else step,
+                                      found.total)
+            known.append(found)
+        names = {t.name for t in known}
+        return known + [TrialProgress(name, PENDING, 0, total)
+                        for name, total in self.totals.items() if name not in names]
+
+
+def _trial_progress(trial, totals: Mapping[str, int]) -> TrialProgress:
+    """A Tune trial's state, last reported step and total steps (`progress.TrialProgress`)."""
+    name = str(trial.config["trial"])
+    last = trial.last_result or {}
+    if trial.status == "TERMINATED":
+        state = FAILED if FAILED_METRIC in last else DONE
+    elif trial.status == "ERROR":
+        state = FAILED
+    elif trial.status == "RUNNING":
+        state = RUNNING
+    else:  # PENDING, PAUSED
+        state = PENDING
+    return TrialProgress(name, state, int(last.get("step", 0) or 0), int(totals.get(name, 0)))
+
+
+@contextlib.contextmanager
+def _quiet_worker_output(noise: Sequence[str]):
+    """While inside: the workers' output reaches the console without the lines holding one of
+    `noise`.
+
+    Ray offers no filter of its own: `ray.init(log_to_driver=...)` forwards all or nothing, is
+    fixed when the driver connects (True for a cluster, `connection.connect_ray`), and turning
+    it off would hide the workers' warnings and tracebacks too. The driver prints what the
+    workers send through one dispatcher (its `ray_print_logs` handler); this swaps that handler
+    for one that drops the noise and puts Ray's back on leaving. The workers' log files
+    (`<Ray temp>/session_*/logs/worker-*`) are written by the workers themselves and keep every
+    line. Where Ray's internals differ (another Ray version) the output is left unfiltered."""
+    try:
+        from ray._private import worker as ray_worker
+
+        dispatcher = ray_worker.global_worker_stdstream_dispatcher
+        original = dict(dispatcher.handlers).get("ray_print_logs")
+        ignore_prefix = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
+        print_lines = ray_worker.print_to_stdstream
+    except (ImportError, AttributeError):
+        original = None
+    if original is None:  # nothing forwarded (log_to_driver off), or unknown internals
+        yield
+        return
+
+    def filtered(data):
+        lines = [line for line in data.get("lines", []) if not any(n in line for n in noise)]
+        if lines:
+            print_lines({**data, "lines": lines}, ignore_prefix=ignore_prefix)
+
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", filtered)
+    try:
+        yield
+    finally:
+        dispatcher.remove_handler("ray_print_logs")
+        dispatcher.add_handler("ray_print_logs", original)
 
 
 # ---------------------------------------------------------------------------------------------
