@@ -315,8 +315,7 @@ class _ProgressPrinter:
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # Tune calls this before it marks the trial TERMINATED.
-        failed = FAILED_METRIC in (trial.last_result or {})
-        self._print(trials, trial, FAILED if failed else DONE)
+        self._print(trials, trial, _ended_state(trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._print(trials, trial, FAILED)
@@ -345,12 +344,18 @@ class _ProgressPrinter:
                         for name, total in self.totals.items() if name not in names]
 
 
+def _ended_state(last_result: Mapping | None) -> str:
+    """FAILED for a trial that ended by reporting `FAILED_METRIC` (`trainable.train_trial`),
+    else DONE."""
+    return FAILED if FAILED_METRIC in (last_result or {}) else DONE
+
+
 def _trial_progress(trial, totals: Mapping[str, int]) -> TrialProgress:
     """A Tune trial's state, last reported step and total steps (`progress.TrialProgress`)."""
     name = str(trial.config["trial"])
     last = trial.last_result or {}
     if trial.status == "TERMINATED":
-        state = FAILED if FAILED_METRIC in last else DONE
+        state = _ended_state(last)
     elif trial.status == "ERROR":
         state = FAILED
     elif trial.status == "RUNNING":
@@ -360,43 +365,66 @@ def _trial_progress(trial, totals: Mapping[str, int]) -> TrialProgress:
     return TrialProgress(name, state, int(last.get("step", 0) or 0), int(totals.get(name, 0)))
 
 
+#: Seconds after a grid ends during which `WORKER_NOISE` lines are still dropped: worker output
+#: reaches the driver through Ray's log monitor, which can deliver a trial's last lines after
+#: `Tuner.fit` has returned (seen on a loaded 2-core machine).
+LATE_WORKER_LINES_S = 30.0
+
+
+class _NoiseFilter:
+    """The driver's `ray_print_logs` handler in "progress" mode: forwards the workers' output to
+    Ray's own handler (`forward`), without the lines holding one of `noise` while a grid runs
+    and for `LATE_WORKER_LINES_S` after it ends (`quiet_until`, `time.monotonic` seconds)."""
+
+    def __init__(self, forward, noise: Sequence[str]):
+        self.forward = forward
+        self.noise = tuple(noise)
+        self.quiet_until = 0.0
+
+    def __call__(self, data) -> None:
+        lines = data.get("lines", [])
+        if time.monotonic() < self.quiet_until:
+            lines = [line for line in lines if not any(n in line for n in self.noise)]
+        if lines:
+            self.forward({**data, "lines": lines})
+
+
 @contextlib.contextmanager
 def _quiet_worker_output(noise: Sequence[str]):
-    """While inside: the workers' output reaches the console without the lines holding one of
-    `noise`.
+    """While inside (and `LATE_WORKER_LINES_S` after): the workers' output reaches the console
+    without the lines holding one of `noise`.
 
     Ray offers no filter of its own: `ray.init(log_to_driver=...)` forwards all or nothing, is
     fixed when the driver connects (True for a cluster, `connection.connect_ray`), and turning
     it off would hide the workers' warnings and tracebacks too. The driver prints what the
-    workers send through one dispatcher (its `ray_print_logs` handler); this swaps that handler
-    for one that drops the noise and puts Ray's back on leaving. The workers' log files
-    (`<Ray temp>/session_*/logs/worker-*`) are written by the workers themselves and keep every
-    line. Where Ray's internals differ (another Ray version) the output is left unfiltered."""
+    workers send through one dispatcher (its `ray_print_logs` handler); this wraps that handler
+    in a `_NoiseFilter`, which stays installed until Ray's disconnect removes it (lines can
+    arrive after the grid ends) and passes everything through once its quiet time is over. The
+    workers' log files (`<Ray temp>/session_*/logs/worker-*`) are written by the workers
+    themselves and keep every line. Where Ray's internals differ (another Ray version) the
+    output is left unfiltered."""
     try:
         from ray._private import worker as ray_worker
 
         dispatcher = ray_worker.global_worker_stdstream_dispatcher
-        original = dict(dispatcher.handlers).get("ray_print_logs")
-        ignore_prefix = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
-        print_lines = ray_worker.print_to_stdstream
+        current = dict(dispatcher.handlers).get("ray_print_logs")
     except (ImportError, AttributeError):
-        original = None
-    if original is None:  # nothing forwarded (log_to_driver off), or unknown internals
+        current = None
+    if current is None:  # nothing forwarded (log_to_driver off), or unknown internals
         yield
         return
-
-    def filtered(data):
-        lines = [line for line in data.get("lines", []) if not any(n in line for n in noise)]
-        if lines:
-            print_lines({**data, "lines": lines}, ignore_prefix=ignore_prefix)
-
-    dispatcher.remove_handler("ray_print_logs")
-    dispatcher.add_handler("ray_print_logs", filtered)
+    if isinstance(current, _NoiseFilter):
+        quiet = current
+        quiet.noise = tuple(noise)
+    else:
+        quiet = _NoiseFilter(current, noise)
+        dispatcher.remove_handler("ray_print_logs")
+        dispatcher.add_handler("ray_print_logs", quiet)
+    quiet.quiet_until = float("inf")
     try:
         yield
     finally:
-        dispatcher.remove_handler("ray_print_logs")
-        dispatcher.add_handler("ray_print_logs", original)
+        quiet.quiet_until = time.monotonic() + LATE_WORKER_LINES_S
 
 
 # ---------------------------------------------------------------------------------------------
