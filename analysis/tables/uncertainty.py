@@ -53,21 +53,18 @@ def uncertainty_latex(summary: pd.DataFrame) -> str:
 
 def cost_frame(cost: pd.DataFrame) -> pd.DataFrame:
     """Plain-text cells of the cost table (`trial_cost.cost_summary`)."""
-    def g(v, digits=3):
-        return number(v, digits)
-
     return pd.DataFrame({
         "Data set": [data_set_name(d) for d in cost["data_set"]],
         "Setting": list(cost["setting"]),
-        "Train TFLOP": [g(v, 2) for v in cost["train_tflop"]],
-        "Train s": [g(v, 0) for v in cost["train_seconds"]],
-        "GFLOP/case (1)": [g(v, 2) for v in cost["inference_gflop_1"]],
-        "s/case (1)": [g(v, 3) for v in cost["inference_seconds_1"]],
+        "Train TFLOP": [number(v, 2) for v in cost["train_tflop"]],
+        "Train s": [number(v, 0) for v in cost["train_seconds"]],
+        "GFLOP/case (1)": [number(v, 2) for v in cost["inference_gflop_1"]],
+        "s/case (1)": [number(v, 3) for v in cost["inference_seconds_1"]],
         "N": [str(int(n)) if np.isfinite(n) else EMPTY for n in cost["samples"]],
-        "GFLOP/case (N)": [g(v, 2) for v in cost["inference_gflop_ensemble"]],
-        "s/case (N)": [g(v, 3) for v in cost["inference_seconds_ensemble"]],
-        "Dice (1)": [g(v) for v in cost["dice_1"]],
-        "Dice (N)": [g(v) for v in cost["dice_ensemble"]],
+        "GFLOP/case (N)": [number(v, 2) for v in cost["inference_gflop_ensemble"]],
+        "s/case (N)": [number(v, 3) for v in cost["inference_seconds_ensemble"]],
+        "Dice (1)": [number(v) for v in cost["dice_1"]],
+        "Dice (N)": [number(v) for v in cost["dice_ensemble"]],
         "Device": list(cost["device"]),
     })
 
