@@ -1,5 +1,6 @@
 """LaTeX building blocks of every table: escaping, display names, cell and p formats, the
-Styler styles, the minimal document the tests compile each table in, and writing a file.
+Styler styles, the float of a plain-text table (`plain_table_latex`, shared by the
+uncertainty, cost, sampling and Spearman tables), the minimal document the tests compile each table in, and writing a file.
 
 Tables are built with pandas `Styler.to_latex` (booktabs); every user string (data set, class,
 setting names; notes in captions) goes through pandas' LaTeX escaping. Each file is a complete
@@ -26,6 +27,8 @@ SMALL = [{"selector": "small", "props": ":;"}]
 FOOTNOTESIZE = [{"selector": "footnotesize", "props": ":;"},
                 {"selector": "setlength", "props": ":{\\tabcolsep}{3pt};"}]
 EMPTY = "--"
+# The user-named columns of plain-text tables, escaped when their other cells carry markup.
+NAME_COLUMNS = ["Data set", "Setting"]
 HD95_DEFINITION = (
     "HD95: 95th-percentile Hausdorff distance in mm (MONAI definition: surface voxels are the "
     "mask XOR its erosion, distances with the voxel spacing, maximum of the two directed 95th "
@@ -42,6 +45,22 @@ def escape_latex(text: str) -> str:
     styler = pd.DataFrame([[str(text)]]).style.format(escape="latex")
     rendered = styler.hide(axis="index").hide(axis="columns").to_string()
     return rendered.removesuffix("\n")
+
+
+def plain_table_latex(text: pd.DataFrame, *, caption: str, label: str, column_format: str,
+                      table_styles: list[dict] = SMALL,
+                      escape_columns: list[str] | None = None) -> str:
+    """The `table` float of a frame of plain-text cells (no index, booktabs rules, centred).
+
+    Cells are LaTeX-escaped: those of `escape_columns` only (the others carry our own markup,
+    such as `$<$`), or every cell when it is None. `table_styles`: `SMALL` or `FOOTNOTESIZE`.
+    The caption is our own text and is not escaped.
+    """
+    styler = text.style.hide(axis="index").format(escape="latex", subset=escape_columns)
+    styler = styler.set_table_styles(table_styles, overwrite=False)
+    return styler.to_latex(caption=caption, label=label, hrules=True,
+                           position_float="centering", environment="table",
+                           column_format=column_format)
 
 
 def data_set_name(name: str) -> str:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pandas as pd
-from diffseg3d.analysis.tables.latex import EMPTY, SMALL, data_set_name, number
+from diffseg3d.analysis.tables.latex import (
+    EMPTY,
+    NAME_COLUMNS,
+    data_set_name,
+    number,
+    plain_table_latex,
+)
 
 
 def sampling_steps_frame(steps: pd.DataFrame) -> pd.DataFrame:
@@ -29,15 +35,13 @@ def sampling_steps_latex(steps: pd.DataFrame) -> str:
     """
     text = sampling_steps_frame(steps)
     n_runs = int(steps["n_runs"].max()) if len(steps) else 0
-    styler = text.style.hide(axis="index").format(escape="latex", subset=["Data set", "Setting"])
-    styler = styler.set_table_styles(SMALL, overwrite=False)
     cap = ("Quality along the sampling chain: mean test Dice (mean over cases of the per-case "
            "mean over foreground classes) of the label map of each sampling step's $\\hat{x}_0$"
            ", step 1 from pure noise, the last step being the prediction"
            + (f"; mean over up to {n_runs} seeds." if n_runs > 1 else "."))
-    return styler.to_latex(caption=cap, label="tab:dice-per-sampling-step", hrules=True,
-                           position_float="centering", environment="table",
-                           column_format="ll" + "c" * (text.shape[1] - 2))
+    return plain_table_latex(text, caption=cap, label="tab:dice-per-sampling-step",
+                             column_format="ll" + "c" * (text.shape[1] - 2),
+                             escape_columns=NAME_COLUMNS)
 
 
 def ensemble_frame(ensembles: pd.DataFrame) -> pd.DataFrame:
@@ -55,13 +59,10 @@ def ensemble_frame(ensembles: pd.DataFrame) -> pd.DataFrame:
 def ensemble_latex(ensembles: pd.DataFrame) -> str:
     """1-sample Dice next to the N-sample ensemble's, with the entropy-Dice Spearman r."""
     text = ensemble_frame(ensembles)
-    styler = text.style.hide(axis="index").format(escape="latex", subset=["Data set", "Setting"])
-    styler = styler.set_table_styles(SMALL, overwrite=False)
     cap = ("Ensembles of N independent diffusion samples: mean test Dice of one sample and of "
            "the N-sample ensemble (argmax of the mean class probabilities), the first sample "
            "being shared; Spearman r between each case's mean voxel entropy of the ensemble and "
            "its ensemble Dice (negative: the uncertainty flags the poor cases). Means over "
            "seeds.")
-    return styler.to_latex(caption=cap, label="tab:ensemble", hrules=True,
-                           position_float="centering", environment="table",
-                           column_format="llcccc")
+    return plain_table_latex(text, caption=cap, label="tab:ensemble", column_format="llcccc",
+                             escape_columns=NAME_COLUMNS)

@@ -14,10 +14,11 @@ from diffseg3d.analysis.tables.latex import (
     FOOTNOTESIZE,
     HD95_DEFINITION,
     METRIC_HEADERS,
-    SMALL,
+    NAME_COLUMNS,
     data_set_name,
     escape_latex,
     format_cell,
+    plain_table_latex,
 )
 
 
@@ -90,14 +91,11 @@ def spearman_latex(table: pd.DataFrame) -> str:
         "p": [format_pvalue(p).replace("<", "$<$") for p in table["p"]],
         "p (perm.)": [format_pvalue(p).replace("<", "$<$") for p in table["p_perm"]],
     })
-    styler = text.style.hide(axis="index").format(escape="latex", subset=["Data set", "Setting"])
-    styler = styler.set_table_styles(SMALL, overwrite=False)
     exact = bool(table["exact"].all()) if len(table) else True
     cap = ("Spearman correlation between ROI size (mean ground-truth volume per class, mm$^3$) "
            "and mean Dice per class. p: asymptotic (scipy); p (perm.): permutation test "
            + ("over all pairings (exact)." if exact else
               "(exact up to 8 classes, else 9,999 random pairings with a fixed seed)."))
-    return styler.to_latex(caption=f"{cap} {escape_latex(DEFAULT_SAMPLING_NOTE)}",
-                           label="tab:roi-vs-dice", hrules=True,
-                           position_float="centering", environment="table",
-                           column_format="llcccc")
+    return plain_table_latex(text, caption=f"{cap} {escape_latex(DEFAULT_SAMPLING_NOTE)}",
+                             label="tab:roi-vs-dice", column_format="llcccc",
+                             escape_columns=NAME_COLUMNS)

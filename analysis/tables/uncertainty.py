@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from diffseg3d.analysis.samples_uncertainty import METRICS
-from diffseg3d.analysis.tables.latex import EMPTY, FOOTNOTESIZE, data_set_name, number
+from diffseg3d.analysis.tables.latex import (
+    EMPTY,
+    FOOTNOTESIZE,
+    data_set_name,
+    number,
+    plain_table_latex,
+)
 
 #: Columns of the LaTeX samples-and-uncertainty table (the summary shows them all).
 TABLE_METRICS: tuple[str, ...] = ("dice_ensemble", "sample_dice_std", "diversity", "ged", "ece",
@@ -37,8 +43,6 @@ def uncertainty_frame(summary: pd.DataFrame, metrics=TABLE_METRICS) -> pd.DataFr
 def uncertainty_latex(summary: pd.DataFrame) -> str:
     """The samples-and-uncertainty table of `samples_uncertainty.uncertainty_summary`."""
     text = uncertainty_frame(summary)
-    styler = text.style.hide(axis="index").format(escape="latex")
-    styler = styler.set_table_styles(FOOTNOTESIZE, overwrite=False)
     cap = ("Samples and uncertainty: per model, mean (std) over test cases of each case's mean "
            "over foreground classes. N samples per case (U-Net: its softmax). Dice of the "
            "ensemble label; Dice spread: std of the N samples' Dice; diversity: mean pairwise "
@@ -46,9 +50,9 @@ def uncertainty_latex(summary: pd.DataFrame) -> str:
            "2 E[d(S, Y)] - E[d(S, S')], d = 1 - IoU (two empty masks: d = 0). "
            + REGION_NOTE + "; AUROC of the voxel entropy (and of the sample disagreement) for "
            "the ensemble's wrong voxels. Lower is better for spread, GED and ECE.")
-    return styler.to_latex(caption=cap, label="tab:samples-uncertainty", hrules=True,
-                           position_float="centering", environment="table",
-                           column_format="llc" + "c" * len(TABLE_METRICS))
+    return plain_table_latex(text, caption=cap, label="tab:samples-uncertainty",
+                             column_format="llc" + "c" * len(TABLE_METRICS),
+                             table_styles=FOOTNOTESIZE)
 
 
 def cost_frame(cost: pd.DataFrame) -> pd.DataFrame:
@@ -72,8 +76,6 @@ def cost_frame(cost: pd.DataFrame) -> pd.DataFrame:
 def cost_latex(cost: pd.DataFrame) -> str:
     """The compute-cost table beside the main tables."""
     text = cost_frame(cost)
-    styler = text.style.hide(axis="index").format(escape="latex")
-    styler = styler.set_table_styles(FOOTNOTESIZE, overwrite=False)
     cap = ("Compute per model: training TFLOP (FLOPs of one compiled train step, the larger of "
            "XLA's cost analysis and the count from the convolution and dot shapes, times the "
            "steps trained) and training wall time (with compilation and validation); inference "
@@ -81,6 +83,6 @@ def cost_latex(cost: pd.DataFrame) -> str:
            "sampling steps per diffusion sample, N K for an N-sample ensemble) and measured "
            "seconds per case (one compiled batch re-run, divided by its cases); mean test Dice "
            "of one sample and of the N-sample ensemble. Means over seeds.")
-    return styler.to_latex(caption=cap, label="tab:cost", hrules=True,
-                           position_float="centering", environment="table",
-                           column_format="ll" + "c" * (text.shape[1] - 2))
+    return plain_table_latex(text, caption=cap, label="tab:cost",
+                             column_format="ll" + "c" * (text.shape[1] - 2),
+                             table_styles=FOOTNOTESIZE)
