@@ -172,6 +172,7 @@ def expand(
     if not isinstance(grid, Grid):
         grid = load_grid(grid)
     load_profile(profile)  # an unknown profile fails before anything else
+    check_size(grid, source)
     roots, override_label = _data_roots(grid, data_override)
 
     # training key -> (config, tables), in order of first appearance
@@ -186,6 +187,35 @@ def expand(
     trials = _named_trials(merged, source)
     say(messages)
     return trials
+
+
+def expansion_size(grid: Grid) -> tuple[int, list[str]]:
+    """(the number of trial configurations `grid` expands to before duplicates merge, one
+    `table T: 2 data sets x key 3 x 2 seeds = 12` term per comparison)."""
+    total, terms = 0, []
+    for comp in grid.comparisons:
+        n_data = len(comp.data_sets or grid.data_sets)
+        factors = [f"{n_data} data set{'s' * (n_data != 1)}"]
+        count = n_data * len(grid.seeds)
+        for key, values in comp.axes.items():
+            count *= len(values)
+            factors.append(f"{key} {len(values)}")
+        factors.append(f"{len(grid.seeds)} seed{'s' * (len(grid.seeds) != 1)}")
+        total += count
+        terms.append(f"table {comp.table}: {' x '.join(factors)} = {count:,}")
+    return total, terms
+
+
+def check_size(grid: Grid, source: str) -> None:
+    """Raise GridError naming the count and the axes when `grid` expands to more than its
+    `max_trials` configurations; checked before any config is built or any trial starts."""
+    total, terms = expansion_size(grid)
+    if total > grid.max_trials:
+        raise GridError(
+            f"{source}: the grid expands to {total:,} trial configurations, more than "
+            f"max_trials {grid.max_trials:,} ({'; '.join(terms)}); fix the axes, or set "
+            f"max_trials: {total} in the grid file to run them all"
+        )
 
 
 def _data_roots(grid: Grid, data_override) -> tuple[dict[str, str], str | None]:

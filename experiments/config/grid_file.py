@@ -9,6 +9,9 @@ from typing import Any
 from diffseg3d.core.data.safe_name import check_safe_name
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+#: Default of `Grid.max_trials`: the paper's grids expand to 9 trials, their seed sweeps to tens.
+DEFAULT_MAX_TRIALS = 1000
+
 
 class Comparison(BaseModel):
     """One comparison of a paper table: the axes varied and the data sets it runs on."""
@@ -45,6 +48,13 @@ class Grid(BaseModel):
     comparisons: list[Comparison] = Field([], description="Comparisons feeding paper tables.")
     include: list[str] = Field(
         [], description="Other grid files (relative to this one) whose comparisons are added."
+    )
+    max_trials: int = Field(
+        DEFAULT_MAX_TRIALS, ge=1,
+        description="Most trial configurations (data sets x axis values x seeds, summed over "
+        "comparisons, before duplicates merge) the grid may expand to; a larger grid is refused "
+        "before anything runs, so a typo in an axis cannot start a million trials. Raise it to "
+        "run a larger grid on purpose. The top grid file's value applies to its includes.",
     )
 
     @field_validator("name")

@@ -63,15 +63,134 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> dict:
     return out
 
 
+#: Most values a YAML text may expand to once its aliases (`*name`) are followed: a config or
+#: grid has a few hundred; an alias bomb ("billion laughs") reaches billions from a few lines.
+MAX_YAML_VALUES = 100_000
+
+#: Deepest nesting of a YAML text (configs and grids need fewer than 10 levels).
+MAX_YAML_DEPTH = 100
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class YamlRefused(ConfigError):
+    """A YAML text refused before it becomes Python values; the message names the line."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (plain data only: a `!!python/...` tag has no constructor there) that
+    also refuses a key written twice in one mapping, which PyYAML silently resolves to the
+    last one."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue  # `<<: *base`: the mapping's own keys may override merged ones
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader itself reports it
+                if first is not None:
+                    raise YamlRefused(f"line {line}: duplicate key {key!r} (first at line "
+                                      f"{first}); each key may appear once in a mapping")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expansion(root) -> None:
+    """Raise YamlRefused unless the composed node tree `root`, its aliases followed, stays
+    within MAX_YAML_VALUES values and MAX_YAML_DEPTH levels and holds no alias of itself.
+
+    Counted once per distinct node (aliases share nodes), so an alias bomb is refused in
+    time linear in the file, before anything expands it."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        line = node.start_mark.line + 1
+        if key in open_nodes:
+            raise YamlRefused(f"line {line}: a recursive alias (a value that contains itself)")
+        if depth > MAX_YAML_DEPTH:
+            raise YamlRefused(f"line {line}: nested deeper than {MAX_YAML_DEPTH} levels")
+        total = 1
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            open_nodes.add(key)
+            children = (node.value if isinstance(node, yaml.SequenceNode)
+                        else [n for pair in node.value for n in pair])
+            for child in children:
+                total += size(child, depth + 1)
+                if total > MAX_YAML_VALUES:
+                    raise YamlRefused(
+                        f"line {line}: its aliases expand to more than {MAX_YAML_VALUES:,} "
+                        "values (an alias bomb?); write the values out or use fewer aliases")
+            open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
+
+
+def _yaml_mark(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+
+def load_yaml_text(text: str) -> Any:
+    """The plain data of one YAML document `text`, loaded safely and strictly.
+
+    Refused (YamlRefused, one line naming the line): a tag outside YAML's plain
+    types (`!!python/object...`: nothing is ever constructed from a tag), a key written twice
+    in one mapping, aliases expanding to more than MAX_YAML_VALUES values (alias bombs), a
+    recursive alias, nesting deeper than MAX_YAML_DEPTH; a syntax error names line and column."""
+    loader = _StrictLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except RecursionError:
+            raise YamlRefused(f"nested deeper than {MAX_YAML_DEPTH} levels") from None
+        if root is None:
+            return None
+        _check_expansion(root)
+        return loader.construct_document(root)
+    except yaml.constructor.ConstructorError as err:
+        tag = getattr(err.problem_mark, "line", None)
+        if err.problem and "could not determine a constructor for the tag" in err.problem:
+            name = err.problem.rsplit(" ", 1)[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
+            where = f"line {tag + 1}: " if tag is not None else ""
+            raise YamlRefused(f"{where}tag {name} is not allowed (configs and grids hold plain "
+                              "data: mappings, lists, strings, numbers, booleans)") from None
+        raise YamlRefused(f"not valid YAML: {err.problem or err}{_yaml_mark(err)}") from None
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context", None)
+        detail = f"{problem} ({context})" if context else problem
+        raise YamlRefused(f"not valid YAML: {detail}{_yaml_mark(err)}") from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | os.PathLike) -> dict:
-    """A YAML mapping from `path`; a missing file, bad YAML or a non-mapping names the file."""
+    """A YAML mapping from `path` (`load_yaml_text`); a missing file, bad or refused YAML or a
+    non-mapping is one line naming the file (and the line in it)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte "
+                          f"{err.start})") from None
+    try:
+        data = load_yaml_text(text)
+    except YamlRefused as err:
+        raise YamlRefused(f"{path}: {err}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -208,8 +327,8 @@ def parse_set(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, "
                           "e.g. --set train.steps=2")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as err:
+        value = load_yaml_text(text) if text.strip() else ""
+    except YamlRefused as err:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML: {err}") from None
     return key, value
 
