@@ -26,6 +26,11 @@ class TableSpec:
     where: tidy column -> value filter used only when runs carry no table tags.
     paper_data_sets: the data sets of this table in the paper (absent ones are named).
     note: caption sentence on how the numbers were sampled (plain text, escaped when rendered).
+    variant_rows: extra rows from the runs' sampling variants (`eval.samplers`, read into
+      `Collection.sampling`): (axis value, variant, row label). A row shows the same runs as
+      that level, sampled the other way; its cells are not compared, and where the level's runs
+      did not log the variant (older runs) they read `NOT_LOGGED`.
+    variant_note: caption sentence on the variant rows (plain text).
     """
 
     table_id: str
@@ -36,6 +41,8 @@ class TableSpec:
     where: tuple[tuple[str, Any], ...] = ()
     paper_data_sets: tuple[str, ...] = ("prostate-mr", "amos-ct")
     note: str = ""
+    variant_rows: tuple[tuple[Any, str, str], ...] = ()
+    variant_note: str = ""
 
 
 #: How every diffusion row of Tables 1-3 is sampled (the paper's text and its code disagree).
@@ -58,7 +65,13 @@ TABLES: tuple[TableSpec, ...] = (
               "output",
               (("eps", "Noise"), ("x0", "Mask")),
               (("method", "diffusion"), ("recycling", True), ("dice_loss", True),
-               ("train_steps", 5)), ("prostate-mr",), DEFAULT_SAMPLING_NOTE),
+               ("train_steps", 5)), ("prostate-mr",), DEFAULT_SAMPLING_NOTE,
+              variant_rows=(("eps", "ddpm_fixed_small", "Noise (fixed_small)"),),
+              variant_note=(
+                  "Row Noise (fixed_small): the same noise-prediction runs sampled again with "
+                  "the posterior variance beta-tilde_k of the paper's eq. 3 and the same test "
+                  "key (their sampling/ddpm_fixed_small.csv); shown, not compared; "
+                  "'not logged': runs from before that evaluation.")),
     TableSpec("table3b_dice_loss", "3b", "Ablation (b): Dice loss (Table 3b).", "dice_loss",
               ((False, "N"), (True, "Y")),
               (("method", "diffusion"), ("output", "x0"), ("recycling", True),
@@ -86,6 +99,9 @@ SAMPLING_TABLE = TableSpec(
     "variance beta-tilde_k ('fixed_small', the paper's text) and DDIM (eta = 0, no noise), "
     "with the same test noise key.",
 )
+
+#: The cell text of a variant row whose runs did not log the variant.
+NOT_LOGGED = "not logged"
 
 DIFFUSION_ONLY_AXES = frozenset({"output", "recycling", "train_steps"})
 

@@ -106,7 +106,8 @@ def write_report(
     tables = [(spec, frame) for spec in TABLES] + [(SAMPLING_TABLE, collection.sampling)]
     computed = []
     for spec, rows in tables:
-        data = compute_table(rows, spec, alpha)
+        # Variant rows (Table 3a's noise model under fixed_small) also read the sampling rows.
+        data = compute_table(rows, spec, alpha, sampling=collection.sampling)
         computed.append(data)
         report.written.append(write_text(out / f"{spec.table_id}.tex", main_table_latex(data)))
         sections.append(table_section(data))

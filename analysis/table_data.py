@@ -111,6 +111,10 @@ class TableData:
     cells: (label, data set, metric) -> Cell, only where runs exist.
     run_ids: (label, data set) -> run ids behind that cell.
     notes: human-readable gaps (levels without runs, unpaired cases), for caption and summary.
+    variant_labels: labels of the spec's variant rows (`TableSpec.variant_rows`), shown after
+      the levels; their cells and run ids sit in `cells` and `run_ids` beside the levels', but
+      they are never compared.
+    not_logged: (variant label, data set) whose level has runs none of which logged the variant.
     """
 
     spec: TableSpec
@@ -121,10 +125,13 @@ class TableData:
     comparisons: tuple[Comparison, ...]
     n_seeds: int
     notes: tuple[str, ...]
+    variant_labels: tuple[str, ...] = ()
+    not_logged: frozenset[tuple[str, str]] = frozenset()
 
     def best(self, data_set: str, metric: str) -> set[str]:
         """Labels of the best mean in a column (ties all best); empty when < 2 cells."""
-        means = {label: self.cells[(label, data_set, metric)].mean for _, label in self.levels
+        labels = [label for _, label in self.levels] + list(self.variant_labels)
+        means = {label: self.cells[(label, data_set, metric)].mean for label in labels
                  if (label, data_set, metric) in self.cells
                  and np.isfinite(self.cells[(label, data_set, metric)].mean)}
         if len(means) < 2:
@@ -171,10 +178,41 @@ def small_study_stats(pairing: Pairing, alpha: float = ALPHA) -> dict[str, Any]:
                 differences=tuple(float(d) for d in diff))
 
 
-def compute_table(frame: pd.DataFrame, spec: TableSpec, alpha: float = ALPHA) -> TableData:
+def _variant_cells(rows: pd.DataFrame, sampling: pd.DataFrame | None, spec: TableSpec,
+                   data_sets: tuple[str, ...], cells: dict, run_ids: dict, notes: list[str]
+                   ) -> frozenset[tuple[str, str]]:
+    """Fill `cells` and `run_ids` for `spec.variant_rows` from the sampling-variant rows of the
+    level's own runs; returns the (label, data set) that no run of the level logged."""
+    missing = set()
+    for value, variant, label in spec.variant_rows:
+        for data_set in data_sets:
+            level = rows[(rows[spec.axis] == value) & (rows["data_set"] == data_set)]
+            if level.empty:
+                continue
+            wanted = set(level["run_id"])
+            sub = (sampling[(sampling["sampling"] == variant) & sampling["run_id"].isin(wanted)]
+                   if sampling is not None and len(sampling) else level.iloc[:0])
+            lacking = ", ".join(sorted(wanted - set(sub["run_id"])))
+            if sub.empty:
+                missing.add((label, data_set))
+                notes.append(f"{label} on {data_set}: {variant} not logged by run(s) {lacking}")
+                continue
+            run_ids[(label, data_set)] = tuple(sorted(sub["run_id"].unique()))
+            for metric in METRICS:
+                cells[(label, data_set, metric)] = _cell(sub, metric)
+            if lacking:
+                notes.append(f"{label} on {data_set}: {variant} not logged by run(s) {lacking}, "
+                             "which its cells leave out")
+    return frozenset(missing)
+
+
+def compute_table(frame: pd.DataFrame, spec: TableSpec, alpha: float = ALPHA,
+                  sampling: pd.DataFrame | None = None) -> TableData:
     """Cells, comparisons (each level vs the first, per data set, Holm across all) and notes.
 
     frame: tidy rows (all runs); the rows feeding `spec` are selected by `runs_for_table`.
+    sampling: the runs' sampling-variant rows (`Collection.sampling`) for `spec.variant_rows`;
+      None: none logged (each such row reads not logged).
     """
     rows = runs_for_table(frame, spec)
     levels = _levels(spec, rows)
@@ -211,7 +249,9 @@ def compute_table(frame: pd.DataFrame, spec: TableSpec, alpha: float = ALPHA) ->
         for i, (data_set, label, pairing, test) in enumerate(raw)
     )
     n_seeds = int(rows.groupby(["data_set", spec.axis])["seed"].nunique().max()) if len(rows) else 0
-    return TableData(spec, levels, data_sets, cells, run_ids, comparisons, n_seeds, tuple(notes))
+    not_logged = _variant_cells(rows, sampling, spec, data_sets, cells, run_ids, notes)
+    return TableData(spec, levels, data_sets, cells, run_ids, comparisons, n_seeds, tuple(notes),
+                     tuple(label for _, _, label in spec.variant_rows), not_logged)
 
 
 def per_class_stats(rows: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """LaTeX building blocks of every table: escaping, display names, cell and p formats, the
 Styler styles, the float of a plain-text table (`plain_table_latex`, shared by the
-uncertainty, cost, sampling and Spearman tables), the minimal document the tests compile each table in, and writing a file.
+uncertainty, cost, sampling and Spearman tables), the minimal document the tests compile each
+table in, and writing a file.
 
 Tables are built with pandas `Styler.to_latex` (booktabs); every user string (data set, class,
 setting names; notes in captions) goes through pandas' LaTeX escaping. Each file is a complete

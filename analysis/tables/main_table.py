@@ -1,9 +1,11 @@
 """The main paper tables (1-4), shaped like the paper's, with a footnote on what the study can
 detect.
 
-Rows = settings (the table's axis), then per compared setting three p rows: the raw paired
-t-test p as the paper reports it (`$^{*}$` when below alpha, the paper's criterion), the same p
-Holm-adjusted over the table's comparisons, and the Holm-adjusted Wilcoxon p; columns = data set x
+Rows = settings (the table's axis), then the spec's variant rows (the same runs sampled another
+way, e.g. Table 3a's noise model with fixed_small; `not logged` for runs without it), then per
+compared setting three p rows: the raw paired t-test p as the paper reports it (`$^{*}$` when
+below alpha, the paper's criterion), the same p Holm-adjusted over the table's comparisons, and
+the Holm-adjusted Wilcoxon p; columns = data set x
 {Dice, HD95 (mm)}; cells `mean $\\pm$ std`; best mean per column in bold. Below the tabular, a
 footnote gives per comparison the BCa bootstrap interval of the mean Dice difference and mde80,
 the smallest mean difference the study detects with 80% power (the paper's columns unchanged).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from diffseg3d.analysis.comparisons import AXIS_HEADERS
+from diffseg3d.analysis.comparisons import AXIS_HEADERS, NOT_LOGGED
 from diffseg3d.analysis.stats.paired import format_pvalue
 from diffseg3d.analysis.table_data import Comparison, TableData
 from diffseg3d.analysis.tables.latex import (
@@ -41,7 +43,7 @@ P_ROWS: tuple[tuple[str, str, bool], ...] = (
 
 def p_row_labels(data: TableData, label: str) -> tuple[str, ...]:
     """Row labels of the p rows (`P_ROWS` order) of a compared level."""
-    if len(data.levels) == 2:
+    if len(data.levels) == 2 and not data.variant_labels:
         return tuple(name for name, _, _ in P_ROWS)
     ref = data.levels[0][1]
     return tuple(f"{name}, {label} vs {ref}" for name, _, _ in P_ROWS)
@@ -61,7 +63,8 @@ def display_frame(data: TableData, *, pm: str = "$\\pm$", p_format=format_p_late
     """
     labels = [label for _, label in data.levels]
     p_rows = {label: p_row_labels(data, label) for label in labels[1:]}
-    row_names = labels + [name for pair in p_rows.values() for name in pair]
+    shown = labels + list(data.variant_labels)
+    row_names = shown + [name for pair in p_rows.values() for name in pair]
     columns, strings, bold = [], {}, {}
     for data_set in data.data_sets:
         name = data_set_name(data_set)
@@ -69,9 +72,11 @@ def display_frame(data: TableData, *, pm: str = "$\\pm$", p_format=format_p_late
             col = (name, METRIC_HEADERS[metric])
             columns.append(col)
             best = data.best(data_set, metric)
-            for label in labels:
+            for label in shown:
                 cell = data.cells.get((label, data_set, metric))
-                strings[(label, col)] = format_cell(cell.mean, cell.std, pm=pm) if cell else EMPTY
+                strings[(label, col)] = (
+                    format_cell(cell.mean, cell.std, pm=pm) if cell
+                    else NOT_LOGGED if (label, data_set) in data.not_logged else EMPTY)
                 bold[(label, col)] = label in best
             for label, rows in p_rows.items():
                 comp = data.comparison(data_set, label)
@@ -100,6 +105,7 @@ def caption(data: TableData) -> str:
     parts = [
         escape_latex(data.spec.title),
         *([escape_latex(data.spec.note)] if data.spec.note else []),
+        *([escape_latex(data.spec.variant_note)] if data.spec.variant_note else []),
         f"Cells: mean $\\pm$ std over test cases of the per-case mean over foreground "
         f"classes{seeds}; best in bold (Dice higher, HD95 lower is better).",
         f"p (t-test): paired Student's t-test on per-case Dice against row "
