@@ -3,6 +3,11 @@
 Sources are read as bytes (from a folder or from a member of a zip archive) so that a zip download
 never has to be extracted to disk. Every read checks that the file parses completely, is 3D and
 holds only finite voxels; a corrupt or truncated file raises `DataError` with its name.
+
+The header is read first: a volume whose header claims more than `max_voxels()` voxels (e.g. a
+junk or hostile header claiming 100000^3) is refused, naming the file and the shape, before its
+data is read, decompressed or allocated; then only the bytes the header accounts for are read
+(a gzip stream is decompressed incrementally, never past what the header needs plus a little).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import contextlib
 import dataclasses
 import gzip
 import io
+import math
+import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,6 +28,122 @@ import numpy as np
 
 class DataError(ValueError):
     """Bad input data: the message names the offending file, key or value."""
+
+
+#: Environment variable raising (or lowering) the most voxels one NIfTI volume may hold.
+MAX_VOXELS_ENV = "DIFFSEG3D_MAX_VOXELS"
+
+#: Default of `max_voxels()`: 2**30 voxels, 4 GiB as float32; a 512 x 512 x 1000 CT has 2.6e8.
+DEFAULT_MAX_VOXELS = 2**30
+
+#: Bytes of a NIfTI-2 header (NIfTI-1: 348); read first to learn the data's size.
+_HEADER_BYTES = 540
+
+#: What is read of a file whose header does not parse (enough for nibabel to say why).
+_UNPARSED_BYTES = 64 * 1024
+
+#: Decompressed bytes a gzip stream may run past its header's needs while its end (and CRC) is
+#: looked for; beyond this the trailing data is not read.
+_GZIP_SLACK = 1 << 20
+
+
+def max_voxels() -> int:
+    """The most voxels a NIfTI volume may hold: `DIFFSEG3D_MAX_VOXELS` or DEFAULT_MAX_VOXELS."""
+    text = os.environ.get(MAX_VOXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_VOXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{MAX_VOXELS_ENV}={text!r}: expected a positive whole number of voxels")
+    return value
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def _data_end(head: bytes, name: str) -> int | None:
+    """Bytes from the file's start to the end of its voxel data, from its header `head`; None
+    when no NIfTI header parses (the full parse then says why). Raises DataError naming `name`
+    and the shape when the header claims more than `max_voxels()` voxels."""
+    header = None
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        try:
+            with _quiet_nibabel():
+                header = klass.from_fileobj(io.BytesIO(head))
+            shape = tuple(int(n) for n in header.get_data_shape())
+            itemsize = header.get_data_dtype().itemsize
+            offset = int(header.get_data_offset())
+            break
+        except Exception:  # nibabel raises several types for a bad header
+            header = None
+    if header is None:
+        return None
+    voxels = math.prod(shape)
+    limit = max_voxels()
+    if voxels > limit:
+        raise DataError(
+            f"{name}: header claims shape {shape} = {voxels:,} voxels "
+            f"({_gib(voxels * itemsize)} of {header.get_data_dtype()}), more than the limit of "
+            f"{limit:,} voxels; refused before reading its data (set {MAX_VOXELS_ENV} to allow "
+            "larger volumes)")
+    return offset + voxels * itemsize
+
+
+def _read_plain(stream, head: bytes, name: str) -> bytes:
+    end = _data_end(head, name)
+    want = _UNPARSED_BYTES if end is None else end
+    return head + stream.read(max(want - len(head), 0))
+
+
+def _read_gzip(stream, first: bytes, name: str) -> bytes:
+    """The decompressed start of the gzip stream `first` + `stream`: its header, checked, then
+    the data the header accounts for (and the stream's end, so its CRC, within `_GZIP_SLACK`)."""
+    out = bytearray()
+    end: int | None = None
+    want = _HEADER_BYTES
+    pending = first
+    inflate, fed = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+    while True:
+        try:
+            while pending and len(out) < want:
+                out += inflate.decompress(pending, want - len(out))
+                fed, pending = True, inflate.unconsumed_tail
+                if inflate.eof:  # a member ended; another may follow (`cat a.gz b.gz`)
+                    pending = inflate.unused_data
+                    if not pending.strip(b"\0"):
+                        pending = b""  # zero padding after the last member
+                    inflate, fed = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+        except zlib.error as err:
+            raise DataError(f"{name}: corrupt or truncated gzip stream ({err})") from err
+        if len(out) >= want:
+            if want == _HEADER_BYTES:
+                end = _data_end(bytes(out), name)
+                want = (_UNPARSED_BYTES if end is None else end) + _GZIP_SLACK
+                continue
+            return bytes(out)  # the header's data and some slack are in; the rest is not read
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            break
+        pending = chunk
+    if want == _HEADER_BYTES:
+        end = _data_end(bytes(out), name)  # shorter than a NIfTI-2 header
+    if fed:  # the input ended inside a gzip member
+        needs = "" if end is None else f" of the {end:,} its header needs"
+        raise DataError(f"{name}: corrupt or truncated gzip stream (it ends after "
+                        f"{len(out):,} bytes{needs})")
+    return bytes(out)
+
+
+def _read_nifti_bytes(stream, name: str) -> bytes:
+    """The bytes of the NIfTI file in `stream` that its header accounts for (decompressed)."""
+    head = stream.read(_HEADER_BYTES)
+    if head[:2] == b"\x1f\x8b":
+        return _read_gzip(stream, head, name)
+    return _read_plain(stream, head, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +169,20 @@ class FileRef:
         except (OSError, KeyError, zipfile.BadZipFile) as err:
             raise DataError(f"{self.name}: cannot read file ({err})") from err
 
+    def read_nifti_bytes(self) -> bytes:
+        """The NIfTI file's bytes, decompressed, read only as far as its header accounts for;
+        a header claiming more than `max_voxels()` voxels is refused before its data is read."""
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.member is None:
+                    stream = stack.enter_context(open(self.path, "rb"))
+                else:
+                    archive = stack.enter_context(zipfile.ZipFile(self.path))
+                    stream = stack.enter_context(archive.open(self.member))
+                return _read_nifti_bytes(stream, self.name)
+        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as err:
+            raise DataError(f"{self.name}: cannot read file ({err})") from err
+
 
 @dataclasses.dataclass(frozen=True)
 class Volume:
@@ -66,11 +203,7 @@ def _quiet_nibabel():
 
 
 def _parse_nifti(raw: bytes, name: str) -> nib.Nifti1Image:
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as err:
-            raise DataError(f"{name}: corrupt or truncated gzip stream ({err})") from err
+    """The image in `raw`, the decompressed bytes of `FileRef.read_nifti_bytes`."""
     errors = []
     for klass in (nib.Nifti1Image, nib.Nifti2Image):
         try:
@@ -85,11 +218,12 @@ def _parse_nifti(raw: bytes, name: str) -> nib.Nifti1Image:
 def read_volume(ref: FileRef | Path | str, *, is_label: bool = False) -> Volume:
     """Read a 3D NIfTI volume (a trailing singleton 4th axis is dropped).
 
-    Raises `DataError` naming the file when it is corrupt or truncated, not 3D, holds NaN/inf
-    voxels, or (`is_label`) holds non-integer or negative values.
+    Raises `DataError` naming the file when its header claims more than `max_voxels()` voxels
+    (before reading the data), when it is corrupt or truncated, not 3D, holds NaN/inf voxels, or
+    (`is_label`) holds non-integer or negative values.
     """
     ref = ref if isinstance(ref, FileRef) else FileRef(Path(ref))
-    img = _parse_nifti(ref.read_bytes(), ref.name)
+    img = _parse_nifti(ref.read_nifti_bytes(), ref.name)
     try:
         array = np.asarray(img.dataobj)
     except Exception as err:  # truncated data block: the header parsed but voxels are missing
