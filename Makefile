@@ -44,10 +44,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The test suite's Python packages: the `test` extra (torch 2.13.0's CPU build, MONAI,
-# scikit-learn) on top of the `dev` one.
+# scikit-learn) and the `nnunet` one (nnU-Net v2, for the nnU-Net baseline's tests) on top of
+# the `dev` one.
 TEST_STAMP := $(VENV)/.installed-test
 $(TEST_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install -q -e ".[dev,test]"
+	$(BIN)/pip install -q -e ".[dev,test,nnunet]"
 	touch $(TEST_STAMP)
 
 test-deps: $(TEST_STAMP)

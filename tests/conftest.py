@@ -107,6 +107,8 @@ _REQUIREMENTS = {
         'pip install -e ".[test]" (torch==2.13.0 CPU build and MONAI)',
     ),
     "ray": (lambda: _import_missing("ray", "ray.tune"), 'pip install -e ".[dev]"'),
+    "nnunet": (lambda: _import_missing("torch", "nnunetv2"),
+               'pip install -e ".[nnunet]" (nnunetv2 and the torch==2.13.0 CPU build)'),
     "gpu-plan": (_gpu_plan_missing, "make gpu-plan-deps"),
 }
 
@@ -136,7 +138,7 @@ def require(*names: str) -> None:
 
 #: In CI a skip whose reason names one of these is a failure too (a `skipif` or `importorskip`
 #: written without `require`): CI installs all of them.
-_CI_REQUIRED_WORDS = ("pdflatex", "postgresql", "monai", "torch", "gpu-plan")
+_CI_REQUIRED_WORDS = ("pdflatex", "postgresql", "monai", "torch", "gpu-plan", "nnunet")
 
 
 @pytest.hookimpl(hookwrapper=True)

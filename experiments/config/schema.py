@@ -27,6 +27,7 @@ from diffseg3d.experiments.config.sections import (
     EvalConfig,
     LossConfig,
     ModelConfig,
+    NnunetConfig,
     OptimConfig,
     ResourcesConfig,
     Section,
@@ -36,6 +37,9 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 #: Keys left out of `config_hash`: they label a trial but do not change what it computes.
 HASH_EXCLUDED_KEYS = ("name", "tables", "overridden")
+#: Left out of `config_hash` unless `method` is nnunet: the section changes nothing else, and
+#: leaving it out keeps the hashes of trials configured before it existed.
+NNUNET_SECTION = "nnunet"
 
 
 class Config(Section):
@@ -53,10 +57,12 @@ class Config(Section):
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Data set and batches.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The U-Net.")
-    method: Literal["diffusion", "unet"] = Field(
+    method: Literal["diffusion", "unet", "nnunet"] = Field(
         "diffusion",
-        description="diffusion (DDPM on the mask) or unet (plain supervised segmentation, "
-        "same network without mask input and time).",
+        description="diffusion (DDPM on the mask), unet (plain supervised segmentation, "
+        "same network without mask input and time) or nnunet (nnU-Net v2's own pipeline as a "
+        "baseline, the `nnunet` section; needs the `nnunet` extra; model, diffusion, loss and "
+        "optim do not apply to it).",
     )
     diffusion: DiffusionConfig = Field(
         default_factory=DiffusionConfig, description="Diffusion settings (unused by unet)."
@@ -67,6 +73,9 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     resources: ResourcesConfig = Field(
         default_factory=ResourcesConfig, description="Ray Tune resources per trial."
+    )
+    nnunet: NnunetConfig = Field(
+        default_factory=NnunetConfig, description="nnU-Net settings (method nnunet only)."
     )
     overridden: list[str] = Field(
         [],
@@ -103,6 +112,12 @@ class Config(Section):
                 f"data.batch_size={self.data.batch_size} is not divisible by "
                 f"train.grad_accum_steps={self.train.grad_accum_steps} (equal microbatches)"
             )
+        if self.method == "nnunet" and self.resources.accelerator == "tpu":
+            raise ValueError("method=nnunet with resources.accelerator=tpu: nnU-Net runs on "
+                             "PyTorch (CUDA or CPU), not on TPUs; use gpu or cpu")
+        if self.method == "nnunet" and self.eval.checkpoint != "last":
+            raise ValueError("method=nnunet with eval.checkpoint=best_val: nnU-Net predicts "
+                             "with its final checkpoint (checkpoint_final.pth); use last")
         if self.eval.checkpoint == "best_val" and not self.train.eval_every:
             raise ValueError("eval.checkpoint=best_val needs validation: train.eval_every must "
                              "be > 0")
@@ -147,9 +162,12 @@ def validate_config(raw: dict, source: str = "<config>") -> Config:
 
 def config_hash(config: Config) -> str:
     """First 16 hex digits of sha256 over the config's sorted-key, whitespace-free JSON without
-    `HASH_EXCLUDED_KEYS`: equal iff two trials compute the same thing. Stable across processes
-    and Python versions."""
-    data = config.model_dump(mode="json", exclude=set(HASH_EXCLUDED_KEYS))
+    `HASH_EXCLUDED_KEYS` (and without `NNUNET_SECTION` for other methods): equal iff two
+    trials compute the same thing. Stable across processes and Python versions."""
+    excluded = set(HASH_EXCLUDED_KEYS)
+    if config.method != "nnunet":
+        excluded.add(NNUNET_SECTION)
+    data = config.model_dump(mode="json", exclude=excluded)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

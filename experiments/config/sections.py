@@ -393,3 +393,30 @@ class ResourcesConfig(Section):
     def _check_request(self) -> ResourcesConfig:
         check_accelerator_count(self.accelerator, self.accelerators_per_trial)
         return self
+
+
+class NnunetConfig(Section):
+    """nnU-Net v2 as a baseline (`method: nnunet`; `experiments/trial/nnunet/`): its own planning,
+    preprocessing, network, training and inference, on the prepared data set with the project's
+    split. Part of the config hash only for `method: nnunet`."""
+
+    configuration: Literal["3d_fullres", "3d_lowres", "2d"] = Field(
+        "3d_fullres",
+        description="nnU-Net configuration trained and predicted (its plans name them); "
+        "3d_fullres is nnU-Net's default for 3D data. 3d_lowres exists only where its planner "
+        "makes one (large images); a missing one is an error naming those it made.",
+    )
+    budget: Literal["steps", "published"] = Field(
+        "steps",
+        description="Training length: steps = train.steps iterations at nnU-Net's planned batch "
+        "size (epochs of at most 250 iterations, `trial/nnunet/budget.py`; checkpoint every "
+        "epoch); published = nnU-Net's own 1000 epochs x 250 iterations whatever train.steps "
+        "says.",
+    )
+    workers: int | None = Field(
+        None, ge=0,
+        description="nnU-Net's data-augmentation worker processes (nnUNet_n_proc_DA; 0 = in "
+        "the training process) and its planning/prediction pools. None: "
+        "resources.cpus_per_trial - 1 (one core for the training process itself), so Ray's "
+        "CPU request covers them.",
+    )

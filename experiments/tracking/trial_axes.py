@@ -5,7 +5,7 @@ One tag per axis the paper's tables compare (`AXIS_TAGS`), its value read from t
 flattened config (`record.flatten`: dotted key -> string), so the same function serves a new
 trial (`axis_tags(config)`) and a run logged before these tags existed (`axis_values(params)`).
 A setting that does not apply to the method (the U-Net has no recycling, output, diffusion
-steps or sampler) is `NOT_APPLICABLE`.
+steps or sampler; nnU-Net none of those nor the Dice-loss switch) is `NOT_APPLICABLE`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ def _diffusion_only(read: Callable[[Mapping[str, str]], str]) -> Callable[[Mappi
     return lambda params: read(params) if params.get("method") == "diffusion" else NOT_APPLICABLE
 
 
+def _not_nnunet(read: Callable[[Mapping[str, str]], str]) -> Callable[[Mapping[str, str]], str]:
+    """nnU-Net trains with its own loss (Dice + cross-entropy), whatever `loss.*` says."""
+    return lambda params: NOT_APPLICABLE if params.get("method") == "nnunet" else read(params)
+
+
 def _sampler(params: Mapping[str, str]) -> str:
     """`ddim` or `ddpm_<variance>`, as `eval.samplers` names the variants (Table 4)."""
     if params.get("diffusion.sampler", "ddpm") == "ddim":
@@ -37,10 +42,10 @@ def _sampler(params: Mapping[str, str]) -> str:
 
 
 #: Tag key -> the axis' value from flattened params (missing keys: the config defaults).
-#:   axis.method       `method`: unet | diffusion (Table 2)
+#:   axis.method       `method`: unet | diffusion | nnunet (Table 2; nnunet the baseline)
 #:   axis.recycling    `diffusion.recycling`: yes | no (Table 1)
 #:   axis.output       `diffusion.output`: x0 (mask prediction) | eps (noise prediction) (Table 3a)
-#:   axis.dice_loss    `loss.dice`: yes | no (Table 3b)
+#:   axis.dice_loss    `loss.dice`: yes | no (Table 3b; `-` for nnunet, its own loss)
 #:   axis.train_steps  `diffusion.train_steps`: K, e.g. 5 | 1000 (Table 3c)
 #:   axis.sampler      `diffusion.sampler` + `diffusion.variance`: ddpm_fixed_large |
 #:                     ddpm_fixed_small | ddim (the sampler the test split is scored with)
@@ -48,7 +53,7 @@ AXIS_TAGS: dict[str, Callable[[Mapping[str, str]], str]] = {
     f"{AXIS_PREFIX}method": lambda params: params.get("method", "diffusion"),
     f"{AXIS_PREFIX}recycling": _diffusion_only(_flag("diffusion.recycling")),
     f"{AXIS_PREFIX}output": _diffusion_only(lambda params: params.get("diffusion.output", "x0")),
-    f"{AXIS_PREFIX}dice_loss": _flag("loss.dice"),
+    f"{AXIS_PREFIX}dice_loss": _not_nnunet(_flag("loss.dice")),
     f"{AXIS_PREFIX}train_steps": _diffusion_only(
         lambda params: params.get("diffusion.train_steps", "5")),
     f"{AXIS_PREFIX}sampler": _diffusion_only(_sampler),

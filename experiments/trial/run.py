@@ -1,6 +1,7 @@
 """One trial end to end, without Ray: data -> state -> training with validation and checkpoints
 -> test evaluation per case and class -> one MLflow run. Ray Tune (`trainable.py`) wraps
-`run_trial`; `diffseg3d train` calls it directly.
+`run_trial`; `diffseg3d train` calls it directly. `method: nnunet` trials run nnU-Net's own
+pipeline instead (`trial/nnunet/trial.py`), with the same arguments and MLflow record.
 
 Random streams (one seed -> same numbers, also across a resume):
     key = PRNGKey(config.seed)
@@ -41,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import nibabel as nib
 import numpy as np
 from diffseg3d.core.data.dataset import PreparedDataset
 from diffseg3d.core.data.loader import batch_iterator, eval_batches
@@ -52,21 +52,21 @@ from diffseg3d.core.train.checkpoint import FOLDER_STATE, params_digest, restore
 from diffseg3d.core.train.loop import compile_train_step, window_means
 from diffseg3d.core.train.sharding import check_batch_divisible, make_mesh, replicate, shard_batches
 from diffseg3d.core.train.state import create_train_state, run_init
-from diffseg3d.experiments.config.schema import Config, config_hash, to_yaml
+from diffseg3d.experiments.config.schema import Config, to_yaml
 from diffseg3d.experiments.tracking import record
 from diffseg3d.experiments.tracking.dataset_input import dataset_input
-from diffseg3d.experiments.tracking.mlflow_runs import TrialRun, finite_or_nan
+from diffseg3d.experiments.tracking.mlflow_runs import finite_or_nan
 from diffseg3d.experiments.tracking.pyfunc_model import log_trained_model
 from diffseg3d.experiments.trial import build, sampling_eval, uncertainty
 from diffseg3d.experiments.trial import cost as trial_cost
 from diffseg3d.experiments.trial.checkpoint import (
     BestValidation,
     TrialError,
-    read_trial_json,
     save_checkpoint,
 )
 from diffseg3d.experiments.trial.divergence import check_window
-from diffseg3d.experiments.trial.montage import save_montage
+from diffseg3d.experiments.trial.opening import open_run
+from diffseg3d.experiments.trial.predictions import save_predictions
 from diffseg3d.experiments.trial.scoring import predict_split, score_sampling_variants, test_means
 from tqdm import tqdm
 
@@ -99,20 +99,17 @@ def run_trial(
     Returns: `run_id`, `trial`, `config_hash`, `step`, `checkpoint_dir`, `per_case_csv`,
       `params_digest`, `val_dice` (last, when validated) and the test means (`scoring.test_means`).
     """
-    chash = config_hash(config)
+    if config.method == "nnunet":  # nnU-Net's own pipeline on PyTorch, in child processes
+        from diffseg3d.experiments.trial.nnunet.trial import run_nnunet_trial
+
+        return run_nnunet_trial(config, workdir=workdir, tracking_uri=tracking_uri,
+                                experiment=experiment, parent_run_id=parent_run_id,
+                                resume_from=resume_from, report=report, progress=progress)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    meta = read_trial_json(resume_from) if resume_from is not None else None
-    if meta is not None and meta["config_hash"] != chash:
-        raise TrialError(f"{resume_from}: checkpoint belongs to config {meta['config_hash']}, "
-                         f"not {chash} ({config.name})")
-    if meta is None:
-        run = TrialRun.start(config, experiment=experiment, tracking_uri=tracking_uri,
-                             parent_run_id=parent_run_id)
-    else:
-        run = TrialRun.reopen(meta["mlflow_run_id"], tracking_uri=tracking_uri)
-        run.log_params(config)
-    trial_meta = {"mlflow_run_id": run.run_id, "config_hash": chash, "trial": config.name}
+    run, meta, trial_meta = open_run(config, experiment=experiment, tracking_uri=tracking_uri,
+                                     parent_run_id=parent_run_id, resume_from=resume_from)
+    chash = trial_meta["config_hash"]
     best = BestValidation.from_meta(config.eval.checkpoint == "best_val", meta,
                                     ties=config.eval.val_ties)
     save = functools.partial(save_checkpoint, workdir / "checkpoints")
@@ -248,18 +245,9 @@ def run_trial(
         # ---- record ----
         csv_path = evaluate.write_per_case_csv(rows, workdir / record.ARTIFACT_PER_CASE)
         run.log_artifact(csv_path)
-        pred_dir = workdir / record.ARTIFACT_PREDICTIONS
         images = dataset.arrays(split)[0]
-        for i, case_id in enumerate(case_ids[: config.eval.save_predictions]):
-            pred_dir.mkdir(parents=True, exist_ok=True)
-            nib.save(nib.Nifti1Image(preds[i].astype(np.uint8), dataset.affine(case_id)),
-                     str(pred_dir / f"{case_id}.nii.gz"))
-            case_dice = [r["dice"] for r in rows if r["case"] == case_id]
-            title = f"{config.name} | {case_id} | mean Dice {np.nanmean(case_dice):.3f}"
-            save_montage(images[i], labels[i], preds[i], pred_dir / f"{case_id}.png",
-                         dataset.class_names, title=title)
-        if pred_dir.is_dir():
-            run.log_artifacts(pred_dir, record.ARTIFACT_PREDICTIONS)
+        save_predictions(run, config.name, config.eval.save_predictions, dataset, case_ids,
+                         images, labels, preds, rows, workdir)
         for variant, variant_rows in sampling.items():
             evaluate.write_per_case_csv(
                 variant_rows, workdir / record.ARTIFACT_SAMPLING / f"{variant}.csv")

@@ -133,7 +133,7 @@ def test_yaml_round_trip(tmp_path):
 def test_config_hash_is_sha_of_canonical_json_without_labels():
     c = Config()
     data = c.model_dump(mode="json")
-    del data["name"], data["tables"], data["overridden"]
+    del data["name"], data["tables"], data["overridden"], data["nnunet"]
     expected = hashlib.sha256(
         json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()[:16]
@@ -143,6 +143,31 @@ def test_config_hash_is_sha_of_canonical_json_without_labels():
     assert config_hash(validate_config({"seed": 1})) != config_hash(c)
     moved = validate_config({"data": {"max_translation": [2.0, 3.0, 3.0]}})
     assert config_hash(moved) != config_hash(c)
+
+
+def test_the_nnunet_section_is_hashed_for_nnunet_trials_only():
+    # Configs written before the section existed keep their hash (a grid resumes them).
+    before = Config().model_dump(mode="json")
+    del before["name"], before["tables"], before["overridden"], before["nnunet"]
+    assert config_hash(Config()) == hashlib.sha256(json.dumps(
+        before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    unet = validate_config({"method": "unet"})
+    assert config_hash(unet) == config_hash(validate_config(
+        {"method": "unet", "nnunet": {"budget": "published"}}))
+    nnunet = validate_config({"method": "nnunet"})
+    assert config_hash(nnunet) != config_hash(validate_config(
+        {"method": "nnunet", "nnunet": {"budget": "published"}}))
+
+
+def test_nnunet_refuses_tpus_best_val_and_unknown_settings():
+    with pytest.raises(ConfigError, match="nnU-Net runs on PyTorch"):
+        validate_config({"method": "nnunet", "resources": {"accelerator": "tpu"}})
+    with pytest.raises(ConfigError, match="checkpoint_final.pth"):
+        validate_config({"method": "nnunet", "eval": {"checkpoint": "best_val"}})
+    with pytest.raises(ConfigError, match="nnunet.configuration"):
+        validate_config({"method": "nnunet", "nnunet": {"configuration": "3d_cascade"}})
+    with pytest.raises(ConfigError, match="nnunet.workers"):
+        validate_config({"method": "nnunet", "nnunet": {"workers": -1}})
 
 
 @pytest.mark.parametrize(("raw", "key"), [
