@@ -319,9 +319,15 @@ def _named_trials(merged: dict[str, tuple[Config, list[str]]], source: str) -> l
 
 def trial_name(config: Config) -> str:
     """Readable name from the config: `prostate-mr_diffusion_x0_recycle-Y_dice-Y_k5_s0`,
-    `amos-ct_unet_dice-Y_s0`; `_tindex` after the steps when `diffusion.time_input` is
-    index (the default fraction adds nothing, so names of earlier grids are unchanged)."""
-    if config.method == "unet":
+    `amos-ct_unet_dice-Y_s0`, `amos-ct_nnunet_3d_fullres_s0` (`_published` after the
+    configuration for nnU-Net's own schedule); `_tindex` after the steps when
+    `diffusion.time_input` is index (the default fraction adds nothing, so names of earlier
+    grids are unchanged)."""
+    if config.method == "nnunet":
+        n = config.nnunet
+        parts = [config.data.name, "nnunet", n.configuration,
+                 *(["published"] if n.budget == "published" else [])]
+    elif config.method == "unet":
         parts = [config.data.name, "unet", f"dice-{_yn(config.loss.dice)}"]
     else:
         d = config.diffusion
@@ -345,7 +351,10 @@ def check_levels_fit(config: Config, what: str) -> None:
     """Raise GridError naming `what` (the trial) unless every spatial size of the prepared data
     at `config.data.root` is divisible by the network's down-sampling factor, with levels =
     len(model.channels): 2**(levels - 1) for diffseg3d (it halves each size at every level below
-    the top), 2**levels for imgx_v010 (its full-resolution stem adds one halving)."""
+    the top), 2**levels for imgx_v010 (its full-resolution stem adds one halving). nnU-Net
+    plans its own network (and pads), so `method: nnunet` has no such rule."""
+    if config.method == "nnunet":
+        return
     shape = prepared_shape(config.data.root)
     levels = len(config.model.channels)
     released = config.model.architecture == "imgx_v010"
