@@ -18,8 +18,10 @@ def _run_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.tracking_uri)
     report = predict_volumes(model, args.input, args.out, samples=args.samples,
                              steps=args.steps, sampler=args.sampler, batch=args.batch,
-                             seed=args.seed, progress=not args.quiet)
+                             seed=args.seed, progress=not args.quiet, labels=args.labels)
     print(report.summary())
+    if report.scores_line is not None:
+        print(report.scores_line)
     failures = report.failures
     if failures:
         listed = "; ".join(f"{c.case}: {c.error}" for c in failures)
@@ -59,6 +61,12 @@ def add_predict_command(subparsers) -> argparse.ArgumentParser:
                          help="samples per device call (default: all N at once)")
     predict.add_argument("--seed", type=int, default=0, metavar="S",
                          help="sampling seed; the same seed reproduces the output (default 0)")
+    predict.add_argument("--labels", default=None, metavar="FILE_OR_DIR",
+                         help="reference label map(s) to score the --samples N >= 2 samples "
+                         "against: a label NIfTI for a single input, or a folder of "
+                         "<case>.nii.gz matched by case name; each is resampled (nearest) onto "
+                         "the prepared grid and scored as a trial scores its test set, into "
+                         "<out>/uncertainty_per_case.csv, with a one-line summary")
     predict.add_argument("--tracking-uri", default=None, metavar="URI",
                          help="MLflow store of runs:/ and models:/ (default "
                          "MLFLOW_TRACKING_URI)")

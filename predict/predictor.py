@@ -12,6 +12,9 @@ Loading the model (`load_model`, `TrainedModel`, `PredictError`) is `model_sourc
   3. `inference.restore_label` / `restore_map` put the result back on the input's grid (its
      shape and affine): `<case>.nii.gz` (integer labels), with N > 1 also
      `<case>_entropy.nii.gz` (nats) and `<case>_disagreement.nii.gz` (fraction in [0, 1]).
+  4. with reference labels (`labels`, `reference.py`): each label map resampled (nearest) onto
+     the prepared grid, the N samples scored against it by the trial's scorer
+     (`experiments.trial.uncertainty`), its CSV next to the predictions.
 The N final x0_hat (N x volume x classes, float32) stay on the device for the ensemble; a
 smaller `batch` bounds the sampler's memory, not theirs. Every file is written under a temporary
 name and renamed, so an interrupted run leaves none half-written. One compiled function serves
@@ -46,11 +49,14 @@ from diffseg3d.core.data.inference import (
     restore_map,
 )
 from diffseg3d.core.data.nifti.io import DataError
-from diffseg3d.core.infer.ensemble import ensemble_maps
+from diffseg3d.core.infer.ensemble import ensemble_maps, ensemble_probabilities
 from diffseg3d.core.infer.sampling import SAMPLERS
 from diffseg3d.experiments.config.schema import Config
+from diffseg3d.experiments.tracking import record
 from diffseg3d.experiments.trial import build
+from diffseg3d.experiments.trial.uncertainty import UncertaintyScores, write_scores
 from diffseg3d.experiments.write_failure import OutputWriteError, no_room_errno, no_room_reason
+from diffseg3d.predict import reference
 from diffseg3d.predict.model_source import PredictError, TrainedModel
 from tqdm import tqdm
 
@@ -72,11 +78,15 @@ _CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
 @dataclasses.dataclass(frozen=True)
 class CaseMaps:
     """One case on the prepared grid: label (X, Y, Z) int32; entropy and disagreement (X, Y, Z)
-    float32 when samples > 1, else None."""
+    float32 when samples > 1, else None; with `keep_samples` also the ensemble's mean class
+    probabilities `probs` (X, Y, Z, C) float32 and each sample's label `sample_labels`
+    (N, X, Y, Z) int32 (what `--labels` scores), else None."""
 
     label: np.ndarray
     entropy: np.ndarray | None
     disagreement: np.ndarray | None
+    probs: np.ndarray | None = None
+    sample_labels: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,8 +181,10 @@ class CasePredictor:
         return jnp.concatenate(finals)[:, None]
 
     def predict(self, image: np.ndarray, key: jax.Array,
-                on_call: Callable[[], None] | None = None) -> CaseMaps:
-        """Label (and with N > 1 entropy and disagreement) of a prepared image (X, Y, Z)."""
+                on_call: Callable[[], None] | None = None, *,
+                keep_samples: bool = False) -> CaseMaps:
+        """Label (and with N > 1 entropy and disagreement, and with `keep_samples` the mean
+        probabilities and the sample labels) of a prepared image (X, Y, Z)."""
         if tuple(image.shape) != self.model.shape:
             raise PredictError(f"prepared image {image.shape} is not the model's shape "
                                f"{self.model.shape}")
@@ -182,11 +194,15 @@ class CasePredictor:
             if on_call is not None:
                 on_call()
             return CaseMaps(label.astype(np.int32), None, None)
-        label, entropy, disagreement = (np.asarray(a)[0] for a in
-                                        self._maps(self.final_x0(image, key, on_call)))
+        finals = self.final_x0(image, key, on_call)
+        label, entropy, disagreement = (np.asarray(a)[0] for a in self._maps(finals))
         if self.settings.samples == 1:
             return CaseMaps(label, None, None)
-        return CaseMaps(label, entropy, disagreement)
+        if not keep_samples:
+            return CaseMaps(label, entropy, disagreement)
+        probs = np.asarray(ensemble_probabilities(finals))[0]
+        samples = np.asarray(jnp.argmax(finals, axis=-1))[:, 0].astype(np.int32)
+        return CaseMaps(label, entropy, disagreement, probs, samples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +321,17 @@ class PredictReport:
     cases: list[CaseResult]
     compile_seconds: float
     settings: Settings
+    #: With `labels`: the sample-set scores of the predicted cases and the files written.
+    scores: UncertaintyScores | None = None
+    score_files: list[Path] = dataclasses.field(default_factory=list)
+
+    @property
+    def scores_line(self) -> str | None:
+        """The one-line summary of the scores against the reference labels, or None."""
+        if self.scores is None:
+            return None
+        return reference.summary_line(self.scores, self.score_files[0] if self.score_files
+                                      else Path("(not written)"))
 
     @property
     def failures(self) -> list[CaseResult]:
@@ -328,13 +355,20 @@ class PredictReport:
 
 
 def _predict_case(predictor: CasePredictor, files: list[Path], case: str, out_dir: Path,
-                  key: jax.Array, bar: tqdm) -> list[Path]:
+                  key: jax.Array, bar: tqdm, label: Path | None = None,
+                  scores: UncertaintyScores | None = None) -> list[Path]:
     model = predictor.model
     _check_channels(files, model.channels)
     image, geometry = prepare_volume(files[0], model.preparation["preprocessing"],
                                      name=str(files[0]))
+    # The reference before the sampling: a bad label file fails the case at once.
+    truth = (None if label is None else
+             reference.reference_on_grid(label, str(files[0]), geometry, model.num_classes))
     bar.update()
-    maps = predictor.predict(image, key, on_call=bar.update)
+    maps = predictor.predict(image, key, on_call=bar.update, keep_samples=truth is not None)
+    if truth is not None:
+        scores.add(case, model.class_names, maps.probs, truth, maps.entropy, maps.disagreement,
+                   maps.sample_labels, image)
     outputs = []
     for suffix, values in ((ENTROPY_SUFFIX, maps.entropy),
                            (DISAGREEMENT_SUFFIX, maps.disagreement)):
@@ -351,15 +385,25 @@ def _predict_case(predictor: CasePredictor, files: list[Path], case: str, out_di
 def predict_volumes(model: TrainedModel, inputs: str | os.PathLike, out_dir: str | os.PathLike,
                     *, samples: int = 1, steps: int | None = None, sampler: str | None = None,
                     batch: int | None = None, seed: int = 0,
-                    progress: bool = True) -> PredictReport:
+                    progress: bool = True,
+                    labels: str | os.PathLike | None = None) -> PredictReport:
     """Predict every case of `inputs` (a NIfTI file or a folder, `list_cases`) into `out_dir`.
 
-    A case that fails (not a 3D NIfTI, NaN voxels, wrong channel count) is reported in the
+    A case that fails (not a 3D NIfTI, NaN voxels, wrong channel count; with `labels` a label
+    file off the image's grid or with values outside the class list) is reported in the
     returned `PredictReport.failures` and the others are still predicted; bad options or an
     empty input raise `PredictError`.
+
+    labels: reference label maps (`reference.reference_files`: a file for a one-case input, a
+      folder matched by case name); each case's N >= 2 samples are scored against its label on
+      the prepared grid with the trial's scorer, written to `record.ARTIFACT_UNCERTAINTY` (and
+      the reliability bins) in `out_dir` (`PredictReport.scores`, `scores_line`).
     """
     settings = resolve_settings(model, samples, steps, sampler, batch)
     cases = list_cases(inputs)
+    if labels is not None:
+        reference.check_samples(settings.samples)
+    references = reference.reference_files(labels, cases) if labels is not None else {}
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise PredictError(f"--out {out} is a file, not a folder; nothing was written")
@@ -367,6 +411,7 @@ def predict_volumes(model: TrainedModel, inputs: str | os.PathLike, out_dir: str
     predictor = CasePredictor(model, settings)
     _write_json_atomic(labels_json(model, settings), out / LABELS_JSON)
     key = jax.random.PRNGKey(seed)
+    scores = UncertaintyScores() if references else None
     results = []
     for case, files in cases.items():
         result = CaseResult(case=case, inputs=files)
@@ -374,10 +419,17 @@ def predict_volumes(model: TrainedModel, inputs: str | os.PathLike, out_dir: str
         with tqdm(total=predictor.calls + 2, desc=case, unit="step", file=sys.stderr,
                   disable=not progress) as bar:
             try:
-                result.outputs = _predict_case(predictor, files, case, out, key, bar)
+                result.outputs = _predict_case(predictor, files, case, out, key, bar,
+                                               references.get(case), scores)
                 result.seconds = time.perf_counter() - start
             except (DataError, PredictError, OSError) as err:
                 result.error = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
         results.append(result)
+    written = []
+    if scores is not None and scores.rows:
+        try:
+            written = write_scores(scores, out)
+        except OSError as err:
+            raise _no_room(err, out / record.ARTIFACT_UNCERTAINTY) from None
     return PredictReport(cases=results, compile_seconds=predictor.compile_seconds,
-                         settings=settings)
+                         settings=settings, scores=scores, score_files=written)

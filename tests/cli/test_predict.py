@@ -1,10 +1,13 @@
 """`diffseg3d predict` end to end on the tiny phantom model: a folder run (run id from the
 store), a folder with a bad file (the rest predicted, exit 1 listing it), and one-line errors."""
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
 from diffseg3d.cli.main import main
+from diffseg3d.core.data.resample import resample_to_grid
 
 from tests.predict.trained_phantom import TEST_CASES, trained_trial, write_reoriented
 
@@ -39,6 +42,28 @@ def test_predict_a_folder_from_an_mlflow_run(trial, inputs, tmp_path, capsys):
             np.testing.assert_array_equal(image.affine, source.affine)
 
 
+def test_labels_score_the_samples_and_print_one_line(trial, inputs, tmp_path, capsys):
+    case = TEST_CASES[0]
+    image = inputs / f"{case}_0000.nii.gz"
+    label = np.asarray(nib.load(str(trial["data"] / "labelsTr" / f"{case}.nii.gz")).dataobj)
+    source = trial["data"] / "imagesTr" / f"{case}.nii.gz"
+    # The label on the input's grid: the prepared label resampled like the image was.
+    on_input = resample_to_grid(label, nib.load(str(source)).affine, nib.load(str(image)).affine,
+                                nib.load(str(image)).shape, order=0)
+    nib.save(nib.Nifti1Image(on_input.astype(np.uint8), nib.load(str(image)).affine),
+             str(tmp_path / "ref.nii.gz"))
+    out = tmp_path / "out"
+    status = main(["predict", "--model", str(trial["workdir"]), "--input", str(image),
+                   "--out", str(out), "--samples", "2", "--steps", "2",
+                   "--labels", str(tmp_path / "ref.nii.gz"), "--quiet"])
+    assert status == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("scored ")]
+    assert len(lines) == 1 and "scored 1 case(s) against --labels: Dice (ensemble) " in lines[0]
+    assert str(out / "uncertainty_per_case.csv") in lines[0]
+    classes = len(json.loads((out / "labels.json").read_text())["labels"]) - 1
+    assert (out / "uncertainty_per_case.csv").read_text().count(f"\n{case},") == classes > 0
+
+
 def test_a_bad_file_in_a_folder_fails_alone_and_exits_1(trial, inputs, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -59,6 +84,7 @@ def test_a_bad_file_in_a_folder_fails_alone_and_exits_1(trial, inputs, tmp_path,
     (["--model", "nowhere"], "--model nowhere: no such folder"),
     (["--steps", "0"], "--steps 0"),
     (["--input", "absent.nii.gz"], "--input absent.nii.gz: no such file"),
+    (["--labels", "labels"], "--labels needs --samples N >= 2"),
 ])
 def test_bad_arguments_print_one_error_line(trial, inputs, tmp_path, capsys, extra, message):
     args = {"--model": str(trial["workdir"]), "--input": str(inputs),

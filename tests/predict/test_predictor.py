@@ -25,7 +25,6 @@ from diffseg3d.predict.predictor import CasePredictor, predict_volumes, resolve_
 from .trained_phantom import (
     TEST_CASES,
     lps_permuted,
-    trained_trial,
     write_lps_permuted,
     write_reoriented,
 )
@@ -38,16 +37,6 @@ pytestmark = pytest.mark.slow
 #: noise than the trial's test key. The 20-step model is weak (Dice about 0.05 on these cases),
 #: so the exact geometry check is `test_a_reoriented_copy_gives_the_same_prediction_reoriented`.
 DICE_MARGIN = 0.05
-
-
-@pytest.fixture(scope="module")
-def trial(tmp_path_factory):
-    return trained_trial(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def model(trial):
-    return load_model(trial["workdir"])
 
 
 @pytest.fixture(scope="module")
