@@ -413,6 +413,13 @@ class NnunetConfig(Section):
         "epoch); published = nnU-Net's own 1000 epochs x 250 iterations whatever train.steps "
         "says.",
     )
+    iterations_per_epoch: int | None = Field(
+        None, ge=1,
+        description="budget steps only: iterations per nnU-Net epoch (its learning-rate "
+        "decay, validation, logging and checkpoint happen per epoch), as many epochs as reach "
+        "train.steps (rounded up to whole epochs). None: at most 250 (nnU-Net's epoch) and the "
+        "fewest equal epochs that add up to train.steps (`trial/nnunet/budget.py`).",
+    )
     workers: int | None = Field(
         None, ge=0,
         description="nnU-Net's data-augmentation worker processes (nnUNet_n_proc_DA; 0 = in "
@@ -420,3 +427,11 @@ class NnunetConfig(Section):
         "resources.cpus_per_trial - 1 (one core for the training process itself), so Ray's "
         "CPU request covers them.",
     )
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> NnunetConfig:
+        if self.budget == "published" and self.iterations_per_epoch is not None:
+            raise ValueError(f"nnunet.iterations_per_epoch={self.iterations_per_epoch} with "
+                             "nnunet.budget=published: the published schedule is nnU-Net's "
+                             "own 1000 x 250; use budget steps")
+        return self

@@ -41,8 +41,10 @@ class Budget:
         return self.epochs * self.iterations_per_epoch
 
 
-def budget_for(mode: str, steps: int) -> Budget:
-    """The `Budget` of `nnunet.budget` = `mode` for `train.steps` = `steps`."""
+def budget_for(mode: str, steps: int, iterations_per_epoch: int | None = None) -> Budget:
+    """The `Budget` of `nnunet.budget` = `mode` for `train.steps` = `steps`; with
+    `iterations_per_epoch` (`nnunet.iterations_per_epoch`, steps mode only) epochs of exactly
+    that many iterations, as many as reach `steps` (rounded up to whole epochs)."""
     if mode == "published":
         return Budget(PUBLISHED_EPOCHS, PUBLISHED_ITERATIONS_PER_EPOCH,
                       PUBLISHED_VAL_ITERATIONS_PER_EPOCH, PUBLISHED_SAVE_EVERY)
@@ -50,8 +52,14 @@ def budget_for(mode: str, steps: int) -> Budget:
         raise ValueError(f"nnunet.budget must be one of {BUDGET_MODES}, got {mode!r}")
     if steps < 1:
         raise ValueError(f"train.steps must be >= 1, got {steps}")
+    ratio = PUBLISHED_ITERATIONS_PER_EPOCH // PUBLISHED_VAL_ITERATIONS_PER_EPOCH
+    if iterations_per_epoch is not None:
+        if iterations_per_epoch < 1:
+            raise ValueError(f"nnunet.iterations_per_epoch must be >= 1, got "
+                             f"{iterations_per_epoch}")
+        return Budget(math.ceil(steps / iterations_per_epoch), iterations_per_epoch,
+                      max(1, round(iterations_per_epoch / ratio)), 1)
     fewest = math.ceil(steps / PUBLISHED_ITERATIONS_PER_EPOCH)
     epochs = next((e for e in range(fewest, 2 * fewest + 1) if steps % e == 0), fewest)
     per_epoch = math.ceil(steps / epochs)
-    ratio = PUBLISHED_ITERATIONS_PER_EPOCH // PUBLISHED_VAL_ITERATIONS_PER_EPOCH
     return Budget(epochs, per_epoch, max(1, round(per_epoch / ratio)), 1)

@@ -101,7 +101,8 @@ def run_nnunet_trial(
             run.log_text(to_yaml(config), record.ARTIFACT_CONFIG)
         split, conf = config.eval.split, config.nnunet.configuration
         layout = RawLayout(workdir / "nnunet", dataset_folder_name(config.data.name))
-        budget = budget_for(config.nnunet.budget, config.train.steps)
+        budget = budget_for(config.nnunet.budget, config.train.steps,
+                            config.nnunet.iterations_per_epoch)
         workers = nnunet_workers(config)
         env = pipeline.environment(layout, workers,
                                    budget if config.nnunet.budget == "steps" else None)

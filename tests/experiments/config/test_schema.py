@@ -168,6 +168,9 @@ def test_nnunet_refuses_tpus_best_val_and_unknown_settings():
         validate_config({"method": "nnunet", "nnunet": {"configuration": "3d_cascade"}})
     with pytest.raises(ConfigError, match="nnunet.workers"):
         validate_config({"method": "nnunet", "nnunet": {"workers": -1}})
+    with pytest.raises(ConfigError, match="nnU-Net's own 1000 x 250"):
+        validate_config({"method": "nnunet",
+                         "nnunet": {"budget": "published", "iterations_per_epoch": 5}})
 
 
 @pytest.mark.parametrize(("raw", "key"), [

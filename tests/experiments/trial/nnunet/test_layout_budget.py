@@ -52,3 +52,12 @@ def test_raw_layout_links_train_valid_to_imagesTr_and_the_scored_split_to_images
     assert meta["numTraining"] == len(trained)
     assert json.loads(lay.splits_file.read_text()) == [
         {"train": dataset.case_ids("train"), "val": dataset.case_ids("valid")}]
+
+
+def test_fixed_epochs_reach_the_steps_in_whole_epochs():
+    b = budget.budget_for("steps", 7, iterations_per_epoch=3)
+    assert (b.epochs, b.iterations_per_epoch, b.iterations, b.save_every) == (3, 3, 9, 1)
+    assert budget.budget_for("steps", 500, iterations_per_epoch=250).epochs == 2
+    assert budget.budget_for("steps", 500, 250).val_iterations_per_epoch == 50
+    with pytest.raises(ValueError, match="iterations_per_epoch must be >= 1"):
+        budget.budget_for("steps", 5, iterations_per_epoch=0)

@@ -114,3 +114,44 @@ def test_a_data_set_nnunet_refuses_fails_its_run_with_nnunets_reason(tmp_path):
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "NnunetRefusedError: nnU-Net refused data set 'phantom'" in runs[0].data.tags[
         record.TAG_FAILURE]
+
+
+class Interrupted(RuntimeError):
+    """Stands in for a lost worker: raised from the report callback after a checkpoint."""
+
+
+def test_a_killed_nnunet_trial_continues_from_nnunets_checkpoint_in_its_run(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(pipeline, "POLL_SECONDS", 0.1)  # see epoch 1 before epoch 2 ends
+    data = make_phantom(tmp_path / "phantom", PhantomSpec(cases=8, shape=(16, 16, 8)))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking.ensure_experiment(EXPERIMENT, tracking_uri=uri)
+    config = validate_config({
+        "name": "resumed", "method": "nnunet", "data": {"root": str(data)},
+        "train": {"steps": 20, "eval_every": 0}, "optim": {"warmup_steps": 0},
+        "nnunet": {"iterations_per_epoch": 10}, "eval": {"save_predictions": 0}})
+    checkpoints = []
+
+    def lost_after_first_checkpoint(metrics, folder):
+        checkpoints.append((metrics["step"], folder))
+        raise Interrupted(folder)
+
+    with pytest.raises(Interrupted):
+        run_trial(config, workdir=tmp_path / "first", tracking_uri=uri, experiment=EXPERIMENT,
+                  report=lost_after_first_checkpoint)
+    assert [step for step, _ in checkpoints] == [10]  # after nnU-Net's first epoch
+    saved = tmp_path / "first" / "checkpoints" / "step_0000010"
+    assert (saved / "checkpoint_latest.pth").is_file()
+    first_run = json.loads((saved / record.TRIAL_JSON).read_text())["mlflow_run_id"]
+
+    # Restarted on "another node": a fresh work folder, only Tune's copy of the checkpoint.
+    result = run_trial(config, workdir=tmp_path / "second", tracking_uri=uri,
+                       experiment=EXPERIMENT, resume_from=saved)
+    assert result["run_id"] == first_run and result["step"] == 20
+    train_log = (tmp_path / "second" / "nnunet_logs" / "train.log").read_text()
+    assert "nnUNetv2_train 1 3d_fullres 0 -tr nnUNetTrainerStepBudget" in train_log
+    assert train_log.splitlines()[1].endswith("--c")  # nnU-Net continued, not restarted
+    client = MlflowClient(uri)
+    assert client.get_run(first_run).info.status == "FINISHED"
+    losses = client.get_metric_history(first_run, "nnunet_train_loss")
+    assert sorted(m.step for m in losses) == [10, 20]  # epoch 1 before, epoch 2 after the kill
