@@ -30,7 +30,10 @@ class TableSpec:
       `Collection.sampling`): (axis value, variant, row label). A row shows the same runs as
       that level, sampled the other way; its cells are not compared, and where the level's runs
       did not log the variant (older runs) they read `NOT_LOGGED`.
-    variant_note: caption sentence on the variant rows (plain text).
+    variant_note: caption sentence on the variant or shown rows (plain text), when any is shown.
+    shown_levels: (axis value, row label) of rows shown only when runs have that value, with
+      their own runs' cells and never compared (Table 2's nnU-Net row); such values are not
+      taken as extra compared levels.
     """
 
     table_id: str
@@ -43,6 +46,7 @@ class TableSpec:
     note: str = ""
     variant_rows: tuple[tuple[Any, str, str], ...] = ()
     variant_note: str = ""
+    shown_levels: tuple[tuple[Any, str], ...] = ()
 
 
 #: How every diffusion row of Tables 1-3 is sampled (the paper's text and its code disagree).
@@ -60,7 +64,11 @@ TABLES: tuple[TableSpec, ...] = (
               "Comparison between diffusion models and non-diffusion models (Table 2).",
               "method", (("unet", "N"), ("diffusion", "Y")),
               (("dice_loss", True), ("output", "x0"), ("recycling", True),
-               ("train_steps", 5)), note=DEFAULT_SAMPLING_NOTE),
+               ("train_steps", 5)), note=DEFAULT_SAMPLING_NOTE,
+              shown_levels=(("nnunet", "nnU-Net"),),
+              variant_note="Row nnU-Net (beyond the paper): nnU-Net v2 on the same split and "
+              "test cases with the same metrics; shown, not compared here (table2_nnunet "
+              "compares both models against it)."),
     TableSpec("table3a_output", "3a", "Ablation (a): mask or noise prediction (Table 3a).",
               "output",
               (("eps", "Noise"), ("x0", "Mask")),
@@ -103,6 +111,16 @@ SAMPLING_TABLE = TableSpec(
 #: The cell text of a variant row whose runs did not log the variant.
 NOT_LOGGED = "not logged"
 
+#: Beyond the paper: the default diffusion model and the U-Net each against nnU-Net (the
+#: reference row), with Table 2's statistics, from the runs Table 2's label feeds (a grid's
+#: `table: "2"` comparisons with `method: [diffusion, nnunet]` and `[unet, nnunet]`). Not in
+#: `TABLES`: written only when nnU-Net runs exist.
+NNUNET_TABLE = TableSpec(
+    "table2_nnunet", "2", "Diffusion model and U-Net against nnU-Net (beyond the paper).",
+    "method", (("nnunet", "nnU-Net"), ("diffusion", "Diffusion"), ("unet", "U-Net")),
+    (("dice_loss", True), ("output", "x0"), ("recycling", True), ("train_steps", 5)),
+    note=DEFAULT_SAMPLING_NOTE)
+
 DIFFUSION_ONLY_AXES = frozenset({"output", "recycling", "train_steps"})
 
 TABLES_BY_ID: dict[str, TableSpec] = {t.table_id: t for t in TABLES}
@@ -141,6 +159,8 @@ def setting_label(row: Any) -> str:
 
     `row` is anything with the tidy axis attributes (a namedtuple row or a Series).
     """
+    if row.method == "nnunet":
+        return "nnU-Net"
     if row.method == "unet":
         return "U-Net" + ("" if bool(row.dice_loss) else " (CE only)")
     parts = ["mask" if row.output == "x0" else "noise"]

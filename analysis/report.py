@@ -1,7 +1,8 @@
 """Everything `diffseg3d tables` writes into one output folder, from one `Collection`.
 
 Files: the five paper tables (`table1_recycling.tex`, ...) and Table 4 beyond the paper
-(`table4_sampling_variance.tex`, from `Collection.sampling`), Table 3c by time input beyond the
+(`table4_sampling_variance.tex`, from `Collection.sampling`), with nnU-Net runs both models
+against nnU-Net (`table2_nnunet.tex`, `comparisons.NNUNET_TABLE`), Table 3c by time input beyond the
 paper when runs feed it (`table3c_time_input.tex`, `tables.time_input`), per-class supplements
 (`supplement_{dice,hd95,nsd}_<data set>.tex`; NSD when the runs scored it, its tolerance in the
 caption), `roi_vs_dice_spearman.tex`, the diffusion sampling tables (`sampling_steps.tex`: Dice
@@ -23,7 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 from diffseg3d.analysis.collect import Collection
-from diffseg3d.analysis.comparisons import SAMPLING_TABLE, TABLES, add_setting_column
+from diffseg3d.analysis.comparisons import (
+    NNUNET_TABLE,
+    SAMPLING_TABLE,
+    TABLES,
+    add_setting_column,
+)
 from diffseg3d.analysis.examples import Example
 from diffseg3d.analysis.figures.curves import dice_by_sampling_step, training_curves
 from diffseg3d.analysis.figures.montage import prediction_montage
@@ -104,6 +110,9 @@ def write_report(
     fig_dir = out / "figures"
     # Table 4 reads the runs' sampling-variant rows, not their one test evaluation each.
     tables = [(spec, frame) for spec in TABLES] + [(SAMPLING_TABLE, collection.sampling)]
+    # Beyond the paper, only when nnU-Net runs exist: both models against nnU-Net.
+    if (frame["method"] == "nnunet").any():
+        tables.append((NNUNET_TABLE, frame))
     computed = []
     for spec, rows in tables:
         # Variant rows (Table 3a's noise model under fixed_small) also read the sampling rows.

@@ -118,7 +118,7 @@ def table_section(data: TableData) -> str:
     lines += [markdown_table(text, bold), ""]
     if data.spec.note:
         lines += [data.spec.note, ""]
-    if data.spec.variant_note:
+    if data.spec.variant_note and data.variant_labels:
         lines += [data.spec.variant_note, ""]
     lines += ["Cells: mean ± std over test cases of the per-case mean over foreground classes; "
               "p (t-test): paired t-test on per-case Dice vs the first row, unadjusted as in "

@@ -162,7 +162,7 @@ def _cell(rows: pd.DataFrame, metric: str) -> Cell:
 
 
 def _levels(spec: TableSpec, rows: pd.DataFrame) -> tuple[tuple[Any, str], ...]:
-    known = [value for value, _ in spec.levels]
+    known = [value for value, _ in spec.levels + spec.shown_levels]
     extra = sorted(v for v in rows[spec.axis].dropna().unique() if v not in known)
     return spec.levels + tuple((v, str(v)) for v in extra)
 
@@ -250,8 +250,18 @@ def compute_table(frame: pd.DataFrame, spec: TableSpec, alpha: float = ALPHA,
     )
     n_seeds = int(rows.groupby(["data_set", spec.axis])["seed"].nunique().max()) if len(rows) else 0
     not_logged = _variant_cells(rows, sampling, spec, data_sets, cells, run_ids, notes)
+    shown = []
+    for value, label in spec.shown_levels:  # cells only, and only where runs have the value
+        for data_set in data_sets:
+            sub = rows[(rows[spec.axis] == value) & (rows["data_set"] == data_set)]
+            if len(sub):
+                run_ids[(label, data_set)] = tuple(sorted(sub["run_id"].unique()))
+                cells.update({(label, data_set, m): _cell(sub, m) for m in METRICS})
+        if any(lab == label for lab, _ in run_ids):
+            shown.append(label)
     return TableData(spec, levels, data_sets, cells, run_ids, comparisons, n_seeds, tuple(notes),
-                     tuple(label for _, _, label in spec.variant_rows), not_logged)
+                     tuple(label for _, _, label in spec.variant_rows) + tuple(shown),
+                     not_logged)
 
 
 def per_class_stats(rows: pd.DataFrame, metric: str) -> pd.DataFrame:

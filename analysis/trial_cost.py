@@ -8,7 +8,9 @@
   (`test_dice_ensemble_n<n>`) against n x the GFLOP of one sample; a U-Net is one point (one
   forward pass, its `test_dice`).
 
-Runs logged before the cost metrics existed have none: they are listed by `not_logged`.
+Runs logged before the cost metrics existed have none: they are listed by `not_logged`. Runs
+with wall times but no FLOP counts (nnU-Net) get a row whose FLOP columns are NaN, shown as
+"not logged" by `tables.uncertainty.cost_frame`.
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ def _col(wide: pd.DataFrame, name: str) -> pd.Series:
 
 
 def cost_summary(run_metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """`COST_COLUMNS`, one row per (data set, setting) whose runs logged `cost_train_step_flops`
-    or `cost_forward_flops`."""
+    """`COST_COLUMNS`, one row per (data set, setting) whose runs logged `cost_forward_flops`
+    or, without FLOP counts (nnU-Net's trials log wall times only), `cost_train_seconds`; the
+    FLOP columns of those are NaN."""
     wide = _wide(run_metrics, runs)
-    if wide.empty or ("cost_forward_flops" not in wide.columns):
+    if wide.empty or not {"cost_forward_flops", "cost_train_seconds"} & set(wide.columns):
         return pd.DataFrame(columns=list(COST_COLUMNS))
-    wide = wide[_col(wide, "cost_forward_flops").notna()]
+    wide = wide[_col(wide, "cost_forward_flops").notna()
+                | _col(wide, "cost_train_seconds").notna()]
     frame = pd.DataFrame({
         "data_set": wide["data_set"], "setting": wide["setting"], "run_id": wide["run_id"],
         "device": _col(wide, "device_kind").fillna("not logged"),

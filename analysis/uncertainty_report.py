@@ -63,12 +63,14 @@ def write_uncertainty_outputs(collection: Collection, runs: pd.DataFrame, out: P
         path = out / "comparisons.csv"
         comparisons.to_csv(path, mode="a", header=not path.exists(), index=False, na_rep="")
     missing = not_logged(runs, frame)
+    unscored = _unscored_methods(runs, frame)
     if summary.empty:
         result.skipped.append("samples and uncertainty: no run logged uncertainty_per_case.csv")
     else:
         result.written.append(write_text(out / "samples_uncertainty.tex",
-                                         uncertainty_latex(summary)))
-    result.sections.append(_uncertainty_section(summary, comparisons, missing, alpha))
+                                         uncertainty_latex(summary, unscored)))
+    result.sections.append(_uncertainty_section(summary, comparisons, missing, alpha,
+                                                unscored))
 
     labelled = runs[runs["problem"].isna()]
     figures = [
@@ -95,6 +97,18 @@ def write_uncertainty_outputs(collection: Collection, runs: pd.DataFrame, out: P
     return result
 
 
+#: Methods whose trials never log sample or uncertainty scores: a row reads "not logged".
+UNSCORED_METHODS = ("nnunet",)
+
+
+def _unscored_methods(runs: pd.DataFrame, frame: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+    """(data set, setting) of collected runs of `UNSCORED_METHODS` without uncertainty rows."""
+    ok = runs[runs["problem"].isna() & runs["method"].isin(UNSCORED_METHODS)]
+    have = set(frame["run_id"]) if len(frame) else set()
+    ok = ok[~ok["run_id"].isin(have)]
+    return tuple(sorted(set(zip(ok["data_set"], ok["setting"], strict=True))))
+
+
 def _slices(collection: Collection, runs: pd.DataFrame) -> list[tuple[str, dict]]:
     named = runs.set_index("run_id")
     keep = [(f"{named.at[r, 'setting']} ({named.at[r, 'data_set']})", s)
@@ -103,7 +117,8 @@ def _slices(collection: Collection, runs: pd.DataFrame) -> list[tuple[str, dict]
 
 
 def _uncertainty_section(summary: pd.DataFrame, comparisons: pd.DataFrame,
-                         missing: list[str], alpha: float) -> str:
+                         missing: list[str], alpha: float,
+                         unscored: tuple[tuple[str, str], ...] = ()) -> str:
     parts = ["## Samples and uncertainty\n"]
     if summary.empty:
         parts.append("Not logged: no run wrote `uncertainty_per_case.csv` (runs from before it "
@@ -113,7 +128,7 @@ def _uncertainty_section(summary: pd.DataFrame, comparisons: pd.DataFrame,
                      "classes; N samples per case (U-Net: its softmax). GED = 2 E[d(S, Y)] - "
                      "E[d(S, S')] with d = 1 - IoU (two empty masks: d = 0); diversity = mean "
                      "pairwise d between samples. " + REGION_NOTE + ".\n\n"
-                     + markdown_table(uncertainty_frame(summary, tuple(METRICS))
+                     + markdown_table(uncertainty_frame(summary, tuple(METRICS), unscored)
                                       .set_index("Data set")) + "\n")
     if len(comparisons):
         ci = interval_prefix(alpha)

@@ -105,7 +105,8 @@ def caption(data: TableData) -> str:
     parts = [
         escape_latex(data.spec.title),
         *([escape_latex(data.spec.note)] if data.spec.note else []),
-        *([escape_latex(data.spec.variant_note)] if data.spec.variant_note else []),
+        *([escape_latex(data.spec.variant_note)] if data.spec.variant_note
+          and data.variant_labels else []),
         f"Cells: mean $\\pm$ std over test cases of the per-case mean over foreground "
         f"classes{seeds}; best in bold (Dice higher, HD95 lower is better).",
         f"p (t-test): paired Student's t-test on per-case Dice against row "

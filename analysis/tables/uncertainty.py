@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from diffseg3d.analysis.comparisons import NOT_LOGGED
 from diffseg3d.analysis.samples_uncertainty import METRICS
 from diffseg3d.analysis.tables.latex import (
     EMPTY,
@@ -28,9 +29,12 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.3f} ({std:.3f})" if np.isfinite(std) else f"{mean:.3f}"
 
 
-def uncertainty_frame(summary: pd.DataFrame, metrics=TABLE_METRICS) -> pd.DataFrame:
-    """Plain-text cells: data set, setting, N, then `mean (std)` over cases per metric."""
-    return pd.DataFrame({
+def uncertainty_frame(summary: pd.DataFrame, metrics=TABLE_METRICS,
+                      unscored: tuple[tuple[str, str], ...] = ()) -> pd.DataFrame:
+    """Plain-text cells: data set, setting, N, then `mean (std)` over cases per metric; then
+    one row per `unscored` (data set, setting), a method that logs no such scores (nnU-Net),
+    whose cells read `not logged`."""
+    scored = pd.DataFrame({
         "Data set": [data_set_name(d) for d in summary["data_set"]],
         "Setting": list(summary["setting"]),
         "N": [str(int(n)) if n >= 2 else "softmax" for n in summary["samples"]],
@@ -38,11 +42,18 @@ def uncertainty_frame(summary: pd.DataFrame, metrics=TABLE_METRICS) -> pd.DataFr
                                                        summary[f"{m}_std"], strict=True)]
            for m in metrics},
     })
+    if not unscored:
+        return scored
+    rest = pd.DataFrame([[data_set_name(d), s] + [NOT_LOGGED] * (scored.shape[1] - 2)
+                         for d, s in unscored], columns=scored.columns)
+    return pd.concat([scored, rest], ignore_index=True)
 
 
-def uncertainty_latex(summary: pd.DataFrame) -> str:
-    """The samples-and-uncertainty table of `samples_uncertainty.uncertainty_summary`."""
-    text = uncertainty_frame(summary)
+def uncertainty_latex(summary: pd.DataFrame,
+                      unscored: tuple[tuple[str, str], ...] = ()) -> str:
+    """The samples-and-uncertainty table of `samples_uncertainty.uncertainty_summary` (and
+    `not logged` rows for `unscored`, see `uncertainty_frame`)."""
+    text = uncertainty_frame(summary, unscored=unscored)
     cap = ("Samples and uncertainty: per model, mean (std) over test cases of each case's mean "
            "over foreground classes. N samples per case (U-Net: its softmax). Dice of the "
            "ensemble label; Dice spread: std of the N samples' Dice; diversity: mean pairwise "
@@ -56,16 +67,22 @@ def uncertainty_latex(summary: pd.DataFrame) -> str:
 
 
 def cost_frame(cost: pd.DataFrame) -> pd.DataFrame:
-    """Plain-text cells of the cost table (`trial_cost.cost_summary`)."""
+    """Plain-text cells of the cost table (`trial_cost.cost_summary`); FLOP cells of runs that
+    counted none (nnU-Net: wall times only) read `not logged`."""
+    counted = cost["forward_gflop"].notna().tolist()
+
+    def flop(values):
+        return [number(v, 2) if ok else NOT_LOGGED for v, ok in zip(values, counted, strict=True)]
+
     return pd.DataFrame({
         "Data set": [data_set_name(d) for d in cost["data_set"]],
         "Setting": list(cost["setting"]),
-        "Train TFLOP": [number(v, 2) for v in cost["train_tflop"]],
+        "Train TFLOP": flop(cost["train_tflop"]),
         "Train s": [number(v, 0) for v in cost["train_seconds"]],
-        "GFLOP/case (1)": [number(v, 2) for v in cost["inference_gflop_1"]],
+        "GFLOP/case (1)": flop(cost["inference_gflop_1"]),
         "s/case (1)": [number(v, 3) for v in cost["inference_seconds_1"]],
         "N": [str(int(n)) if np.isfinite(n) else EMPTY for n in cost["samples"]],
-        "GFLOP/case (N)": [number(v, 2) for v in cost["inference_gflop_ensemble"]],
+        "GFLOP/case (N)": flop(cost["inference_gflop_ensemble"]),
         "s/case (N)": [number(v, 3) for v in cost["inference_seconds_ensemble"]],
         "Dice (1)": [number(v) for v in cost["dice_1"]],
         "Dice (N)": [number(v) for v in cost["dice_ensemble"]],
