@@ -9,12 +9,14 @@
     diffseg3d tables ...                                                paper tables (LaTeX)
     diffseg3d predict --model MODEL --input FILE_OR_DIR --out DIR [--samples N] ...  new volumes
 
-Errors in user input (config, grid, data, files) print one `error: ...` line and exit 2.
+Errors in user input (config, grid, data, files) print one `error: ...` line and exit 2; Ctrl-C
+(and SIGTERM during `ablate`) one `interrupted by SIGINT ...` line, exit 128 + the signal number.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from diffseg3d.cli import data, evaluate, predict, tables, train
@@ -80,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as err:  # evaluated only when the command raised
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM during `ablate` (GridInterrupted)
+        name = getattr(err, "signal_name", "SIGINT")
+        print(f"interrupted by {name}; rerun the same command to continue", file=sys.stderr)
+        return 128 + int(getattr(signal, name))
 
 
 if __name__ == "__main__":

@@ -125,7 +125,9 @@ def _check_ablate_out(out_dir: str, storage: str | None) -> None:
 
 
 def _run_ablate(args: argparse.Namespace) -> int:
-    from diffseg3d.experiments.cluster.runner import failed_trials, run_grid
+    import signal
+
+    from diffseg3d.experiments.cluster.runner import failed_trials, interrupted_by, run_grid
 
     _check_ablate_out(args.out, args.storage)
     results = run_grid(
@@ -140,6 +142,13 @@ def _run_ablate(args: argparse.Namespace) -> int:
         ray_output=args.ray_output,
     )
     failures = failed_trials(results)
+    stopped_by = interrupted_by(results)
+    if stopped_by is not None:  # Ctrl-C or SIGTERM: one line, exit 128 + the signal's number
+        unfinished = sum(r["status"] == "unfinished" for r in results)
+        print(f"interrupted by {stopped_by}: {len(results) - len(failures)} of {len(results)} "
+              f"trials finished, {unfinished} stopped (their MLflow runs ended KILLED); rerun "
+              "the same command to resume", file=sys.stderr)
+        return 128 + int(getattr(signal, stopped_by))
     print(f"{len(results) - len(failures)} of {len(results)} trials finished")
     for name, error in failures:
         print(f"  failed: {name}: {error}", file=sys.stderr)

@@ -38,8 +38,11 @@ scale-out"):
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -127,7 +130,9 @@ def run_grid(
 
     Returns, in grid order, `{"trial", "hash", "status", "error", "metrics", "checkpoint"}`:
     status "ok" (final report received), "error" (raised or lost more than `max_failures`
-    times; `error` is the root cause in one line) or "unfinished" (driver interrupted);
+    times; `error` is the root cause in one line) or "unfinished" (driver interrupted by
+    Ctrl-C or SIGTERM: the result also holds `"signal"`, see `interrupted_by`, and the grid's
+    MLflow runs still RUNNING were ended KILLED); a second signal raises `GridInterrupted`;
     `metrics` is the last reported dict (the test means for finished trials); `checkpoint`
     the path of its last checkpoint on Tune's storage. Failed trials are returned, not raised:
     `failed_trials` turns them into an exit status.
@@ -173,9 +178,13 @@ def run_grid(
     hashes = {t.name: t.hash for t in trials}
 
     # One driver per expansion in --out: a second launch refuses here, before Ray starts.
-    with output_lock(ablate_lock_path(out, folder_name),
-                     f"grid {grid_name} (Tune folder {folder_name}) in {out}"):
+    signals: list[str] = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(output_lock(ablate_lock_path(out, folder_name),
+                                        f"grid {grid_name} (Tune folder {folder_name}) in {out}"))
+        stack.enter_context(_sigterm_as_ctrl_c(signals))
         ray = connect_ray()
+        stack.enter_context(_sigterm_as_ctrl_c(signals))  # over the handler ray.init installed
         nodes = ray.nodes()
         check_cluster_fits(requests, nodes, ray.cluster_resources())
         check_reachable_from_all_nodes(
@@ -254,10 +263,27 @@ def run_grid(
                     verbose=verbose,
                 ),
             )
-        with contextlib.nullcontext() if full else _quiet_worker_output(WORKER_NOISE):
-            result_grid = tuner.fit()
+        tune_logger = logging.getLogger("ray.tune.tune")
+        stop_lines = _TuneStopLines()
+        if not full:
+            tune_logger.addFilter(stop_lines)
+        try:
+            with contextlib.nullcontext() if full else _quiet_worker_output(WORKER_NOISE):
+                result_grid = tuner.fit()
+        except KeyboardInterrupt:  # a second signal: Tune's forced stop
+            end_interrupted_runs(tracking_uri, parent_run_id)
+            raise GridInterrupted(signals[-1] if signals else "SIGINT") from None
+        finally:
+            tune_logger.removeFilter(stop_lines)
         results = _collect(result_grid, [t.name for t in trials], hashes)
         close_parent_run(tracking_uri, parent_run_id, failed_trials(results))
+        if any(r["status"] == "unfinished" for r in results):  # stopped by Ctrl-C or SIGTERM
+            name = signals[-1] if signals else "SIGINT"
+            end_interrupted_runs(tracking_uri, parent_run_id)
+            for r in results:
+                if r["status"] == "unfinished":
+                    r.update(signal=name,
+                             error=f"interrupted by {name}; rerun the same command to resume it")
         return results
 
 
@@ -425,6 +451,79 @@ def _quiet_worker_output(noise: Sequence[str]):
         yield
     finally:
         quiet.quiet_until = time.monotonic() + LATE_WORKER_LINES_S
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals: Ctrl-C (SIGINT) and SIGTERM stop the grid the same way
+
+
+class GridInterrupted(KeyboardInterrupt):
+    """The driver was stopped by `signal_name` (SIGINT or SIGTERM) outside Tune's graceful stop
+    (before the trials started, or a second signal); its MLflow runs were ended KILLED."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+#: Tune's own lines when it stops on a signal (`ray.tune.tune`): kept off the console in
+#: "progress" mode; the command's one line says what to do (rerun it), not `Tuner.restore`.
+_TUNE_STOP_LINES = ("Stop signal received", "Wrote the latest version of all result files",
+                    "Experiment has been interrupted")
+
+
+class _TuneStopLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TUNE_STOP_LINES)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c(seen: list[str]):
+    """While inside: SIGTERM does what Ctrl-C does (appending "SIGTERM" to `seen`): inside
+    `Tuner.fit`, Tune's graceful stop (trials stopped, experiment state saved, `fit` returns);
+    elsewhere (or a second signal) `GridInterrupted`. Without this a SIGTERM kills the driver
+    at once (Ray's handler aborts it), leaving its MLflow runs RUNNING. Re-enter after
+    `ray.init`, which installs Ray's own handler. Main thread only (a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        seen.append("SIGTERM")
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signal.SIGINT, frame)  # Tune's: stop the run gracefully
+        else:
+            raise GridInterrupted("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def end_interrupted_runs(tracking_uri: str, parent_run_id: str) -> int:
+    """End KILLED the grid's parent run and every trial run under it still RUNNING (a trial
+    stopped by a signal on the driver); the number of trial runs ended. A rerun reopens them."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                      "and attributes.status = 'RUNNING'",
+        max_results=10000)
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    client.set_terminated(parent_run_id, status="KILLED")
+    return len(runs)
+
+
+def interrupted_by(results: Sequence[Mapping]) -> str | None:
+    """The signal that stopped the grid ("SIGINT" or "SIGTERM"), None when it was not."""
+    return next((r["signal"] for r in results if r.get("signal")), None)
 
 
 # ---------------------------------------------------------------------------------------------
