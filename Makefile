@@ -64,14 +64,26 @@ $(GPU_PLAN_SITE)/.installed: $(STAMP)
 	    "jax-cuda12-plugin==$$v" "jax-cuda12-pjrt==$$v"
 	touch $@
 
-gpu-plan-deps: $(GPU_PLAN_SITE)/.installed
+# libtpu, which compiles for a TPU topology on a machine without a TPU (the TPU rows of make
+# gpu-plan, and their tests in make test): the version jax's own `tpu` extra pins (libtpu
+# 0.0.42.* for jax 0.10.2), --no-deps, into its own folder as the CUDA plugin above.
+TPU_PLAN_SITE ?= $(abspath $(VENV))/tpu-plan-site
+$(TPU_PLAN_SITE)/.installed: $(STAMP)
+	req=$$($(BIN)/python -c "import importlib.metadata as m; print(next(r.split(';')[0].replace(' ', '') for r in m.requires('jax') if r.startswith('libtpu')))") && \
+	  $(BIN)/pip install -q --no-deps --upgrade --target $(TPU_PLAN_SITE) "$$req"
+	touch $@
 
-# The paper grid's programs compiled for A100 80 GB, H100 and H200 without a GPU: planned memory,
-# conv verdict, FLOPs, roofline bound, compile time (benchmarks/results/gpu_plan.json, the
-# table docs/GPU.md shows). GPU_PLAN_ARGS: e.g. --cards h100_sxm --architectures imgx_v010.
+gpu-plan-deps: $(GPU_PLAN_SITE)/.installed $(TPU_PLAN_SITE)/.installed
+
+# The paper grid's programs compiled for A100 80 GB, H100 and H200 without a GPU, and the
+# paper_tpu profile's data-parallel programs for 4 chips of TPU v5e, v4 and v3 without a TPU:
+# planned memory, conv verdict, FLOPs, roofline bound, compile time
+# (benchmarks/results/gpu_plan.json, the tables docs/GPU.md shows). GPU_PLAN_ARGS: e.g.
+# --cards h100_sxm --architectures imgx_v010; --cards v5e_2x2 --merge (the other rows kept).
 GPU_PLAN_ARGS ?=
 gpu-plan: gpu-plan-deps
-	GPU_PLAN_SITE=$(GPU_PLAN_SITE) $(BIN)/python -m diffseg3d.experiments.gpu_plan.plan $(GPU_PLAN_ARGS)
+	GPU_PLAN_SITE=$(GPU_PLAN_SITE) TPU_PLAN_SITE=$(TPU_PLAN_SITE) \
+	  $(BIN)/python -m diffseg3d.experiments.gpu_plan.plan $(GPU_PLAN_ARGS)
 
 # Debian packages some tests need: pdflatex (LaTeX tables), PostgreSQL (the cluster's tracking
 # store), Chromium and ChromeDriver (the MLflow UI browser test). Installed as root with apt-get

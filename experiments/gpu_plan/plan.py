@@ -17,8 +17,17 @@ default diffusion model and the U-Net. Trials that compile to the same programs 
 model's train step differs from the 5-step one's only in constants) are compiled anyway: a
 row is a fact about its own config.
 
+The TPU rows (`tpu_rows`, the `tpu.TOPOLOGIES`: 4 chips of v5e, v4 and v3, compiled by libtpu
+without a TPU): the ``paper_tpu`` profile's data-parallel programs over the slice's mesh
+(`core/train/sharding.make_mesh`, as `trial.run_trial` places them: state replicated, batch
+split), for its default diffusion model and U-Net on both data sets: the train step as
+configured (batch 8 as 2 microbatches of 4, remat), the validation pass and the one-case
+sampler. Their memory, FLOPs, bytes and bound are per device (the per-device SPMD program XLA
+compiles); ``fits`` compares with one device's HBM. Also compile-time plans, not measurements.
+
 One process per (card, network) part (`run_part`), two at a time (`main`), so a compile that
 exhausts memory costs one part; `python -m diffseg3d.experiments.gpu_plan.plan --help`.
+``--merge`` keeps the existing JSON's records that this run does not compile anew.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from diffseg3d.core.data.sources import amos, prostate
+from diffseg3d.experiments.gpu_plan import tpu
 from diffseg3d.experiments.gpu_plan.targets import CARDS, DEVICELESS_ENV
 
 #: Data sets of the paper grid: prepared spatial shape, classes (background included), mm.
@@ -57,6 +67,9 @@ FIT_MARGIN = 0.10
 #: What one paper trial trains (train.steps) and how many trials the paper grid has per seed.
 GRID = "experiments/grids/paper.yaml"
 PROFILE = "paper"
+#: The profile of the TPU rows, and its network (the only one planned on TPUs).
+TPU_PROFILE = "paper_tpu"
+TPU_ARCHITECTURE = "imgx_v010"
 DEFAULT_OUT = Path("benchmarks/results/gpu_plan.json")
 
 
@@ -129,6 +142,26 @@ def plan_rows(architecture: str, grid: str = GRID, profile: str = PROFILE) -> It
                           t.grad_accum_steps, m.remat, base)
 
 
+def tpu_rows(grid: str = GRID, profile: str = TPU_PROFILE) -> Iterator[Row]:
+    """The TPU rows (see the module docstring): per data set, the default diffusion model's and
+    the U-Net's configured train step, validation pass and one-case sampler, as the profile
+    configures them (its network, its accumulation and remat)."""
+    from diffseg3d.experiments.grid import expand
+
+    for trial in expand(grid, profile):
+        if not _is_main(trial.config):
+            continue
+        c = trial.config
+        for program in ("train_step", "validation", "sample"):
+            yield Row(trial.name, _data_set(c), c.model.architecture, "as configured", program,
+                      c.train.grad_accum_steps, c.model.remat, c)
+
+
+def is_tpu(key: str) -> bool:
+    """Whether a `--cards` name is a TPU topology (`tpu.TOPOLOGIES`), not a GPU card."""
+    return key in tpu.TOPOLOGIES
+
+
 # ---------------------------------------------------------------------------------------------
 # One compile
 
@@ -144,13 +177,17 @@ def memory_plan(stats: Any) -> dict[str, float]:
 
 
 def compile_row(row: Row, card_key: str, device: Any) -> dict[str, Any]:
-    """Compile one row's program for ``card_key`` and record its plan (or its error)."""
+    """Compile one row's program for ``card_key`` and record its plan (or its error);
+    ``device``: the card's device, or for a TPU topology its mesh (`tpu.mesh`)."""
     from diffseg3d.core.cost.flops import hlo_flops
     from diffseg3d.core.cost.hlo_convs import summarise_text, verdict
     from diffseg3d.core.cost.roofline import roofline_seconds
     from diffseg3d.experiments.gpu_plan import programs, targets
 
-    card = targets.card(card_key)
+    on_tpu = is_tpu(card_key)
+    card = tpu.topology(card_key) if on_tpu else targets.card(card_key)
+    place = ({"mesh": device, "backend": "tpu"} if on_tpu else {"device": device})
+    options = {} if on_tpu else targets.COMPILER_OPTIONS
     shape, classes, spacing = DATA_SETS[row.data_set]
     rec: dict[str, Any] = {
         "card": card_key, "card_name": card.name, "trial": row.trial, "data_set": row.data_set,
@@ -159,12 +196,16 @@ def compile_row(row: Row, card_key: str, device: Any) -> dict[str, Any]:
         "remat": row.remat, "shape": list(shape), "classes": classes,
         "conv_impl": row.config.model.conv_impl,
         "compute_dtype": row.config.model.compute_dtype}
+    if on_tpu:
+        rec.update(target="tpu", profile=TPU_PROFILE, topology=card.topology_name,
+                   chips=card.chips, mesh_devices=int(device.devices.size),
+                   per="device", hardware_source=card.source)
     start = time.perf_counter()
     try:
         program = programs.trial_programs(row.config, num_classes=classes, shape=shape,
-                                          spacing=spacing, device=device,
-                                          names=(row.program,))[row.program]
-        compiled = program.lower().compile(compiler_options=targets.COMPILER_OPTIONS)
+                                          spacing=spacing, names=(row.program,),
+                                          **place)[row.program]
+        compiled = program.lower().compile(compiler_options=options)
     except Exception as err:  # noqa: BLE001 - one row's failure is that row's record
         rec.update(status="error", error=f"{type(err).__name__}: {str(err)[:400]}",
                    compile_s=time.perf_counter() - start)
@@ -182,6 +223,9 @@ def compile_row(row: Row, card_key: str, device: Any) -> dict[str, Any]:
                bytes=cost["bytes"], **bound, convolutions=summary["convolutions"]["total"],
                flagged=summary["flagged"], padded_inputs=summary["padded_inputs"],
                healthy=verdict(summary)["healthy"])
+    if on_tpu:  # no cuDNN here: the backend-independent check joins the verdict
+        rec.update(_tpu_checks(program, compiled, text, summary, device))
+        rec["healthy"] = rec["healthy"] and not summary["dilated_volume"]
     if row.program == "train_step":
         steps = row.config.train.steps
         rec["train_steps"] = steps
@@ -189,14 +233,56 @@ def compile_row(row: Row, card_key: str, device: Any) -> dict[str, Any]:
     return rec
 
 
+def _tpu_checks(program: Any, compiled: Any, text: str, summary: dict, mesh: Any) -> dict:
+    """What a TPU row adds: the per-device bytes of the replicated state (parameters and
+    optimiser state) and of the split batch against their whole sizes, the mesh's devices, the
+    gradient all-reduces of the data-parallel step, XLA:TPU's own FLOP count, and the
+    backend-independent conv check (`hlo_convs`: ``dilated_volume``)."""
+    import collections
+    import re
+
+    import jax
+    import numpy as np
+
+    def nbytes(tree: Any) -> int:
+        return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize
+                       for x in jax.tree.leaves(tree)))
+
+    def per_device(tree: Any) -> int:
+        return int(sum(np.prod(x.sharding.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
+                       for x in jax.tree.leaves(tree)))
+
+    first = program.args[0]
+    params = getattr(first, "params", first)
+    out = {"mesh_device_kinds": sorted({d.device_kind for d in mesh.devices.flat}),
+           "param_bytes": nbytes(params), "param_bytes_per_device": per_device(params),
+           "collectives": dict(sorted(collections.Counter(re.findall(
+               r"\b(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)"
+               r"(?:-start)?\(", text)).items())),
+           "dilated_volume": summary["dilated_volume"]}
+    if program.name == "train_step":
+        out.update(state_bytes=nbytes(first), state_bytes_per_device=per_device(first),
+                   batch_bytes=nbytes(program.args[1]),
+                   batch_bytes_per_device=per_device(program.args[1]))
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        out["xla_flops"] = float(cost["flops"])
+    except Exception:  # noqa: BLE001 - the figure is optional
+        out["xla_flops"] = None
+    return out
+
+
 def run_part(card_key: str, architecture: str, out: Path, only: str = "") -> list[dict]:
-    """Compile every row of ``architecture`` for one card in this process (which must have
-    `DEVICELESS_ENV`); ``only``: rows whose trial name contains it. Writes ``out`` (JSON)."""
+    """Compile every row of ``architecture`` for one card or TPU topology in this process
+    (which must have `DEVICELESS_ENV`, `tpu.DEVICELESS_ENV` for a TPU); ``only``: rows whose
+    trial name contains it. Writes ``out`` (JSON)."""
     from diffseg3d.experiments.gpu_plan import targets
 
-    device = targets.device(card_key)
+    device = tpu.mesh(card_key) if is_tpu(card_key) else targets.device(card_key)
+    rows = tpu_rows() if is_tpu(card_key) else plan_rows(architecture)
     records = []
-    for row in plan_rows(architecture):
+    for row in rows:
         if only and only not in row.trial:
             continue
         rec = compile_row(row, card_key, device)
@@ -212,7 +298,8 @@ def format_record(rec: dict) -> str:
             f"{rec['program']:<10} {rec['form']:<28}")
     if rec["status"] != "ok":
         return f"{head} ERROR {rec['error'][:120]}"
-    return (f"{head} {rec['planned_bytes'] / 2**30:6.1f} GiB "
+    per = " per device" if rec.get("target") == "tpu" else ""
+    return (f"{head} {rec['planned_bytes'] / 2**30:6.1f} GiB{per} "
             f"{'fits' if rec['fits'] else 'DOES NOT FIT'} "
             f"{'healthy' if rec['healthy'] else 'FLAGGED'} {rec['flops'] / 1e12:7.2f} TFLOP "
             f"{rec['bytes'] / 1e9:7.1f} GB bound {rec['bound_s'] * 1e3:7.1f} ms "
@@ -223,10 +310,12 @@ def format_record(rec: dict) -> str:
 # The driver: parts in subprocesses, merged into one JSON
 
 
-def subprocess_env(plugin_site: str | None) -> dict[str, str]:
+def subprocess_env(plugin_site: str | None, tpu_site: str | None = None) -> dict[str, str]:
     """This process's environment with `DEVICELESS_ENV`, and ``plugin_site`` (the folder the
-    CUDA plugin is installed in) on PYTHONPATH."""
-    env = {**os.environ, **DEVICELESS_ENV}
+    CUDA plugin is installed in) on PYTHONPATH; with ``tpu_site`` (libtpu's folder) instead,
+    `tpu.DEVICELESS_ENV` and that folder."""
+    env = {**os.environ, **(tpu.DEVICELESS_ENV if tpu_site else DEVICELESS_ENV)}
+    plugin_site = tpu_site or plugin_site
     if plugin_site:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (plugin_site, env.get("PYTHONPATH"))
                                             if p)
@@ -234,12 +323,13 @@ def subprocess_env(plugin_site: str | None) -> dict[str, str]:
 
 
 def _run_subprocess(card_key: str, architecture: str, part_dir: Path, plugin_site: str | None,
-                    only: str) -> list[dict]:
+                    only: str, tpu_site: str | None = None) -> list[dict]:
     out = part_dir / f"{card_key}_{architecture}.json"
     cmd = [sys.executable, "-m", "diffseg3d.experiments.gpu_plan.plan", "--part",
            card_key, architecture, "--json", str(out)] + (["--only", only] if only else [])
-    proc = subprocess.run(cmd, env=subprocess_env(plugin_site), text=True,
-                          capture_output=True)
+    env = (subprocess_env(None, tpu_site) if is_tpu(card_key)
+           else subprocess_env(plugin_site))
+    proc = subprocess.run(cmd, env=env, text=True, capture_output=True)
     for line in proc.stdout.splitlines():
         print(line, flush=True)
     records = json.loads(out.read_text()) if out.is_file() else []
@@ -276,8 +366,9 @@ def summarise(records: Sequence[dict]) -> dict[str, Any]:
 
 def markdown_table(records: Sequence[dict]) -> str:
     """The plan's train steps of the profile's network and the sampling programs of its default
-    diffusion model, one row per (data set, trial, program, form), a column group per card."""
-    ok = [r for r in records if r.get("status") == "ok"]
+    diffusion model, one row per (data set, trial, program, form), a column group per card
+    (GPU cards only: the TPU rows are `tpu_markdown_table`'s)."""
+    ok = [r for r in records if r.get("status") == "ok" and r.get("target") != "tpu"]
     cards = sorted({r["card"] for r in ok})
     keys = []
     for r in ok:
@@ -303,17 +394,74 @@ def markdown_table(records: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def tpu_markdown_table(records: Sequence[dict]) -> str:
+    """The TPU rows, one per (topology, data set, trial, program): per-device planned memory
+    against one device's HBM, per-device TFLOP and bound, the state's bytes per device against
+    the whole, the all-reduces, the conv check and the compile time."""
+    head = ("| topology | devices | data set | trial | program | GiB per device (of HBM) | fits "
+            "| TFLOP per device | bound ms | state GiB per device / whole | batch MiB per "
+            "device / whole | all-reduces | healthy | compile s |")
+    lines = [head, "|" + "---|" * 14]
+    for r in records:
+        if r.get("target") != "tpu":
+            continue
+        trial = r["trial"].split("_", 1)[1].rsplit("_s", 1)[0]
+        lead = (f"| {r['topology']} | {r['mesh_devices']} ({r['chips']} chips) | "
+                f"{r['data_set']} | {trial} | {r['program']} |")
+        if r.get("status") != "ok":
+            lines.append(f"{lead} error: {r.get('error', '')[:80]} |" + " |" * 8)
+            continue
+        state = (f"{r['state_bytes_per_device'] / 2**30:.2f} / {r['state_bytes'] / 2**30:.2f}"
+                 if "state_bytes" in r else
+                 f"{r['param_bytes_per_device'] / 2**30:.2f} / {r['param_bytes'] / 2**30:.2f}"
+                 " (parameters)")
+        batch = (f"{r['batch_bytes_per_device'] / 2**20:.0f} / {r['batch_bytes'] / 2**20:.0f}"
+                 if "batch_bytes" in r else "-")
+        lines.append(
+            f"{lead} {r['planned_bytes'] / 2**30:.1f} ({r['memory_bytes'] / 2**30:.0f}) | "
+            f"{'yes' if r['fits'] else 'no'} | {r['flops'] / 1e12:.1f} | "
+            f"{r['bound_s'] * 1e3:.0f} | {state} | {batch} | "
+            f"{r['collectives'].get('all-reduce', 0)} | "
+            f"{'yes' if r['healthy'] else 'NO'} | {r['compile_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def _key(rec: dict) -> tuple:
+    return tuple(rec.get(k) for k in ("card", "architecture", "trial", "program", "form"))
+
+
+def _merged(records: list[dict], old: Path) -> tuple[list[dict], dict]:
+    """``records`` after the records of ``old`` that none of them replaces (same card,
+    network, trial, program and form), and what was kept from ``old`` (its cards, date and
+    wall time)."""
+    if not old.is_file():
+        return records, {}
+    before = json.loads(old.read_text())
+    new = {_key(r) for r in records}
+    kept = [r for r in before.get("records", []) if _key(r) not in new]
+    info = {"cards": sorted({r["card"] for r in kept}), "date": before.get("date"),
+            "wall_s": before.get("wall_s")}
+    return kept + records, info
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffseg3d.experiments.gpu_plan.plan",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cards", nargs="+", default=list(CARDS), choices=list(CARDS))
+    every = [*CARDS, *tpu.TOPOLOGIES]
+    p.add_argument("--cards", nargs="+", default=every, choices=every,
+                   help="GPU cards and TPU topologies (default: all)")
     p.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES),
                    choices=list(ARCHITECTURES))
     p.add_argument("--only", default="", help="rows whose trial name contains this")
     p.add_argument("--json", type=Path, default=DEFAULT_OUT)
     p.add_argument("--plugin-site", default=os.environ.get("GPU_PLAN_SITE"),
                    help="folder holding the CUDA PJRT plugin (default $GPU_PLAN_SITE)")
+    p.add_argument("--tpu-site", default=os.environ.get("TPU_PLAN_SITE"),
+                   help="folder holding libtpu (default $TPU_PLAN_SITE)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the existing JSON's records that this run does not compile "
+                        "anew (same card, network, trial, program, form)")
     p.add_argument("--workers", type=int, default=2, help="parts compiled at once")
     p.add_argument("--part", nargs=2, metavar=("CARD", "ARCHITECTURE"),
                    help=argparse.SUPPRESS)  # one part, in this process (the driver's child)
@@ -323,18 +471,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.json.parent.mkdir(parents=True, exist_ok=True)
     part_dir = Path(tempfile.mkdtemp(prefix="gpu_plan_parts_"))
-    jobs = [(c, a) for a in args.architectures for c in args.cards]
+    jobs = [(c, a) for a in args.architectures for c in args.cards if not is_tpu(c)]
+    if TPU_ARCHITECTURE in args.architectures:
+        jobs += [(c, TPU_ARCHITECTURE) for c in args.cards if is_tpu(c)]
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
         parts = list(pool.map(lambda job: _run_subprocess(*job, part_dir, args.plugin_site,
-                                                          args.only), jobs))
+                                                          args.only, args.tpu_site), jobs))
     records = [r for part in parts for r in part]
+    wall_s = time.perf_counter() - start
+    kept: dict = {}
+    if args.merge:
+        records, kept = _merged(records, args.json)
     result = {"date": date.today().isoformat(), "kind": "compile-time plan, not a measurement",
-              "grid": GRID, "profile": PROFILE, "fit_margin": FIT_MARGIN,
-              "wall_s": time.perf_counter() - start, "summary": summarise(records),
-              "records": records}
+              "grid": GRID, "profile": PROFILE, "tpu_profile": TPU_PROFILE,
+              "fit_margin": FIT_MARGIN, "wall_s": wall_s,
+              **({"kept_from_earlier_run": kept} if kept else {}),
+              "summary": summarise(records), "records": records}
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown_table(records))
+    print(tpu_markdown_table(records))
     print(json.dumps(result["summary"], indent=1))
     bad = [r for r in records if r.get("status") != "ok"]
     return 1 if bad else 0
