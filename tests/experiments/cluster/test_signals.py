@@ -31,7 +31,8 @@ def _grid(tmp_path: Path) -> Path:
     base = yaml.safe_load((PROFILES / "smoke.yaml").read_text())
     base["method"] = "unet"
     base["optim"]["warmup_steps"] = 1
-    base["train"].update(steps=8, checkpoint_every=2, log_every=1, eval_every=8)
+    # Enough steps that the resumed run is still training when the second signal comes.
+    base["train"].update(steps=40, checkpoint_every=2, log_every=1, eval_every=40)
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({
         "name": "signal_test", "seeds": [0], "data_sets": {"phantom": "replaced"}, "base": base,
@@ -54,23 +55,17 @@ def _trained_steps(db: Path) -> int:
     return rows[0][0] or 0
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_the_grid_cleanly_and_a_rerun_finishes_it(tmp_path, sig):
-    from diffseg3d.core.data.sources.phantom import PhantomSpec, make_phantom
-
-    data = make_phantom(tmp_path / "phantom", PhantomSpec(cases=4, shape=(16, 16, 8)))
-    out = tmp_path / "runs"
-    ablate = [str(BIN / "diffseg3d"), "ablate", str(_grid(tmp_path)), "--data", str(data),
-              "--out", str(out)]
-    log = tmp_path / "first.log"
-    driver = subprocess.Popen(ablate, env=_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+def _interrupt(ablate: list[str], env: dict, log: Path, db: Path, sig: int,
+               after_step: int) -> int:
+    """Run `ablate`, send `sig` once a trial has logged a step beyond `after_step`, check the
+    driver's exit, last line, runs and processes; return the last step logged before it."""
+    driver = subprocess.Popen(ablate, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while _trained_steps(out / "mlflow.db") < 2:  # a trial is training
+        while _trained_steps(db) <= after_step:  # a trial is training
             assert driver.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no training step after 300 s"
+            assert time.monotonic() < deadline, f"no training step after {after_step} in 300 s"
             time.sleep(0.2)
         tree = psutil.Process(driver.pid).children(recursive=True)
         driver.send_signal(sig)
@@ -85,15 +80,34 @@ def test_signal_stops_the_grid_cleanly_and_a_rerun_finishes_it(tmp_path, sig):
     assert lines[-1] == (f"interrupted by {name}: 0 of 1 trials finished, 1 stopped (their "
                          "MLflow runs ended KILLED); rerun the same command to resume")
     assert not any("Traceback" in line or "Tuner.restore" in line for line in lines)
-    statuses = dict(_runs(out / "mlflow.db"))
+    statuses = dict(_runs(db))
     assert statuses["signal_test"] == "KILLED"
     assert set(statuses.values()) <= {"KILLED", "FAILED"}, statuses
     _, alive = psutil.wait_procs(tree, timeout=20)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    return _trained_steps(db)
 
-    second = subprocess.run(ablate, env=_env(), capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    assert "1 of 1 trials finished" in second.stdout
-    statuses = _runs(out / "mlflow.db")
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_then_sigterm_stop_the_grid_cleanly_and_a_rerun_finishes_it(tmp_path):
+    from diffseg3d.core.data.sources.phantom import PhantomSpec, make_phantom
+
+    data = make_phantom(tmp_path / "phantom", PhantomSpec(cases=4, shape=(16, 16, 8)))
+    out = tmp_path / "runs"
+    db = out / "mlflow.db"
+    ablate = [str(BIN / "diffseg3d"), "ablate", str(_grid(tmp_path)), "--data", str(data),
+              "--out", str(out)]
+    # One compile for the three drivers: the reruns load the train step from JAX's cache.
+    env = {**_env(), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    stopped = _interrupt(ablate, env, tmp_path / "first.log", db, signal.SIGINT, after_step=1)
+    # The rerun resumes; SIGTERM (what a scheduler or `kill` sends) once it trains further.
+    _interrupt(ablate, env, tmp_path / "second.log", db, signal.SIGTERM, after_step=stopped)
+
+    third = subprocess.run(ablate, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-2000:]
+    assert "1 of 1 trials finished" in third.stdout
+    statuses = _runs(db)
     assert sorted(statuses) == [("phantom_unet_dice-Y_s0", "FINISHED"),
                                 ("signal_test", "FINISHED")], statuses
