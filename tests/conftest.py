@@ -98,6 +98,18 @@ def _gpu_plan_missing() -> str | None:
     return None
 
 
+#: Where `make gpu-plan-deps` installs libtpu (a folder put on PYTHONPATH of the deviceless TPU
+#: compiles only; `experiments/gpu_plan/tpu.py`).
+TPU_PLAN_SITE = os.environ.get("TPU_PLAN_SITE") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv", "tpu-plan-site")
+
+
+def _tpu_plan_missing() -> str | None:
+    if not os.path.isfile(os.path.join(TPU_PLAN_SITE, "libtpu", "libtpu.so")):
+        return f"no libtpu in {TPU_PLAN_SITE}"
+    return None
+
+
 #: Name -> (why it is missing or None, how to install it). `.ci/run` installs every one of them.
 _REQUIREMENTS = {
     "pdflatex": (_pdflatex_missing, "make tex (Debian: apt-get install texlive-latex-recommended)"),
@@ -110,6 +122,7 @@ _REQUIREMENTS = {
     "nnunet": (lambda: _import_missing("torch", "nnunetv2"),
                'pip install -e ".[nnunet]" (nnunetv2 and the torch==2.13.0 CPU build)'),
     "gpu-plan": (_gpu_plan_missing, "make gpu-plan-deps"),
+    "tpu-plan": (_tpu_plan_missing, "make gpu-plan-deps"),
 }
 
 
@@ -138,7 +151,8 @@ def require(*names: str) -> None:
 
 #: In CI a skip whose reason names one of these is a failure too (a `skipif` or `importorskip`
 #: written without `require`): CI installs all of them.
-_CI_REQUIRED_WORDS = ("pdflatex", "postgresql", "monai", "torch", "gpu-plan", "nnunet")
+_CI_REQUIRED_WORDS = ("pdflatex", "postgresql", "monai", "torch", "gpu-plan", "tpu-plan",
+                      "nnunet")
 
 
 @pytest.hookimpl(hookwrapper=True)

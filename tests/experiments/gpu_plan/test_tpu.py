@@ -11,7 +11,7 @@ import pytest
 from diffseg3d.experiments.gpu_plan import plan, tpu
 from diffseg3d.experiments.gpu_plan.programs import PROGRAMS
 
-from tests.experiments.gpu_plan.conftest import TPU_PLAN_SITE
+from tests.conftest import TPU_PLAN_SITE
 
 
 def test_each_topology_is_four_chips_with_its_published_per_device_figures():
