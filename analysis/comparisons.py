@@ -34,6 +34,7 @@ class TableSpec:
     shown_levels: (axis value, row label) of rows shown only when runs have that value, with
       their own runs' cells and never compared (Table 2's nnU-Net row); such values are not
       taken as extra compared levels.
+    header: the row-label column's name; None: the axis' (`AXIS_HEADERS`).
     """
 
     table_id: str
@@ -47,6 +48,7 @@ class TableSpec:
     variant_rows: tuple[tuple[Any, str, str], ...] = ()
     variant_note: str = ""
     shown_levels: tuple[tuple[Any, str], ...] = ()
+    header: str | None = None
 
 
 #: How every diffusion row of Tables 1-3 is sampled (the paper's text and its code disagree).
@@ -119,7 +121,7 @@ NNUNET_TABLE = TableSpec(
     "table2_nnunet", "2", "Diffusion model and U-Net against nnU-Net (beyond the paper).",
     "method", (("nnunet", "nnU-Net"), ("diffusion", "Diffusion"), ("unet", "U-Net")),
     (("dice_loss", True), ("output", "x0"), ("recycling", True), ("train_steps", 5)),
-    note=DEFAULT_SAMPLING_NOTE)
+    note=DEFAULT_SAMPLING_NOTE, header="Method")
 
 DIFFUSION_ONLY_AXES = frozenset({"output", "recycling", "train_steps"})
 
@@ -130,6 +132,11 @@ AXIS_HEADERS: dict[str, str] = {
     "recycling": "Recycling", "method": "Diffusion", "output": "Output",
     "dice_loss": "Dice loss", "train_steps": "Steps (training)", "sampling": "Sampling",
 }
+
+
+def axis_header(spec: TableSpec) -> str:
+    """The row-label column's name of a table: its own `header`, else its axis'."""
+    return spec.header or AXIS_HEADERS.get(spec.axis, spec.axis)
 
 
 def runs_for_table(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:

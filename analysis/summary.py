@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from diffseg3d.analysis.comparisons import AXIS_HEADERS
+from diffseg3d.analysis.comparisons import axis_header
 from diffseg3d.analysis.stats.paired import format_pvalue
 from diffseg3d.analysis.table_data import Comparison, TableData
 from diffseg3d.analysis.tables.latex import EMPTY, data_set_name, format_cell
@@ -42,7 +42,7 @@ def _p_phrase(p: float) -> str:
 
 def comparison_sentence(data: TableData, comp: Comparison) -> str:
     """One sentence stating the finding of a comparison with its p-values and run ids."""
-    axis = AXIS_HEADERS.get(data.spec.axis, data.spec.axis)
+    axis = axis_header(data.spec)
     t = comp.test
     if t.n < 2:
         return (f"- {data_set_name(comp.data_set)}: {axis} {comp.compared} vs {comp.reference}: "
@@ -79,7 +79,7 @@ def mixed_clause(comp: Comparison) -> str:
 
 def verdict_line(data: TableData, comp: Comparison) -> str:
     """`- Prostate MR, Recycling Y vs N: <verdict with its numbers>; <mixed model>.`"""
-    axis = AXIS_HEADERS.get(data.spec.axis, data.spec.axis)
+    axis = axis_header(data.spec)
     return (f"- {data_set_name(comp.data_set)}, {axis} {comp.compared} vs {comp.reference} "
             f"(n = {comp.test.n} cases): {comp.verdict_text}; {mixed_clause(comp)}.")
 

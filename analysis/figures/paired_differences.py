@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from diffseg3d.analysis.comparisons import AXIS_HEADERS
+from diffseg3d.analysis.comparisons import axis_header
 from diffseg3d.analysis.table_data import Comparison, TableData
 from diffseg3d.analysis.tables.latex import data_set_name
 
@@ -26,7 +26,7 @@ MIN_WIDTH_INCHES = 6.0
 
 def panel_title(data: TableData, comp: Comparison) -> str:
     """`Prostate MR: Recycling Y vs N` (data set, axis, compared vs reference)."""
-    axis = AXIS_HEADERS.get(data.spec.axis, data.spec.axis)
+    axis = axis_header(data.spec)
     return f"{data_set_name(comp.data_set)}: {axis} {comp.compared} vs {comp.reference}"
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from diffseg3d.analysis.comparisons import AXIS_HEADERS, NOT_LOGGED
+from diffseg3d.analysis.comparisons import NOT_LOGGED, axis_header
 from diffseg3d.analysis.stats.paired import format_pvalue
 from diffseg3d.analysis.table_data import Comparison, TableData
 from diffseg3d.analysis.tables.latex import (
@@ -89,7 +89,7 @@ def display_frame(data: TableData, *, pm: str = "$\\pm$", p_format=format_p_late
                     bold[(row, col)] = False
     # The axis header sits in the top-left cell of the second header row, as in the paper.
     cols = pd.MultiIndex.from_tuples(
-        columns, names=[None, AXIS_HEADERS.get(data.spec.axis, data.spec.axis)])
+        columns, names=[None, axis_header(data.spec)])
     index = pd.Index(row_names)
     text = pd.DataFrame([[strings[(r, c)] for c in columns] for r in row_names], index=index,
                         columns=cols)
@@ -135,7 +135,7 @@ def main_table_latex(data: TableData) -> str:
     if not data.data_sets:
         text = pd.DataFrame({"Result": ["no runs"]},
                             index=pd.Index([label for _, label in data.levels[:1]],
-                                           name=AXIS_HEADERS.get(data.spec.axis)))
+                                           name=axis_header(data.spec)))
         mask = pd.DataFrame(False, index=text.index, columns=text.columns)
     else:
         text, mask = display_frame(data)

@@ -137,3 +137,7 @@ def test_report_writes_the_nnunet_table_and_not_logged_cells(store, tmp_path):
     assert line.count("not logged") == 9  # N and the eight metric columns
     summary = (tmp_path / "summary.md").read_text()
     assert "## table2_nnunet" in summary and "| nnU-Net |" in summary
+    # Its rows are methods, so its header and sentences say "Method", not Table 2's "Diffusion".
+    section = summary.split("## table2_nnunet", 1)[1]
+    assert "| Method | " in section and "Method = Diffusion gave" in section
+    assert "Diffusion = Diffusion" not in section
