@@ -86,7 +86,9 @@ def save_checkpoint_folder(
 
     `write_extra(folder)` writes further files before the info JSON. The JSON is written last
     and atomically (temporary name, then rename), so a folder with it is complete: a process
-    killed mid-save leaves a folder that readers skip.
+    killed mid-save leaves a folder that readers skip. It also records every file's size
+    (`FILES_KEY`, `file_sizes`), so a file damaged afterwards (cut short, deleted) is found
+    before a restore tries it (`damaged_file`).
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
@@ -98,11 +100,41 @@ def save_checkpoint_folder(
     if write_extra is not None:
         write_extra(directory)
     partial = directory / f".{info_name}.partial"
-    partial.write_text(json.dumps({**info, "step": step}, indent=2))
+    partial.write_text(json.dumps({**info, "step": step, FILES_KEY: file_sizes(directory)},
+                                  indent=2))
     os.replace(partial, directory / info_name)
     for old in sorted(Path(root).glob("step_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+#: Key of a checkpoint's info JSON holding `file_sizes` of its folder when it was saved.
+FILES_KEY = "files"
+
+
+def file_sizes(directory: str | os.PathLike) -> dict[str, int]:
+    """Size in bytes of every file under `directory`, by POSIX path relative to it (hidden
+    partial files excluded)."""
+    directory = Path(directory)
+    return {path.relative_to(directory).as_posix(): path.stat().st_size
+            for path in sorted(directory.rglob("*"))
+            if path.is_file() and not path.name.endswith(".partial")}
+
+
+def damaged_file(directory: str | os.PathLike, info: dict) -> str | None:
+    """Why the checkpoint folder `directory` no longer holds what its info JSON (`info`)
+    recorded, e.g. `orbax/.../d/abc: 812 of 1624 bytes`; None when intact or when `info` has no
+    `FILES_KEY` (folders saved before it existed)."""
+    recorded = info.get(FILES_KEY)
+    if not isinstance(recorded, dict):
+        return None
+    for name, size in recorded.items():
+        path = Path(directory) / name
+        if not path.is_file():
+            return f"{name}: missing"
+        if path.stat().st_size != size:
+            return f"{name}: {path.stat().st_size} of {size} bytes"
+    return None
 
 
 def params_digest(params: Any) -> str:

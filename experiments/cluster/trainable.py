@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,14 +154,18 @@ def train_trial(
 def newest_checkpoint(folders: Sequence[Path], chash: str) -> Path | None:
     """The folder whose `trial.json` (of config hash `chash`) has the highest step; folders
     without a readable `trial.json`, of another config, or naming a `best_step` without the
-    `BEST_PARAMS` file, are skipped (a save cut short)."""
+    `BEST_PARAMS` file, are skipped (a save cut short). So is a folder whose files differ from
+    the sizes its `trial.json` recorded (damaged after the save, e.g. a file cut short): one
+    line on stderr names it and says which folder is resumed instead."""
+    from diffseg3d.core.train.checkpoint import damaged_file
     from diffseg3d.experiments.tracking.record import (
         BEST_PARAMS,
         TRIAL_JSON,
         TRIAL_JSON_REQUIRED_KEYS,
     )
 
-    best: tuple[int, Path] | None = None
+    usable: list[tuple[int, Path]] = []
+    damaged: list[tuple[int, Path, str]] = []
     for folder in folders:
         try:
             meta = json.loads((folder / TRIAL_JSON).read_text())
@@ -170,8 +175,21 @@ def newest_checkpoint(folders: Sequence[Path], chash: str) -> Path | None:
             continue
         if meta.get("best_step") and not (folder / BEST_PARAMS).is_file():
             continue
-        if meta["config_hash"] == chash and (best is None or int(meta["step"]) > best[0]):
-            best = (int(meta["step"]), folder)
+        if meta["config_hash"] != chash:
+            continue
+        reason = damaged_file(folder, meta)
+        if reason is not None:
+            damaged.append((int(meta["step"]), folder, reason))
+            continue
+        if not usable or int(meta["step"]) > usable[0][0]:
+            usable = [(int(meta["step"]), folder)]
+    best = usable[0] if usable else None
+    for step, folder, reason in damaged:
+        if best is None or step > best[0]:
+            instead = (f"resuming from {best[1]} (step {best[0]}) instead" if best
+                       else "no intact checkpoint is left: the trial starts afresh")
+            print(f"checkpoint {folder} (step {step}) is damaged ({reason}); {instead}",
+                  file=sys.stderr, flush=True)
     return None if best is None else best[1]
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from diffseg3d.core.data.dataset import PreparedDataset
 from diffseg3d.core.data.nifti.io import read_volume
 from diffseg3d.core.metrics import evaluate
+from diffseg3d.core.train.checkpoint import FILES_KEY, file_sizes
 from diffseg3d.experiments.config.schema import Config, to_yaml
 from diffseg3d.experiments.tracking import record
 from diffseg3d.experiments.tracking.dataset_input import dataset_input
@@ -234,13 +235,14 @@ def read_predictions(out_dir: Path, case_ids: list[str], dataset: PreparedDatase
 
 def save_trial_checkpoint(root: Path, meta: dict, latest: Path | None = None) -> Path:
     """`root/step_<meta step>/` with `record.TRIAL_JSON` (written last: a folder with it is
-    complete) and, when given, a copy of nnU-Net's checkpoint_latest.pth."""
+    complete; it records the folder's file sizes, `checkpoint.FILES_KEY`, so a copy damaged
+    later is skipped on resume) and, when given, a copy of nnU-Net's checkpoint_latest.pth."""
     folder = root / f"step_{int(meta['step']):07d}"
     folder.mkdir(parents=True, exist_ok=True)
     if latest is not None:
         shutil.copyfile(latest, folder / pipeline.CHECKPOINT_LATEST)
     partial = folder / f"{record.TRIAL_JSON}.partial"
-    partial.write_text(json.dumps(meta) + "\n")
+    partial.write_text(json.dumps({**meta, FILES_KEY: file_sizes(folder)}) + "\n")
     os.replace(partial, folder / record.TRIAL_JSON)
     return folder
 

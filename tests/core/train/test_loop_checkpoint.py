@@ -23,7 +23,12 @@ from diffseg3d.core.train import (
     save_checkpoint,
     window_means,
 )
-from diffseg3d.core.train.checkpoint import FOLDER_STATE, params_digest, save_checkpoint_folder
+from diffseg3d.core.train.checkpoint import (
+    FOLDER_STATE,
+    file_sizes,
+    params_digest,
+    save_checkpoint_folder,
+)
 
 from tests.core.train.tiny_model import TinyDenoiser
 
@@ -156,7 +161,10 @@ def test_checkpoint_folders_hold_info_and_keep_the_newest(tmp_path):
         save_checkpoint_folder(tmp_path, st, {"run": "r1"}, info_name="trial.json", keep=2)))
     assert [f.name for f in folders] == ["step_0000001", "step_0000002", "step_0000003"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000002", "step_0000003"]
-    assert json.loads((folders[-1] / "trial.json").read_text()) == {"run": "r1", "step": 3}
+    info = json.loads((folders[-1] / "trial.json").read_text())
+    # Every file of the folder but trial.json itself (written after the record), with its size.
+    state_files = {k: v for k, v in file_sizes(folders[-1]).items() if k != "trial.json"}
+    assert state_files and info == {"run": "r1", "step": 3, "files": state_files}
     target = jax.eval_shape(lambda: _setup()[0])
     restored, meta = restore_checkpoint(folders[-1] / FOLDER_STATE, target)
     assert int(restored.step) == 3 and meta == {"step": 3}

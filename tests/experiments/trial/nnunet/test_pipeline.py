@@ -161,6 +161,9 @@ def test_trial_checkpoints_resume_through_the_trainables_checkpoint_choice(tmp_p
     assert first.name == "step_0000005"
     assert newest_checkpoint([first, second], "h") == second
     assert newest_checkpoint([first, second], "other") is None
+    (second / "checkpoint_latest.pth").write_bytes(b"nnU-Net")  # cut short: the older one
+    assert newest_checkpoint([first, second], "h") == first
+    (second / "checkpoint_latest.pth").write_bytes(b"nnU-Net state")
     # A fresh work folder (another node) gets nnU-Net's checkpoint back; its own one wins.
     fold = tmp_path / "fold_0"
     trial._restore_latest(second, fold)
