@@ -1,6 +1,11 @@
 """What ties a Tune experiment folder to its grid expansion and MLflow parent run: the manifest
 `<experiment folder>/diffseg3d_grid.json`, and the parent run the driver opens (or reopens when
 it resumes) and closes.
+
+The manifest also records the content digest of every prepared data set the grid trains on
+(`data_digests`: the MLflow dataset input's digest). A rerun of the same expansion whose data
+changed in place is refused (`check_data_unchanged`) before anything starts: its finished trials
+were trained and scored on the old data, and resuming would mix the two.
 """
 
 from __future__ import annotations
@@ -9,11 +14,46 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from diffseg3d.experiments.config.errors import ConfigError
 from diffseg3d.experiments.tracking.record import TAG_FAILED_TRIALS
 
 #: File beside Tune's experiment state that ties a Tune experiment to a grid expansion and its
 #: MLflow parent run.
 MANIFEST_NAME = "diffseg3d_grid.json"
+#: Manifest key: prepared data folder (absolute) -> its content digest.
+DATA_DIGESTS_KEY = "data_digests"
+
+
+def data_digests(roots: Sequence[str]) -> dict[str, str]:
+    """Prepared data folder -> `dataset_input.dataset_digest` (identity, case ids and array
+    bytes of every split), for each distinct folder of `roots` that loads; one that does not
+    (missing, not prepared) is left out: its trials fail with the loader's own error."""
+    from diffseg3d.core.data.dataset import PreparedDataset
+    from diffseg3d.experiments.tracking.dataset_input import dataset_digest
+
+    digests = {}
+    for root in sorted(set(roots)):
+        try:
+            digests[root] = dataset_digest(PreparedDataset.load(root))
+        except (OSError, KeyError, ValueError):  # DataError is a ValueError
+            continue
+    return digests
+
+
+def check_data_unchanged(manifest: Mapping | None, digests: Mapping[str, str],
+                         experiment_path: str) -> None:
+    """Raise `ConfigError` naming the folder and both digests when a data set of `digests`
+    differs from what `manifest` (a previous run of this expansion) recorded."""
+    recorded = (manifest or {}).get(DATA_DIGESTS_KEY) or {}
+    for root, digest in digests.items():
+        old = recorded.get(root)
+        if old is not None and old != digest:
+            raise ConfigError(
+                f"{root}: the prepared data changed since this grid's trials ran on it (digest "
+                f"{old} -> {digest}, as the MLflow runs' dataset input shows); its finished "
+                f"trials were trained and scored on the old data, so {experiment_path} is not "
+                "resumed: prepare the new data into another folder (or run with another --out), "
+                "or put the old data back")
 
 
 def read_manifest(experiment_path: str) -> dict | None:

@@ -49,7 +49,10 @@ from pathlib import Path
 
 from diffseg3d.experiments.cluster.connection import check_reachable_from_all_nodes, connect_ray
 from diffseg3d.experiments.cluster.manifest import (
+    DATA_DIGESTS_KEY,
+    check_data_unchanged,
     close_parent_run,
+    data_digests,
     open_parent_run,
     read_manifest,
     write_manifest,
@@ -177,6 +180,10 @@ def run_grid(
     envs = {name: trial_env(req) for name, req in requests.items()}
     hashes = {t.name: t.hash for t in trials}
 
+    # Data changed in place since an earlier run of this expansion: refused before Ray starts.
+    digests = data_digests([cfg["data"]["root"] for cfg in configs.values()])
+    check_data_unchanged(read_manifest(experiment_path), digests, experiment_path)
+
     # One driver per expansion in --out: a second launch refuses here, before Ray starts.
     signals: list[str] = []
     with contextlib.ExitStack() as stack:
@@ -214,6 +221,7 @@ def run_grid(
                 "expansion": expansion,
                 "parent_run_id": parent_run_id,
                 "trials": hashes,
+                DATA_DIGESTS_KEY: digests,
             },
         )
 
