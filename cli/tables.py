@@ -87,6 +87,14 @@ def _write_tables(args: argparse.Namespace) -> int:
         return 1
     for problem in collection.problems:
         print(f"diffseg3d tables: not collected: {problem}", file=sys.stderr)
+    running = int((collection.runs["problem"] == "status RUNNING").sum()) \
+        if "problem" in collection.runs else 0
+    if running:  # e.g. `ablate` still training this experiment, or a driver that was killed
+        finished = int(collection.runs["problem"].isna().sum())
+        print(f"diffseg3d tables: {running} run(s) of {collection.source} are still RUNNING (a "
+              f"grid is training them, or its driver was stopped): these tables cover the "
+              f"{finished} finished run(s); run tables again when the grid has ended",
+              file=sys.stderr)
     if collection.frame.empty:
         print(f"diffseg3d tables: no collected runs in {collection.source}", file=sys.stderr)
         return 1
