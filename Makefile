@@ -116,11 +116,19 @@ setup: $(STAMP) tex
 # The whole suite (what CI runs) and the edit-test loop: everything not marked slow (> ~20 s:
 # model training, Ray clusters, servers, subprocess jobs). Both install what the suite needs
 # first (test-deps, gpu-plan-deps, system-deps) and print the 25 slowest tests.
-TEST_ENV := env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS GPU_PLAN_SITE=$(GPU_PLAN_SITE)
+# Dozens of tests compile the same smoke networks in separate processes (ablate and train
+# subprocesses, Ray workers): one JAX persistent compilation cache for the whole run lets each
+# program compile once. It is emptied first, so every run starts from the same state and no
+# program compiled by an older checkout is ever loaded.
+TEST_JAX_CACHE := $(abspath $(VENV))/test-jax-cache
+TEST_ENV := env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS GPU_PLAN_SITE=$(GPU_PLAN_SITE) \
+	JAX_COMPILATION_CACHE_DIR=$(TEST_JAX_CACHE)
 test: test-deps gpu-plan-deps system-deps
+	rm -rf $(TEST_JAX_CACHE)
 	$(TEST_ENV) $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 test-fast: test-deps gpu-plan-deps system-deps
+	rm -rf $(TEST_JAX_CACHE)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 # ruff, then the import rules of pyproject.toml's [tool.importlinter] (layers, forbidden imports).
