@@ -45,6 +45,18 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
         )
 
 
+def check_eval_batch_divisible(batch_size: int, mesh: Mesh) -> None:
+    """Raise a `ValueError` naming `eval.batch_size` unless evaluation batches of `batch_size`
+    split evenly over the mesh's devices."""
+    num_devices = mesh.devices.size
+    if batch_size % num_devices:
+        raise ValueError(
+            f"evaluation batch of {batch_size} volumes (eval.batch_size, or data.batch_size "
+            f"when null) is not divisible by the number of devices {num_devices}: set "
+            f"eval.batch_size to a multiple of {num_devices}"
+        )
+
+
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
     """Put a host batch (a pytree of arrays with a common leading batch axis) on the mesh."""
     leaves = jax.tree_util.tree_leaves(batch)
@@ -55,6 +67,13 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
         raise ValueError(f"batch leaves disagree on the batch size: {sorted(sizes)}")
     check_batch_divisible(sizes.pop(), mesh)
     return jax.device_put(batch, batch_sharding(mesh))
+
+
+def place_batch(batch: Any, mesh: Mesh | None) -> Any:
+    """`shard_batch` on a mesh; the host batch unchanged without one (one device). What the
+    evaluation passes give their jitted programs: with parameters replicated, a split batch
+    makes XLA run each device on its share of the batch only."""
+    return batch if mesh is None else shard_batch(batch, mesh)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

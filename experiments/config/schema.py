@@ -123,6 +123,11 @@ class Config(Section):
                              "be > 0")
         return self
 
+    @property
+    def eval_batch_size(self) -> int:
+        """Volumes per evaluation batch: `eval.batch_size`, or `data.batch_size` when null."""
+        return self.eval.batch_size or self.data.batch_size
+
     @classmethod
     def field_type(cls, dotted: str) -> Any:
         """The annotation of a dotted key, e.g. `field_type("data.batch_size") is int`."""
@@ -162,11 +167,15 @@ def validate_config(raw: dict, source: str = "<config>") -> Config:
 
 def config_hash(config: Config) -> str:
     """First 16 hex digits of sha256 over the config's sorted-key, whitespace-free JSON without
-    `HASH_EXCLUDED_KEYS` (and without `NNUNET_SECTION` for other methods): equal iff two
+    `HASH_EXCLUDED_KEYS` (without `NNUNET_SECTION` for other methods, and without
+    `eval.batch_size` while it is null or data.batch_size): equal iff two
     trials compute the same thing. Stable across processes and Python versions."""
-    excluded = set(HASH_EXCLUDED_KEYS)
+    excluded: dict[str, Any] = dict.fromkeys(HASH_EXCLUDED_KEYS, True)
     if config.method != "nnunet":
-        excluded.add(NNUNET_SECTION)
+        excluded[NNUNET_SECTION] = True
+    # Added later: null (or data.batch_size, the same batches) keeps the earlier hashes.
+    if config.eval.batch_size in (None, config.data.batch_size):
+        excluded["eval"] = {"batch_size": True}
     data = config.model_dump(mode="json", exclude=excluded)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

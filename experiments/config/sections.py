@@ -332,6 +332,16 @@ class EvalConfig(Section):
         "with the Spearman r between mean voxel entropy and per-case Dice "
         "(`test_uncertainty_dice_spearman`); 1 = off.",
     )
+    batch_size: int | None = Field(
+        None, ge=1,
+        description="Volumes evaluated at once (validation, the test split, the sampling "
+        "variants and the cost timing), each batch keyed fold_in(key, j); null: "
+        "data.batch_size. With data parallelism over D devices every batch is split over them "
+        "(one D-th per device, parameters replicated), so it must be a multiple of D. Lower it "
+        "where a device cannot hold the K-step sampling of its share of the batch "
+        "(docs/GPU.md: the TPU plan). Left out of the config hash while null, so trials "
+        "configured before it existed keep their hashes.",
+    )
     checkpoint: Literal["last", "best_val"] = Field(
         "last",
         description="Parameters the split is scored with: last (after train.steps) or best_val "

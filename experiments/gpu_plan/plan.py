@@ -189,10 +189,17 @@ def compile_row(row: Row, card_key: str, device: Any) -> dict[str, Any]:
     place = ({"mesh": device, "backend": "tpu"} if on_tpu else {"device": device})
     options = {} if on_tpu else targets.COMPILER_OPTIONS
     shape, classes, spacing = DATA_SETS[row.data_set]
+    config = row.config
+    if on_tpu and config.eval_batch_size % device.devices.size:
+        # More devices than the profile's evaluation batch splits over (v3: a device per
+        # TensorCore): one volume per device, as the profile's header tells such a host to set.
+        config = config.model_copy(update={"eval": config.eval.model_copy(
+            update={"batch_size": int(device.devices.size)})})
     rec: dict[str, Any] = {
         "card": card_key, "card_name": card.name, "trial": row.trial, "data_set": row.data_set,
         "architecture": row.architecture, "form": row.form, "program": row.program,
         "batch_size": row.config.data.batch_size, "grad_accum_steps": row.grad_accum_steps,
+        "eval_batch_size": config.eval_batch_size,
         "remat": row.remat, "shape": list(shape), "classes": classes,
         "conv_impl": row.config.model.conv_impl,
         "compute_dtype": row.config.model.compute_dtype}
@@ -202,7 +209,7 @@ def compile_row(row: Row, card_key: str, device: Any) -> dict[str, Any]:
                    per="device", hardware_source=card.source)
     start = time.perf_counter()
     try:
-        program = programs.trial_programs(row.config, num_classes=classes, shape=shape,
+        program = programs.trial_programs(config, num_classes=classes, shape=shape,
                                           spacing=spacing, names=(row.program,),
                                           **place)[row.program]
         compiled = program.lower().compile(compiler_options=options)
@@ -235,9 +242,9 @@ def compile_row(row: Row, card_key: str, device: Any) -> dict[str, Any]:
 
 def _tpu_checks(program: Any, compiled: Any, text: str, summary: dict, mesh: Any) -> dict:
     """What a TPU row adds: the per-device bytes of the replicated state (parameters and
-    optimiser state) and of the split batch against their whole sizes, the mesh's devices, the
-    gradient all-reduces of the data-parallel step, XLA:TPU's own FLOP count, and the
-    backend-independent conv check (`hlo_convs`: ``dilated_volume``)."""
+    optimiser state) and of the split training or evaluation batch against their whole sizes,
+    the mesh's devices, the gradient all-reduces of the data-parallel step, XLA:TPU's own FLOP
+    count, and the backend-independent conv check (`hlo_convs`: ``dilated_volume``)."""
     import collections
     import re
 
@@ -261,8 +268,9 @@ def _tpu_checks(program: Any, compiled: Any, text: str, summary: dict, mesh: Any
                r"(?:-start)?\(", text)).items())),
            "dilated_volume": summary["dilated_volume"]}
     if program.name == "train_step":
-        out.update(state_bytes=nbytes(first), state_bytes_per_device=per_device(first),
-                   batch_bytes=nbytes(program.args[1]),
+        out.update(state_bytes=nbytes(first), state_bytes_per_device=per_device(first))
+    if program.name in ("train_step", "validation"):  # the training or evaluation batch
+        out.update(batch_bytes=nbytes(program.args[1]),
                    batch_bytes_per_device=per_device(program.args[1]))
     try:
         cost = compiled.cost_analysis()
@@ -273,17 +281,20 @@ def _tpu_checks(program: Any, compiled: Any, text: str, summary: dict, mesh: Any
     return out
 
 
-def run_part(card_key: str, architecture: str, out: Path, only: str = "") -> list[dict]:
+def run_part(card_key: str, architecture: str, out: Path, only: str = "",
+             program_names: Sequence[str] | None = None) -> list[dict]:
     """Compile every row of ``architecture`` for one card or TPU topology in this process
     (which must have `DEVICELESS_ENV`, `tpu.DEVICELESS_ENV` for a TPU); ``only``: rows whose
-    trial name contains it. Writes ``out`` (JSON)."""
+    trial name contains it; ``program_names``: rows of these programs only (None: all).
+    Writes ``out`` (JSON)."""
     from diffseg3d.experiments.gpu_plan import targets
 
     device = tpu.mesh(card_key) if is_tpu(card_key) else targets.device(card_key)
     rows = tpu_rows() if is_tpu(card_key) else plan_rows(architecture)
     records = []
     for row in rows:
-        if only and only not in row.trial:
+        if (only and only not in row.trial) or (program_names is not None
+                                                 and row.program not in program_names):
             continue
         rec = compile_row(row, card_key, device)
         records.append(rec)
@@ -323,10 +334,12 @@ def subprocess_env(plugin_site: str | None, tpu_site: str | None = None) -> dict
 
 
 def _run_subprocess(card_key: str, architecture: str, part_dir: Path, plugin_site: str | None,
-                    only: str, tpu_site: str | None = None) -> list[dict]:
+                    only: str, tpu_site: str | None = None,
+                    program_names: Sequence[str] | None = None) -> list[dict]:
     out = part_dir / f"{card_key}_{architecture}.json"
     cmd = [sys.executable, "-m", "diffseg3d.experiments.gpu_plan.plan", "--part",
-           card_key, architecture, "--json", str(out)] + (["--only", only] if only else [])
+           card_key, architecture, "--json", str(out)] + (["--only", only] if only else []) + (
+        ["--programs", *program_names] if program_names else [])
     env = (subprocess_env(None, tpu_site) if is_tpu(card_key)
            else subprocess_env(plugin_site))
     proc = subprocess.run(cmd, env=env, text=True, capture_output=True)
@@ -448,12 +461,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffseg3d.experiments.gpu_plan.plan",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from diffseg3d.experiments.gpu_plan.programs import PROGRAMS
+
     every = [*CARDS, *tpu.TOPOLOGIES]
     p.add_argument("--cards", nargs="+", default=every, choices=every,
                    help="GPU cards and TPU topologies (default: all)")
     p.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES),
                    choices=list(ARCHITECTURES))
     p.add_argument("--only", default="", help="rows whose trial name contains this")
+    p.add_argument("--programs", nargs="+", default=None, choices=list(PROGRAMS),
+                   help="rows of these programs only (default: all)")
     p.add_argument("--json", type=Path, default=DEFAULT_OUT)
     p.add_argument("--plugin-site", default=os.environ.get("GPU_PLAN_SITE"),
                    help="folder holding the CUDA PJRT plugin (default $GPU_PLAN_SITE)")
@@ -467,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=argparse.SUPPRESS)  # one part, in this process (the driver's child)
     args = p.parse_args(argv)
     if args.part:
-        run_part(args.part[0], args.part[1], args.json, args.only)
+        run_part(args.part[0], args.part[1], args.json, args.only, args.programs)
         return 0
     args.json.parent.mkdir(parents=True, exist_ok=True)
     part_dir = Path(tempfile.mkdtemp(prefix="gpu_plan_parts_"))
@@ -477,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
         parts = list(pool.map(lambda job: _run_subprocess(*job, part_dir, args.plugin_site,
-                                                          args.only, args.tpu_site), jobs))
+                                                          args.only, args.tpu_site,
+                                                          args.programs), jobs))
     records = [r for part in parts for r in part]
     wall_s = time.perf_counter() - start
     kept: dict = {}

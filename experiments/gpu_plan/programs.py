@@ -9,7 +9,8 @@ The functions are exactly those `trial.run_trial` jits, from the same builders
   of ``data.batch_size`` volumes in ``train.grad_accum_steps`` microbatches;
 - ``validation``: the pass that scores the validation (and test) split: for diffusion the
   K-step sampler with its per-step labels (`sampling_eval.batch_sampler`), for the U-Net one
-  forward pass and argmax, on an evaluation batch of ``data.batch_size`` volumes;
+  forward pass and argmax, on an evaluation batch of ``eval.batch_size`` volumes
+  (``data.batch_size`` when null);
 - ``sample``: one case as `diffseg3d predict` segments it (batch 1): the K-step sampler of
   `build.sampler` for diffusion, the forward pass and argmax for the U-Net.
 
@@ -19,9 +20,10 @@ on this CPU.
 
 The arguments go on one ``device`` (a GPU card), or on a ``mesh`` (`core/train/sharding.make_mesh`
 over a TPU topology's devices) as `trial.run_trial` places them when it has several devices: the
-train state replicated, the training batch split along its first axis (`sharding.batch_sharding`);
-the validation and one-case programs get their images as host arrays beside replicated
-parameters, which jit places replicated too, so there every device holds the whole batch.
+train state replicated, the training batch and the validation's evaluation batch split along
+their first axis (`sharding.batch_sharding`, as `sharding.place_batch` puts them), so each
+device holds its share of either; the one-case program gets its image beside replicated
+parameters, so every device holds that one case.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def trial_programs(config: Config, *, num_classes: int, shape: Sequence[int],
         whole = split = jax.sharding.SingleDeviceSharding(device)
     else:
         whole, split = replicated_sharding(mesh), batch_sharding(mesh)
-    b = config.data.batch_size
+    b, eb = config.data.batch_size, config.eval_batch_size
     key = _placed(whole, jax.eval_shape(lambda: jax.random.PRNGKey(0)))
     with target_backend(backend):
         model = build.model(config, num_classes)
@@ -95,8 +97,8 @@ def trial_programs(config: Config, *, num_classes: int, shape: Sequence[int],
                                  image_shape=(b, *shape, 1))
         state = _placed(whole, jax.eval_shape(init, jax.random.PRNGKey(0)))
     params = state.params
-    image = {n: _placed(whole, jax.ShapeDtypeStruct((n, *shape, 1), jnp.float32))
-             for n in (1, b)}
+    image = {1: _placed(whole, jax.ShapeDtypeStruct((1, *shape, 1), jnp.float32)),
+             "eval": _placed(split, jax.ShapeDtypeStruct((eb, *shape, 1), jnp.float32))}
     out: dict[str, Program] = {}
     if "train_step" in names:
         step = compile_train_step(build.train_step(config, model, tx, lr_schedule, spacing))
@@ -107,14 +109,14 @@ def trial_programs(config: Config, *, num_classes: int, shape: Sequence[int],
         sample = build.sampler(config, model, num_classes)
         if "validation" in names:
             chain = sampling_eval.batch_sampler(sample).run
-            out["validation"] = Program("validation", chain, (params, image[b], key),
+            out["validation"] = Program("validation", chain, (params, image["eval"], key),
                                         backend)
         if "sample" in names:
             out["sample"] = Program("sample", jax.jit(sample), (params, image[1], key),
                                     backend)
     elif not diffusion:
         predict = jit_predictor(model)
-        for name, n in (("validation", b), ("sample", 1)):
+        for name, n in (("validation", "eval"), ("sample", 1)):
             if name in names:
                 out[name] = Program(name, predict, (params, image[n]), backend)
     return out

@@ -50,7 +50,14 @@ from diffseg3d.core.metrics import evaluate
 from diffseg3d.core.metrics.validation_selection import validation_score
 from diffseg3d.core.train.checkpoint import FOLDER_STATE, params_digest, restore_checkpoint
 from diffseg3d.core.train.loop import compile_train_step, window_means
-from diffseg3d.core.train.sharding import check_batch_divisible, make_mesh, replicate, shard_batches
+from diffseg3d.core.train.sharding import (
+    check_batch_divisible,
+    check_eval_batch_divisible,
+    make_mesh,
+    place_batch,
+    replicate,
+    shard_batches,
+)
 from diffseg3d.core.train.state import create_train_state, run_init
 from diffseg3d.experiments.config.schema import Config, to_yaml
 from diffseg3d.experiments.tracking import record
@@ -113,7 +120,7 @@ def run_trial(
     best = BestValidation.from_meta(config.eval.checkpoint == "best_val", meta,
                                     ties=config.eval.val_ties)
     save = functools.partial(save_checkpoint, workdir / "checkpoints")
-    t, batch_size = config.train, config.data.batch_size
+    t, batch_size, eval_size = config.train, config.data.batch_size, config.eval_batch_size
     try:
         # ---- data ----
         dataset = PreparedDataset.load(config.data.root)
@@ -148,9 +155,11 @@ def run_trial(
         chain = sampling_eval.batch_sampler(sample) if sample is not None else None
         batches = host_batches = batch_iterator(dataset, "train", batch_size, config.seed,
                                                 start_step=start_step)
+        mesh = None
         if len(jax.local_devices()) > 1:  # data parallel: state replicated, batches split
             mesh = make_mesh()
             check_batch_divisible(batch_size, mesh)
+            check_eval_batch_divisible(eval_size, mesh)
             state = replicate(state, mesh)
             batches = shard_batches(host_batches, mesh)
 
@@ -181,7 +190,8 @@ def run_trial(
                 bar.set_postfix(loss=f"{logged.get('loss', math.nan):.4f}")
             if validate:
                 preds, labels = _predict_valid(predict, chain, state.params, dataset,
-                                               batch_size, jax.random.fold_in(eval_key, step))
+                                               eval_size, jax.random.fold_in(eval_key, step),
+                                               mesh)
                 last["val_dice"] = finite_or_nan(
                     evaluate.mean_case_dice(preds, labels, dataset.num_classes))
                 score = last["val_dice"]
@@ -212,11 +222,11 @@ def run_trial(
             if config.eval.samples > 1:
                 chain = sampling_eval.batch_sampler(sample, config.eval.samples)
             sampled = sampling_eval.sample_split(chain, test_params, dataset, split,
-                                                 batch_size, test_key)
+                                                 eval_size, test_key, mesh)
             preds, labels = sampled.preds, sampled.labels
         else:
-            preds, labels = predict_split(predict, test_params, dataset, split, batch_size,
-                                          test_key)
+            preds, labels = predict_split(predict, test_params, dataset, split, eval_size,
+                                          test_key, mesh)
         case_ids = dataset.case_ids(split)
 
         def score(predicted: np.ndarray) -> list[dict]:
@@ -230,17 +240,17 @@ def run_trial(
             summary.update({k: finite_or_nan(v) for k, v in sampling_eval.chain_metrics(
                 sampled, dataset.num_classes, "test" if split == "test" else split).items()})
         sampling = score_sampling_variants(config, model, dataset, test_params, test_key, rows,
-                                           score)
+                                           score, mesh)
         scores = sampled.uncertainty if config.method == "diffusion" else \
             uncertainty.score_softmax_split(functools.partial(predict_unet_probabilities, model),
-                                            test_params, dataset, split, batch_size)
+                                            test_params, dataset, split, eval_size, mesh)
         if scores is not None:
             summary.update({k: finite_or_nan(v) for k, v in scores.summary(
                 "test" if split == "test" else split).items()})
         eval_seconds = time.perf_counter() - eval_start
         summary.update({k: finite_or_nan(v) for k, v in _cost(
             config, model, test_params, dataset, predict, single, chain, test_key, step_flops,
-            final_step, train_seconds, eval_seconds).items()})
+            final_step, train_seconds, eval_seconds, mesh).items()})
 
         # ---- record ----
         csv_path = evaluate.write_per_case_csv(rows, workdir / record.ARTIFACT_PER_CASE)
@@ -285,11 +295,12 @@ def run_trial(
 def _cost(config: Config, model, params, dataset: PreparedDataset, predict: build.Predictor,
           single: sampling_eval.BatchSampler | None, chain: sampling_eval.BatchSampler | None,
           key, step_flops: float, steps_run: int, train_seconds: float,
-          eval_seconds: float) -> dict[str, float]:
+          eval_seconds: float, mesh=None) -> dict[str, float]:
     """`record.COST_METRICS` of the trial (`trial.cost`); seconds per case from re-running the
     split's first batch through the compiled one-sample and ensemble programs."""
-    image = next(iter(eval_batches(dataset, config.eval.split, config.data.batch_size)))["image"]
-    per_case = 1.0 / config.data.batch_size
+    image = place_batch(next(iter(eval_batches(dataset, config.eval.split,
+                                               config.eval_batch_size)))["image"], mesh)
+    per_case = 1.0 / config.eval_batch_size
     diffusion = config.method == "diffusion"
     samples = config.eval.samples if diffusion else 1
     if diffusion:  # validation compiled the one-sample pass, unless the trial never validated
@@ -306,11 +317,13 @@ def _cost(config: Config, model, params, dataset: PreparedDataset, predict: buil
 
 
 def _predict_valid(predict: build.Predictor, chain: sampling_eval.BatchSampler | None, params,
-                   dataset: PreparedDataset, batch_size: int, key) -> tuple[np.ndarray, np.ndarray]:
+                   dataset: PreparedDataset, batch_size: int, key, mesh=None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """(predicted, true) label maps of the validation split: through the trial's compiled
-    sampling pass for diffusion (the same labels `predict` gives), `predict` for the U-Net."""
+    sampling pass for diffusion (the same labels `predict` gives), `predict` for the U-Net;
+    batches of `batch_size` split over `mesh` when given."""
     if chain is None:
-        return predict_split(predict, params, dataset, "valid", batch_size, key)
-    sampled = sampling_eval.sample_split(chain, params, dataset, "valid", batch_size, key)
+        return predict_split(predict, params, dataset, "valid", batch_size, key, mesh)
+    sampled = sampling_eval.sample_split(chain, params, dataset, "valid", batch_size, key, mesh)
     return sampled.preds, sampled.labels
 

@@ -32,7 +32,9 @@ from diffseg3d.core.diffusion import mask_to_label
 from diffseg3d.core.infer.ensemble import ensemble_maps, sample_probabilities
 from diffseg3d.core.metrics.evaluate import case_mean_dice, mean_case_dice, mean_case_dice_per_step
 from diffseg3d.core.metrics.uncertainty import uncertainty_dice_spearman
+from diffseg3d.core.train.sharding import place_batch
 from diffseg3d.experiments.trial.uncertainty import UncertaintyScores
+from jax.sharding import Mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +127,7 @@ def sample_split(
     split: str,
     batch_size: int,
     key: jax.Array,
+    mesh: Mesh | None = None,
 ) -> SplitSamples:
     """Sample every case of `split` once with its trajectory (and as `sampler`'s ensemble).
 
@@ -134,6 +137,9 @@ def sample_split(
       dataset, split, batch_size: the cases, in padded batches of `batch_size`
         (`loader.eval_batches`; one compiled shape for every split).
       key: the split's key; batch j uses fold_in(key, j).
+      mesh: data parallel (`core/train/sharding.make_mesh`): each batch's images are split
+        over its devices (`batch_size` a multiple of their number) beside the replicated
+        parameters, so each device samples its share only; None: one device.
     """
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("preds", "labels", "steps", "ens",
                                                           "entropy", "by_size")}
@@ -143,7 +149,7 @@ def sample_split(
     for j, batch in enumerate(eval_batches(dataset, split, batch_size)):
         valid = batch["valid"]
         label, steps, ensemble, entropy, maps = jax.device_get(
-            sampler.run(params, batch["image"], jax.random.fold_in(key, j)))
+            sampler.run(params, place_batch(batch["image"], mesh), jax.random.fold_in(key, j)))
         if maps is not None:
             parts["by_size"].append(np.asarray(maps["by_size"])[:, valid])
         if scores is not None:

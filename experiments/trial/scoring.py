@@ -13,10 +13,12 @@ import numpy as np
 from diffseg3d.core.data.dataset import PreparedDataset
 from diffseg3d.core.data.loader import eval_batches
 from diffseg3d.core.metrics import evaluate
+from diffseg3d.core.train.sharding import place_batch
 from diffseg3d.experiments.config.schema import Config
 from diffseg3d.experiments.config.sections import DiffusionConfig
 from diffseg3d.experiments.tracking.mlflow_runs import finite_or_nan
 from diffseg3d.experiments.trial import build
+from jax.sharding import Mesh
 
 #: The split's means logged as `test_<name>`: name -> key of `core.metrics.summarise`.
 _TEST_MEANS = {"dice": "mean_case_dice", "hd95": "mean_case_hd95", "nsd": "mean_case_nsd",
@@ -27,14 +29,16 @@ _TEST_STDS = ("dice", "hd95", "nsd")
 
 
 def predict_split(
-    predict: build.Predictor, params, dataset: PreparedDataset, split: str, batch_size: int, key
+    predict: build.Predictor, params, dataset: PreparedDataset, split: str, batch_size: int, key,
+    mesh: Mesh | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(predicted, true) label maps, both (N, *S) int32 in `case_ids(split)` order. One compiled
     shape serves all batches (`eval_batches` pads the last one); batch j is keyed fold_in(key, j).
+    With a `mesh` each batch's images are split over its devices (`sharding.place_batch`).
     """
     preds, labels = [], []
     for j, batch in enumerate(eval_batches(dataset, split, batch_size)):
-        out = predict(params, batch["image"], jax.random.fold_in(key, j))
+        out = predict(params, place_batch(batch["image"], mesh), jax.random.fold_in(key, j))
         preds.append(np.asarray(jax.device_get(out))[batch["valid"]])
         labels.append(batch["label"][batch["valid"]])
     return np.concatenate(preds).astype(np.int32), np.concatenate(labels)
@@ -84,13 +88,14 @@ def with_sampling_variant(config: Config, variant: str) -> Config:
 
 def score_sampling_variants(
     config: Config, model, dataset: PreparedDataset, params, key, trained_rows: list[dict],
-    score: Callable[[np.ndarray], list[dict]],
+    score: Callable[[np.ndarray], list[dict]], mesh: Mesh | None = None,
 ) -> dict[str, list[dict]]:
-    """`eval.samplers` variant -> per-case rows of `params` on `eval.split` sampled that way,
-    each with `key`; the trained variant reuses `trained_rows` (the main evaluation). Empty
-    unless the method is diffusion."""
+    """`eval.samplers` variant -> per-case rows of `params` on `eval.split` sampled that way
+    (batches of `eval_batch_size`, split over `mesh` if given), each with `key`; the trained
+    variant reuses `trained_rows` (the main evaluation). Empty unless the method is
+    diffusion."""
     variants = config.eval.samplers if config.method == "diffusion" else []
     return {v: trained_rows if v == sampling_variant(config.diffusion) else score(predict_split(
         build.predictor(with_sampling_variant(config, v), model, dataset.num_classes),
-        params, dataset, config.eval.split, config.data.batch_size, key)[0])
+        params, dataset, config.eval.split, config.eval_batch_size, key, mesh)[0])
         for v in variants}

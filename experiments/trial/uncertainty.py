@@ -31,6 +31,7 @@ from diffseg3d.core.metrics.calibration import (
 from diffseg3d.core.metrics.dice import dice_per_class
 from diffseg3d.core.metrics.error_detection import error_detection, evaluation_region
 from diffseg3d.core.metrics.sample_set import SAMPLE_SET_KEYS, sample_set_metrics
+from diffseg3d.core.train.sharding import place_batch
 from diffseg3d.experiments.tracking import record
 
 #: Columns averaged over cases (of the per-case class means) into `test_<name>` metrics.
@@ -114,15 +115,17 @@ def _mean_of_case_means(rows: list[dict], key: str) -> float:
     return float(np.mean(means)) if means else math.nan
 
 
-def score_softmax_split(probabilities, params, dataset, split: str, batch_size: int
-                        ) -> UncertaintyScores:
+def score_softmax_split(probabilities, params, dataset, split: str, batch_size: int,
+                        mesh=None) -> UncertaintyScores:
     """A U-Net's `UncertaintyScores` of `split` from its softmax: `probabilities(params, image
     (B, *S, 1)) -> (B, *S, C)` (`core.infer.predict.predict_unet_probabilities`), entropy of
-    the softmax as the uncertainty, no samples and no disagreement."""
+    the softmax as the uncertainty, no samples and no disagreement. With a `mesh` each batch's
+    images are split over its devices (`core.train.sharding.place_batch`)."""
     scores = UncertaintyScores()
     case_ids = iter(dataset.case_ids(split))
     for batch in eval_batches(dataset, split, batch_size):
-        probs = np.asarray(jax.device_get(probabilities(params, batch["image"])), np.float64)
+        probs = np.asarray(jax.device_get(probabilities(params, place_batch(batch["image"],
+                                                                           mesh))), np.float64)
         for i in np.flatnonzero(batch["valid"]):
             p = probs[i]
             entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=-1)  # 0 log 0 = 0

@@ -154,12 +154,13 @@ def test_paper_tpu_profile_is_the_paper_profile_on_tpu():
     def shared(profile):
         train = {k: v for k, v in profile["train"].items() if k != "grad_accum_steps"}
         model = {k: v for k, v in profile["model"].items() if k != "remat"}
+        evaluation = {k: v for k, v in profile["eval"].items() if k != "batch_size"}
         return {**{k: v for k, v in profile.items() if k != "resources"}, "train": train,
-                "model": model}
+                "model": model, "eval": evaluation}
 
     assert shared(paper) == shared(tpu), (
         "paper_tpu.yaml must mirror every setting of paper.yaml except `resources`, "
-        "train.grad_accum_steps and model.remat")
+        "train.grad_accum_steps, model.remat and eval.batch_size")
     assert paper["model"]["compute_dtype"] == "bfloat16" and paper["model"]["conv_impl"] == "auto"
     assert tpu["resources"]["cpus_per_trial"] == paper["resources"]["cpus_per_trial"]
     # The paper's batch of 8 splits evenly over the chips of every size a TPU trial can ask for.
@@ -170,6 +171,8 @@ def test_paper_tpu_profile_is_the_paper_profile_on_tpu():
     gpus = trial_resources(paper)["gpu"]
     assert gpus == 1 and paper["train"]["grad_accum_steps"] == 1
     assert paper["data"]["batch_size"] // tpu["train"]["grad_accum_steps"] == chips
+    # Evaluation: the GPU samples the batch of 8 at once, the TPU host one volume per chip.
+    assert "batch_size" not in paper["eval"] and tpu["eval"]["batch_size"] == chips
 
 
 @pytest.mark.parametrize("name", ["paper", "paper_tpu", "quick", "smoke"])

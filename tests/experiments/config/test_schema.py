@@ -134,6 +134,7 @@ def test_config_hash_is_sha_of_canonical_json_without_labels():
     c = Config()
     data = c.model_dump(mode="json")
     del data["name"], data["tables"], data["overridden"], data["nnunet"]
+    del data["eval"]["batch_size"]  # null: left out (test below)
     expected = hashlib.sha256(
         json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()[:16]
@@ -149,6 +150,7 @@ def test_the_nnunet_section_is_hashed_for_nnunet_trials_only():
     # Configs written before the section existed keep their hash (a grid resumes them).
     before = Config().model_dump(mode="json")
     del before["name"], before["tables"], before["overridden"], before["nnunet"]
+    del before["eval"]["batch_size"]
     assert config_hash(Config()) == hashlib.sha256(json.dumps(
         before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     unet = validate_config({"method": "unet"})
@@ -157,6 +159,21 @@ def test_the_nnunet_section_is_hashed_for_nnunet_trials_only():
     nnunet = validate_config({"method": "nnunet"})
     assert config_hash(nnunet) != config_hash(validate_config(
         {"method": "nnunet", "nnunet": {"budget": "published"}}))
+
+
+def test_eval_batch_size_is_hashed_only_where_it_changes_the_batches():
+    # Null (data.batch_size) keeps the hashes of configs written before the key existed, and
+    # naming data.batch_size itself evaluates the same batches: same hash. Another size
+    # evaluates other batches (batch j is keyed fold_in(key, j)): another trial.
+    default = validate_config({"data": {"batch_size": 4}})
+    assert default.eval.batch_size is None
+    same = validate_config({"data": {"batch_size": 4}, "eval": {"batch_size": 4}})
+    other = validate_config({"data": {"batch_size": 4}, "eval": {"batch_size": 2}})
+    assert default.eval_batch_size == same.eval_batch_size == 4 and other.eval_batch_size == 2
+    assert config_hash(same) == config_hash(default)
+    assert config_hash(other) != config_hash(default)
+    with pytest.raises(ConfigError, match="eval.batch_size"):
+        validate_config({"eval": {"batch_size": 0}})
 
 
 def test_nnunet_refuses_tpus_best_val_and_unknown_settings():

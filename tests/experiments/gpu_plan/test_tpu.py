@@ -88,17 +88,22 @@ row = plan.Row("small_unet", "small", "imgx_v010", "as configured", "train_step"
                config.train.grad_accum_steps, config.model.remat, config)
 mesh = tpu.mesh("v5e_2x2")
 print(json.dumps(plan.compile_row(row, "v5e_2x2", mesh)))
+diffusion = validate_config(deep_merge(load_profile("paper_tpu"), {
+    "data": {"root": "unprepared"}, "model": {"channels": [4, 8, 16, 32]}}))
+row = plan.Row("small_diffusion", "small", "imgx_v010", "as configured", "validation",
+               diffusion.train.grad_accum_steps, diffusion.model.remat, diffusion)
+print(json.dumps(plan.compile_row(row, "v5e_2x2", mesh)))
 """
 
 
 @pytest.mark.slow
 @pytest.mark.requires("tpu-plan")
-def test_a_small_paper_tpu_train_step_compiles_data_parallel_over_four_v5e_chips():
+def test_a_small_paper_tpu_train_step_and_validation_compile_data_parallel_over_four_v5e_chips():
     out = subprocess.run([sys.executable, "-c", _COMPILE],
                          env=plan.subprocess_env(None, TPU_PLAN_SITE), capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    rec, val = (json.loads(line) for line in out.stdout.strip().splitlines()[-2:])
     assert rec["status"] == "ok", rec.get("error")
     assert (rec["target"], rec["mesh_devices"], rec["chips"]) == ("tpu", 4, 4)
     assert rec["mesh_device_kinds"] == ["TPU v5 lite"]
@@ -118,6 +123,12 @@ def test_a_small_paper_tpu_train_step_compiles_data_parallel_over_four_v5e_chips
     assert rec["collectives"].get("all-reduce", 0) > 0
     assert rec["healthy"] and rec["dilated_volume"] == [] and rec["convolutions"] > 20
     assert rec["flops"] > 0 and rec["grad_accum_steps"] == 2 and rec["remat"]
+    # The validation pass samples the profile's evaluation batch of 4 split over the 4 chips:
+    # one volume (16**3 float32 voxels) per chip, as the trial places it.
+    assert val["status"] == "ok", val.get("error")
+    assert val["eval_batch_size"] == 4 and val["program"] == "validation"
+    assert val["batch_bytes_per_device"] * 4 == val["batch_bytes"] == 4 * 16**3 * 4
+    assert val["param_bytes_per_device"] == val["param_bytes"] > 0
 
 
 def test_without_libtpu_the_error_gives_the_install_command():
