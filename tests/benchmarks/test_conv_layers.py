@@ -21,6 +21,9 @@ from diffseg3d.core.models import UNet
 
 from benchmarks.gpu.conv_layers import SMALL
 
+# Its fixture compiles for several seconds: in make test, not in the edit-test loop.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 IMPLS = ("lax3d", "lax3d_s2d", "slices")
 REQUIRED = {"level", "kind", "impl", "dtype", "shape", "fwd_s", "fwd_bwd_s", "bwd_over_fwd",

@@ -3,9 +3,12 @@ bit (the property `state.run_init` relies on)."""
 
 import json
 
+import pytest
+
 from benchmarks.probes import init_compile
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_init_compile_record_is_bit_identical_and_timed(tmp_path):
     out = tmp_path / "init.json"
     init_compile.main(["--shape", "8", "8", "4", "--channels", "8", "--classes", "3",

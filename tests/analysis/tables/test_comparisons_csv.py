@@ -140,6 +140,7 @@ def test_report_writes_csv_verdicts_figures_and_compiling_footnotes(tmp_path):
     assert any("paired differences table4_sampling_variance" in s for s in report.skipped)
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_time_input_rows_take_the_holm_over_both_time_inputs(tmp_path):
     from .test_time_input_table import time_input_frame
 

@@ -78,6 +78,7 @@ def test_nothing_is_written_without_tagged_runs(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 def test_latex_table_compiles(tmp_path):
     written, _ = write_time_input_table(time_input_frame(), tmp_path, 0.01)

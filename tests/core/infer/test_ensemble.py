@@ -27,6 +27,7 @@ def _soft_x0(seed, shape):
     return logits_to_mask(logits)
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_n_identical_samples_equal_one_sample():
     x0 = _soft_x0(0, (2, 4, 3, 2, 4))  # (batch, *spatial, classes)
     one = x0[None]
@@ -55,6 +56,7 @@ def test_clipped_noise_model_samples_are_renormalised():
     np.testing.assert_allclose(probs[0, 0, 1], [1 / 3] * 3, atol=1e-7)
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_entropy_zero_where_all_agree_and_maximal_where_split_evenly():
     # Voxel 0: all 4 samples say class 1. Voxel 1: two say 0, two say 1.
     labels = np.array([[[1, 0]], [[1, 0]], [[1, 1]], [[1, 1]]])  # (samples=4, batch=1, 2)

@@ -168,6 +168,7 @@ def test_slices_conv_saves_only_input_and_kernel_for_backward():
     assert saved_bytes <= x.nbytes + k.nbytes
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_bfloat16_slices_conv_gradients_close_to_float32():
     x, k = _random(4, (1, 4, 6, 4, 8), (3, 3, 3, 8, 8))
     w = np.random.default_rng(5).normal(size=(1, 4, 6, 4, 8)).astype(np.float32)
@@ -180,6 +181,7 @@ def test_bfloat16_slices_conv_gradients_close_to_float32():
         assert rel < 2e-2
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_lean_conv_in_x_blocks_equals_whole_volume_conv(monkeypatch):
     # A tiny block budget forces 3 uneven X-blocks (7 slices): values and gradients unchanged.
     from diffseg3d.core.models import conv as conv_module

@@ -152,6 +152,7 @@ def test_bfloat16_compute_keeps_float32_params_and_output(small_3d):
     assert float(jnp.max(abs_err)) < 0.2 * scale
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_output_depends_on_time_and_noisy_mask(small_3d):
     kw, params, (image, x_t, t) = small_3d
     apply = jax.jit(UNet(**kw).apply)
@@ -167,6 +168,7 @@ def test_output_depends_on_time_and_noisy_mask(small_3d):
     )
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 @pytest.mark.usefixtures("highest_precision")
 def test_instance_norm_is_group_norm_with_one_channel_per_group():
     image, x_t, t = _inputs((8, 8, 4))

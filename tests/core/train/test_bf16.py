@@ -13,6 +13,9 @@ from diffseg3d.core.models.unet import UNet
 from diffseg3d.core.train import METRIC_NAMES, create_train_state, make_optimizer
 from diffseg3d.core.train.steps import make_loss_fn, make_train_step
 
+# Its fixture compiles for several seconds: in make test, not in the edit-test loop.
+pytestmark = pytest.mark.slow
+
 NUM_CLASSES = 3
 SPATIAL = (4, 4, 2)  # divisible by 2 for two levels
 BATCH = 2

@@ -131,6 +131,7 @@ def test_resume_from_checkpoint_is_bit_for_bit(tmp_path):
     assert params_digest(full.params) != params_digest(target.params)
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_step_compiles_once_and_window_means_by_hand():
     state, _ = _setup()
     traces = []

@@ -93,6 +93,7 @@ def _recycled_inputs(params, model, schedule, batch, key):
     return k, k_next, x0, eps, eps_next
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 @pytest.mark.usefixtures("cpu_backend", "highest_precision")
 def test_recycling_builds_x_t_from_prediction_and_stops_its_gradient():
     schedule = make_schedule(1000, 5)

@@ -56,6 +56,7 @@ def _training_times(schedule, batch_size, recycling=False):
     return [np.asarray(t) for t in SEEN_T]
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_k_equal_t_training_uses_every_t_in_1_to_T():
     schedule = make_schedule(T, T)
     # 20,000 draws of k ~ U{0..999}: P(some t never drawn) < 1000 * exp(-20) ~ 2e-6.

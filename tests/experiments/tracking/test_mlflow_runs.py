@@ -98,6 +98,7 @@ def test_restart_without_checkpoint_supersedes_the_unfinished_run(store):
     assert client.get_run(elsewhere.run_id).info.lifecycle_stage == "active"
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 @pytest.mark.parametrize(("exported", "expected"), [(None, "true"), ("false", "false")])
 def test_tracking_turns_mlflow_telemetry_off_unless_the_user_chose(exported, expected):
     import os

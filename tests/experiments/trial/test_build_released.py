@@ -4,6 +4,7 @@ time scale, the schedule's time input, the augmentation's space and translation 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from diffseg3d.core.diffusion import model_time
 from diffseg3d.core.models.imgx_v010 import ImgXV010UNet
 from diffseg3d.core.models.unet import UNet
@@ -34,6 +35,7 @@ def test_quick_profile_keeps_the_project_network_and_fraction_time():
     assert float(model_time(schedule, jnp.array([4]))[0]) == 1.0
 
 
+@pytest.mark.slow  # several seconds: in make test, not in the edit-test loop
 def test_augment_space_and_translation_limit_reach_the_augmentation():
     paper = build.augment(_config("paper"), spacing=(0.75, 0.75, 2.5))
     assert paper.keywords["spacing"] is None and paper.keywords["limit_translation"] is True
