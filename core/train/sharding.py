@@ -35,25 +35,14 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
-    """Raise a `ValueError` naming both numbers unless the batch splits evenly over devices."""
-    num_devices = mesh.devices.size
-    if batch_size % num_devices:
-        raise ValueError(
-            f"batch size {batch_size} is not divisible by the number of devices {num_devices}; "
-            f"use a batch size that is a multiple of {num_devices}"
-        )
-
-
-def check_eval_batch_divisible(batch_size: int, mesh: Mesh) -> None:
-    """Raise a `ValueError` naming `eval.batch_size` unless evaluation batches of `batch_size`
+def check_batch_divisible(batch_size: int, mesh: Mesh, setting: str = "batch size") -> None:
+    """Raise a `ValueError` naming `setting` and both numbers unless batches of `batch_size`
     split evenly over the mesh's devices."""
     num_devices = mesh.devices.size
     if batch_size % num_devices:
         raise ValueError(
-            f"evaluation batch of {batch_size} volumes (eval.batch_size, or data.batch_size "
-            f"when null) is not divisible by the number of devices {num_devices}: set "
-            f"eval.batch_size to a multiple of {num_devices}"
+            f"{setting} {batch_size} is not divisible by the number of devices {num_devices}; "
+            f"set it to a multiple of {num_devices}"
         )
 
 

@@ -339,8 +339,9 @@ class EvalConfig(Section):
         "data.batch_size. With data parallelism over D devices every batch is split over them "
         "(one D-th per device, parameters replicated), so it must be a multiple of D. Lower it "
         "where a device cannot hold the K-step sampling of its share of the batch "
-        "(docs/GPU.md: the TPU plan). Left out of the config hash while null, so trials "
-        "configured before it existed keep their hashes.",
+        "(docs/GPU.md: the TPU plan). Left out of the config hash while null or equal to "
+        "data.batch_size (the same batches), so trials configured before it existed keep "
+        "their hashes.",
     )
     checkpoint: Literal["last", "best_val"] = Field(
         "last",

@@ -52,7 +52,6 @@ from diffseg3d.core.train.checkpoint import FOLDER_STATE, params_digest, restore
 from diffseg3d.core.train.loop import compile_train_step, window_means
 from diffseg3d.core.train.sharding import (
     check_batch_divisible,
-    check_eval_batch_divisible,
     make_mesh,
     place_batch,
     replicate,
@@ -159,7 +158,7 @@ def run_trial(
         if len(jax.local_devices()) > 1:  # data parallel: state replicated, batches split
             mesh = make_mesh()
             check_batch_divisible(batch_size, mesh)
-            check_eval_batch_divisible(eval_size, mesh)
+            check_batch_divisible(eval_size, mesh, "eval.batch_size")
             state = replicate(state, mesh)
             batches = shard_batches(host_batches, mesh)
 
