@@ -23,12 +23,13 @@ import argparse
 import collections
 import glob
 import json
-import math
 import re
 import tempfile
 import time
 
 import jax
+from diffseg3d.core.cost.flops import conv_flops
+from diffseg3d.core.cost.hlo_text import HloModule
 
 from benchmarks.cpu.configs import BenchConfig, size_tag
 from benchmarks.cpu.workloads import build
@@ -36,7 +37,6 @@ from benchmarks.cpu.workloads import build
 SKIP_PREFIXES = ("ThreadpoolListener", "ThunkExecutor", "end: ", "$")
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+)\s+(\w[\w\-]*)\(")
-_SHAPE = re.compile(r"\w+\[([\d,]*)\]")
 
 
 def hlo_opcodes(hlo_text: str) -> dict[str, str]:
@@ -114,37 +114,11 @@ def fusion_conv_flops(hlo_text: str) -> dict[str, float]:
 
 
 def conv_flops_from_hlo(hlo_text: str) -> dict[str, float]:
-    """FLOPs of each ``convolution`` instruction in HLO text:
-    ``2 * prod(output dims) * prod(window size) * lhs_features / feature_group_count``.
-
-    E.g. ``%c = f32[1,8,8,4,5] convolution(%x, %w), window={size=3x3x3 ...},
-    dim_labels=b012f_012io->b012f`` with ``%x = f32[1,8,8,4,3]`` is 2 * 1280 * 27 * 3 FLOPs.
-    Operand shapes come from their own definitions (``%x = f32[...] parameter(0)``).
-    """
-    shapes = {}
-    for line in hlo_text.splitlines():
-        m = _INSTR.match(line)
-        if m:
-            dims = _SHAPE.match(m.group(2))
-            if dims:
-                shapes[m.group(1)] = [int(d) for d in dims.group(1).split(",") if d]
-    flops = {}
-    for line in hlo_text.splitlines():
-        m = _INSTR.match(line)
-        if not m or m.group(3) != "convolution" or m.group(1) not in shapes:
-            continue
-        operands = re.search(r"convolution\(%?([\w.\-]+),", line)
-        labels = re.search(r"dim_labels=(\w+)_\w+->\w+", line)
-        window = re.search(r"window=\{size=([\dx]+)", line)
-        if not (operands and labels and window) or operands.group(1) not in shapes:
-            continue
-        lhs = shapes[operands.group(1)]
-        cin = lhs[labels.group(1).index("f")]
-        groups = re.search(r"feature_group_count=(\d+)", line)
-        cin //= int(groups.group(1)) if groups else 1
-        size = math.prod(int(n) for n in window.group(1).split("x"))
-        flops[m.group(1)] = 2.0 * math.prod(shapes[m.group(1)]) * size * cin
-    return flops
+    """FLOPs of each ``convolution`` instruction in HLO text, by name: the count of
+    `diffseg3d.core.cost.flops.conv_flops` (2 FLOPs per input feature, output feature and
+    window tap that lands on the input)."""
+    module = HloModule(hlo_text)
+    return {row.name: conv_flops(module, row) for row in module.rows if row.op == "convolution"}
 
 
 def op_seconds(xplane_path: str) -> dict[str, float]:

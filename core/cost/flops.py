@@ -7,9 +7,16 @@ the convolutions and matmuls it hands to cuDNN and cuBLAS as custom calls, which
 of a U-Net's arithmetic. The count here covers exactly those:
 
 - a convolution (an HLO ``convolution``, or a cuDNN conv custom call of any kind) costs
-  ``2 * |y| * prod(window) * c_in`` FLOPs, where ``y`` is the output of the forward conv it
-  belongs to and ``c_in`` its kernel's input features per group (a kernel or input gradient
-  costs as much as the forward conv);
+  ``2 * batch * c_out * c_in * taps`` FLOPs, for the output ``y`` of the forward conv it
+  belongs to (``batch`` x ``c_out`` features), ``c_in`` its kernel's input features per group,
+  and ``taps`` the (output position, window tap) pairs whose tap lands on an element of the
+  input rather than on its padding or the holes of its dilation: per spatial dimension, from
+  the window's size, stride, padding and dilations, multiplied over the dimensions (a kernel or
+  input gradient costs as much as the forward conv). That is the count of XLA's own
+  ``HloCostAnalysis``. Counting every tap instead would charge the zeros a conv is padded with:
+  a few per cent for a 3x3x3 conv on a small level, but 20x for the outer product XLA:TPU
+  writes as a 1x1 input padded by 127 with a 128-wide window, and a roofline bound must not
+  count work that need not be done;
 - a dot (an HLO ``dot``, including those inside Triton GEMM fusions, or a cuBLAS GEMM custom
   call) costs ``2 * |out| * prod(contracted dims)``;
 - a loop body counts once per iteration of its known trip count (gradient accumulation and the
@@ -27,14 +34,17 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 from diffseg3d.core.cost.hlo_text import HloModule, Instruction, array, attr, callee, type_bytes
 
-#: cuDNN conv custom-call targets -> which operand (or "out") is the forward output and kernel.
+#: cuDNN conv custom-call targets -> which operand (or "out") is the forward conv's input,
+#: output and kernel (their window and dim_labels are the forward conv's).
 _CUDNN_ROLES = {
-    "__cudnn$convForward": ("out", 1), "__cudnn$convBiasActivationForward": ("out", 1),
-    "__cudnn$convForwardGraph": ("out", 1), "__cudnn$convBackwardInput": (0, 1),
-    "__cudnn$convBackwardFilter": (1, "out"),
+    "__cudnn$convForward": (0, "out", 1), "__cudnn$convBiasActivationForward": (0, "out", 1),
+    "__cudnn$convForwardGraph": (0, "out", 1), "__cudnn$convBackwardInput": ("out", 0, 1),
+    "__cudnn$convBackwardFilter": (0, 1, "out"),
 }
+_PLAIN_ROLES = (0, "out", 1)
 _GEMM_TARGETS = ("__cublas$gemm", "__cublas$lt$matmul")
 #: Top-level instructions that launch no kernel and move no data of their own.
 _NO_TRAFFIC = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "while",
@@ -80,27 +90,58 @@ def _labels(dim_labels: str | None) -> tuple[str, str, str] | None:
     return (m.group(1), m.group(2), m.group(3)) if m else None
 
 
+def _window(rest: str) -> list[dict[str, int]]:
+    """A conv's ``window={size=3x3 stride=2x2 pad=1_1x0_1 lhs_dilate=.. rhs_dilate=..}``, one
+    dict per spatial dimension (absent fields take their defaults: stride and dilations 1,
+    padding 0)."""
+    fields = dict(re.findall(r"(\w+)=([\d_x\-]+)", attr(rest, "window") or ""))
+    size = [int(n) for n in fields["size"].split("x")] if "size" in fields else []
+
+    def per_dim(key: str) -> list[int]:
+        return [int(n) for n in fields[key].split("x")] if key in fields else [1] * len(size)
+
+    pads = [int(p.split("_")[0]) for p in fields["pad"].split("x")] if "pad" in fields \
+        else [0] * len(size)
+    return [{"size": k, "stride": s, "pad_low": p, "lhs_dilate": dl, "rhs_dilate": dr}
+            for k, s, p, dl, dr in zip(size, per_dim("stride"), pads, per_dim("lhs_dilate"),
+                                       per_dim("rhs_dilate"), strict=True)]
+
+
+def valid_taps(n_in: int, n_out: int, *, size: int, stride: int = 1, pad_low: int = 0,
+               lhs_dilate: int = 1, rhs_dilate: int = 1) -> int:
+    """(output position, window tap) pairs of one spatial dimension whose tap lands on one of the
+    ``n_in`` input elements, not on padding or a hole of the input's dilation."""
+    at = (np.arange(n_out)[:, None] * stride + np.arange(size)[None, :] * rhs_dilate - pad_low)
+    return int(((at >= 0) & (at % lhs_dilate == 0) & (at // lhs_dilate < n_in)).sum())
+
+
 def conv_flops(module: HloModule, row: Instruction) -> float:
     """FLOPs of one convolution (plain or cuDNN custom call); 0 where its shapes are unknown."""
     labels = _labels(attr(row.rest, "dim_labels"))
     out = array(row.type_text)
     operands = module.operand_shapes(row.rest)
-    y_at, kernel_at = ("out", 1)
+    roles = _PLAIN_ROLES
     if row.op == "custom-call":
-        y_at, kernel_at = _CUDNN_ROLES.get(attr(row.rest, "custom_call_target") or "",
-                                           ("out", 1))
+        roles = _CUDNN_ROLES.get(attr(row.rest, "custom_call_target") or "", _PLAIN_ROLES)
 
     def pick(at):
         if at == "out":
             return out[1] if out else None
         return operands[at] if at < len(operands) else None
 
-    y, kernel = pick(y_at), pick(kernel_at)
-    if labels is None or y is None or kernel is None or "i" not in labels[1]:
+    x, y, kernel = (pick(at) for at in roles)
+    if labels is None or x is None or y is None or kernel is None or "i" not in labels[1]:
         return 0.0
-    size = re.search(r"size=([\dx]+)", attr(row.rest, "window") or "")
-    window = math.prod(int(n) for n in size.group(1).split("x")) if size else 1
-    return 2.0 * math.prod(y) * window * kernel[labels[1].index("i")]
+    x_labels, kernel_labels, y_labels = labels
+    window = _window(row.rest)
+    spatial = [str(d) for d in range(len(window))]
+    if any(d not in x_labels or d not in y_labels for d in spatial) or \
+            len(x) != len(x_labels) or len(y) != len(y_labels):
+        return 0.0
+    taps = math.prod(valid_taps(x[x_labels.index(d)], y[y_labels.index(d)], **w)
+                     for d, w in zip(spatial, window, strict=True))
+    batch, features = y[y_labels.index("b")], y[y_labels.index("f")]
+    return 2.0 * batch * features * kernel[kernel_labels.index("i")] * taps
 
 
 def dot_flops(module: HloModule, row: Instruction) -> float:

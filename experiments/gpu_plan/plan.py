@@ -27,7 +27,8 @@ compiles); ``fits`` compares with one device's HBM. Also compile-time plans, not
 
 One process per (card, network) part (`run_part`), two at a time (`main`), so a compile that
 exhausts memory costs one part; `python -m diffseg3d.experiments.gpu_plan.plan --help`.
-``--merge`` keeps the existing JSON's records that this run does not compile anew.
+``--merge`` keeps the existing JSON's records that this run does not compile anew; every record
+carries the ``date`` it was planned on.
 """
 
 from __future__ import annotations
@@ -446,12 +447,14 @@ def _key(rec: dict) -> tuple:
 def _merged(records: list[dict], old: Path) -> tuple[list[dict], dict]:
     """``records`` after the records of ``old`` that none of them replaces (same card,
     network, trial, program and form), and what was kept from ``old`` (its cards, date and
-    wall time)."""
+    wall time). Each kept record keeps its own ``date`` (one written before records carried
+    it takes ``old``'s date)."""
     if not old.is_file():
         return records, {}
     before = json.loads(old.read_text())
     new = {_key(r) for r in records}
-    kept = [r for r in before.get("records", []) if _key(r) not in new]
+    kept = [{"date": before.get("date"), **r} for r in before.get("records", [])
+            if _key(r) not in new]
     info = {"cards": sorted({r["card"] for r in kept}), "date": before.get("date"),
             "wall_s": before.get("wall_s")}
     return kept + records, info
@@ -496,12 +499,13 @@ def main(argv: list[str] | None = None) -> int:
         parts = list(pool.map(lambda job: _run_subprocess(*job, part_dir, args.plugin_site,
                                                           args.only, args.tpu_site,
                                                           args.programs), jobs))
-    records = [r for part in parts for r in part]
+    today = date.today().isoformat()
+    records = [{**r, "date": today} for part in parts for r in part]
     wall_s = time.perf_counter() - start
     kept: dict = {}
     if args.merge:
         records, kept = _merged(records, args.json)
-    result = {"date": date.today().isoformat(), "kind": "compile-time plan, not a measurement",
+    result = {"date": today, "kind": "compile-time plan, not a measurement",
               "grid": GRID, "profile": PROFILE, "tpu_profile": TPU_PROFILE,
               "fit_margin": FIT_MARGIN, "wall_s": wall_s,
               **({"kept_from_earlier_run": kept} if kept else {}),

@@ -191,14 +191,15 @@ def test_reference_param_count_matches_paper_unet():
 
 
 def test_conv_flops_from_hlo_counts_forward_and_both_gradients():
-    """fwd, input-grad and kernel-grad convs each cost 2 * voxels * 27 * cin * cout."""
+    """fwd, input-grad and kernel-grad convs each cost 2 * cin * cout per tap on the input: a
+    3-tap SAME window has 3n - 2 of them along a dimension of size n."""
     x = jnp.ones((1, 8, 8, 4, 3))
     w = jnp.ones((3, 3, 3, 3, 5))
     loss = lambda x, w: jnp.sum(conv_lax(x, w) ** 2)
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
     flops = conv_flops_from_hlo(hlo)
     assert len(flops) == 3
-    assert sum(flops.values()) == pytest.approx(3 * 2 * (8 * 8 * 4) * 27 * 3 * 5)
+    assert sum(flops.values()) == pytest.approx(3 * 2 * 3 * 5 * 22 * 22 * 10)
     opcodes = hlo_opcodes(hlo)
     assert all(opcodes[name] == "convolution" for name in flops)
 

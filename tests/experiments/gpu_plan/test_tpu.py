@@ -66,12 +66,15 @@ def test_merge_keeps_the_earlier_records_a_run_does_not_compile_anew(tmp_path):
     old = tmp_path / "plan.json"
     gpu = {"card": "h100_sxm", "architecture": "imgx_v010", "trial": "t", "program": "sample",
            "form": "as configured", "planned_bytes": 1}
+    older = {**gpu, "card": "a100_sxm_80", "date": "2026-12-05"}
     stale = {**gpu, "card": "v5e_2x2", "planned_bytes": 2}
-    old.write_text(json.dumps({"date": "2026-12-07", "wall_s": 9.0, "records": [gpu, stale]}))
-    fresh = {**stale, "planned_bytes": 3}
+    old.write_text(json.dumps({"date": "2026-12-07", "wall_s": 9.0,
+                               "records": [gpu, older, stale]}))
+    fresh = {**stale, "planned_bytes": 3, "date": "2026-12-08"}
     records, kept = plan._merged([fresh], old)
-    assert records == [gpu, fresh]
-    assert kept == {"cards": ["h100_sxm"], "date": "2026-12-07", "wall_s": 9.0}
+    # Each kept record says when it was planned: its own date, else its file's.
+    assert records == [{**gpu, "date": "2026-12-07"}, older, fresh]
+    assert kept == {"cards": ["a100_sxm_80", "h100_sxm"], "date": "2026-12-07", "wall_s": 9.0}
 
 
 _COMPILE = """

@@ -1,5 +1,6 @@
-"""A trial's cost figures against a hand count: one 3x3x3 conv layer costs 2 k^3 Cin Cout voxels
-FLOPs (a multiply and an add per kernel tap), and the per-case inference cost is passes x that."""
+"""A trial's cost figures against a hand count: one 3x3x3 conv layer costs 2 Cin Cout FLOPs (a
+multiply and an add) per kernel tap that lands on the input, and the per-case inference cost is
+passes x that."""
 
 import math
 
@@ -12,7 +13,8 @@ from diffseg3d.experiments.trial import cost
 
 # One input channel: `forward_flops` feeds the network (1, *S, 1) images, as the trial's.
 SHAPE, CIN, COUT = (8, 8, 4), 1, 5
-HAND = 2 * 27 * CIN * COUT * 8 * 8 * 4  # 8,640 multiply-adds x 2
+# Per dimension of size n a 3-tap SAME window has 3n - 2 taps on the input (not the padding).
+HAND = 2 * CIN * COUT * (3 * 8 - 2) * (3 * 8 - 2) * (3 * 4 - 2)  # 24,200 multiply-adds x 2
 
 
 class OneConv(nn.Module):
