@@ -120,13 +120,13 @@ setup: $(STAMP) tex
 # subprocesses, Ray workers): one JAX persistent compilation cache for the whole run lets each
 # program compile once. It is emptied first, so every run starts from the same state and no
 # program compiled by an older checkout is ever loaded.
+TEST_JAX_CACHE := $(abspath $(VENV))/test-jax-cache
 # TEST_WORKERS pytest processes (pytest-xdist) share the machine, each running whole test files
 # (--dist loadfile: a module's fixtures, a trained model or a local Ray, are built once): much
 # of the suite waits on subprocesses, servers and Ray's start-up, so two keep both cores busy.
 # TEST_WORKERS=0 runs the suite in one process. Ray starts its workers at nice 15
 # (RAY_worker_niceness), which starves a Ray trial of one test whenever the other process
 # compiles: the tests run Ray's workers at the normal priority.
-TEST_JAX_CACHE := $(abspath $(VENV))/test-jax-cache
 TEST_WORKERS ?= 2
 TEST_ENV := env -u MLFLOW_TRACKING_URI -u RAY_ADDRESS GPU_PLAN_SITE=$(GPU_PLAN_SITE) \
 	JAX_COMPILATION_CACHE_DIR=$(TEST_JAX_CACHE) RAY_worker_niceness=0

@@ -97,14 +97,14 @@ def _window(rest: str) -> list[dict[str, int]]:
     fields = dict(re.findall(r"(\w+)=([\d_x\-]+)", attr(rest, "window") or ""))
     size = [int(n) for n in fields["size"].split("x")] if "size" in fields else []
 
-    def per_dim(key: str) -> list[int]:
-        return [int(n) for n in fields[key].split("x")] if key in fields else [1] * len(size)
+    def per_dim(key: str, default: str) -> list[int]:  # "pad=1_2": its low side, 1
+        return [int(v.split("_")[0]) for v in fields.get(key, "x".join([default] * len(size)))
+                .split("x")] if size else []
 
-    pads = [int(p.split("_")[0]) for p in fields["pad"].split("x")] if "pad" in fields \
-        else [0] * len(size)
     return [{"size": k, "stride": s, "pad_low": p, "lhs_dilate": dl, "rhs_dilate": dr}
-            for k, s, p, dl, dr in zip(size, per_dim("stride"), pads, per_dim("lhs_dilate"),
-                                       per_dim("rhs_dilate"), strict=True)]
+            for k, s, p, dl, dr in zip(size, per_dim("stride", "1"), per_dim("pad", "0"),
+                                       per_dim("lhs_dilate", "1"), per_dim("rhs_dilate", "1"),
+                                       strict=True)]
 
 
 def valid_taps(n_in: int, n_out: int, *, size: int, stride: int = 1, pad_low: int = 0,
